@@ -1,0 +1,275 @@
+//! The message that flows between IO and the decode stage, and its ndjson envelope.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Where a record came from (for example `kafka_topic`, `kafka_partition`, `kafka_offset`, or
+/// `input_file`, `input_line`), kept beside a message so that a dead letter can name it.
+pub type SourcePosition = Arc<BTreeMap<String, String>>;
+
+/// A payload and its string attributes: the Pub/Sub message model, which maps 1:1 to a Kafka
+/// record (value and headers) and to gcp-ingestion's ndjson envelope.
+///
+/// Equality, ordering and hashing look at payload and attributes only: where a record was read
+/// from is not part of what it is.
+///
+/// ```
+/// use sluice::Message;
+/// let m = Message::new("test").with_attribute("meta", "data");
+/// let line = m.to_json_line();
+/// assert_eq!(line, r#"{"attributeMap":{"meta":"data"},"payload":"dGVzdA=="}"#);
+/// assert_eq!(Message::from_json_line(line.as_bytes()).unwrap(), m);
+/// ```
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct Message {
+    /// The raw bytes of the record.
+    pub payload: Bytes,
+    /// String attributes (Pub/Sub attributes, Kafka headers, decoded metadata).
+    pub attributes: BTreeMap<String, String>,
+    /// The source position, if the source recorded one. Not serialized: it describes one read.
+    #[serde(skip)]
+    pub position: Option<SourcePosition>,
+}
+
+impl Message {
+    /// A message with this payload and no attributes.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Message {
+            payload: payload.into(),
+            attributes: BTreeMap::new(),
+            position: None,
+        }
+    }
+
+    /// Adds (or replaces) an attribute.
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
+
+    /// Replaces all attributes.
+    pub fn with_attributes(mut self, attributes: BTreeMap<String, String>) -> Self {
+        self.attributes = attributes;
+        self
+    }
+
+    /// Records where this message was read from.
+    pub fn with_position(mut self, position: SourcePosition) -> Self {
+        self.position = Some(position);
+        self
+    }
+
+    /// An attribute's value.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+
+    /// Approximate size in bytes (payload plus attribute keys and values), used for batch and
+    /// backpressure bounds.
+    pub fn byte_size(&self) -> usize {
+        self.payload.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
+    /// Encodes the gcp-ingestion envelope, one JSON object with sorted keys and no newline:
+    /// `{"attributeMap":{...}|null,"payload":"<base64>"}`. Empty attributes are written as `null`.
+    pub fn to_json_line(&self) -> String {
+        let mut out = String::with_capacity(self.byte_size() * 4 / 3 + 64);
+        self.write_json_line(&mut out);
+        out
+    }
+
+    /// Appends the envelope (see [`Message::to_json_line`]) to `out`.
+    pub fn write_json_line(&self, out: &mut String) {
+        out.push_str("{\"attributeMap\":");
+        if self.attributes.is_empty() {
+            out.push_str("null");
+        } else {
+            out.push('{');
+            for (i, (k, v)) in self.attributes.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_string(out, k);
+                out.push(':');
+                push_json_string(out, v);
+            }
+            out.push('}');
+        }
+        out.push_str(",\"payload\":\"");
+        base64::engine::general_purpose::STANDARD.encode_string(&self.payload, out);
+        out.push_str("\"}");
+    }
+
+    /// Decodes one envelope line. `attributeMap` may be an object, `null` or absent; `payload` may
+    /// be base64, `null` or absent (empty payload). Unknown keys are ignored, as gcp-ingestion does.
+    pub fn from_json_line(line: &[u8]) -> Result<Message, EnvelopeError> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            #[serde(rename = "attributeMap", default)]
+            attribute_map: Option<BTreeMap<String, String>>,
+            #[serde(default)]
+            payload: Option<String>,
+        }
+        let env: Envelope =
+            serde_json::from_slice(line).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+        let payload = match env.payload {
+            None => Bytes::new(),
+            Some(b64) => Bytes::from(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| EnvelopeError::Base64(e.to_string()))?,
+            ),
+        };
+        Ok(Message {
+            payload,
+            attributes: env.attribute_map.unwrap_or_default(),
+            position: None,
+        })
+    }
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    // serde_json's escaping, without building a Value
+    out.push_str(&serde_json::to_string(s).expect("a str always serializes"));
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.payload == other.payload && self.attributes == other.attributes
+    }
+}
+impl Eq for Message {}
+impl PartialOrd for Message {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Message {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.payload, &self.attributes).cmp(&(&other.payload, &other.attributes))
+    }
+}
+impl std::hash::Hash for Message {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.payload.hash(state);
+        self.attributes.hash(state);
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Message");
+        match std::str::from_utf8(&self.payload) {
+            Ok(s) => d.field("payload", &s),
+            Err(_) => d.field("payload", &self.payload),
+        };
+        d.field("attributes", &self.attributes);
+        if let Some(p) = &self.position {
+            d.field("position", p);
+        }
+        d.finish()
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Message::new(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+impl From<Vec<u8>> for Message {
+    fn from(v: Vec<u8>) -> Self {
+        Message::new(v)
+    }
+}
+impl From<Bytes> for Message {
+    fn from(b: Bytes) -> Self {
+        Message::new(b)
+    }
+}
+
+/// A line that is not a valid gcp-ingestion envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Not a JSON object of the envelope's shape.
+    #[error("invalid envelope json: {0}")]
+    Json(String),
+    /// `payload` is not valid standard base64.
+    #[error("invalid base64 payload: {0}")]
+    Base64(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_three_gcp_ingestion_forms() {
+        let a =
+            Message::from_json_line(br#"{"payload":"dGVzdA==","attributeMap":{"meta":"data"}}"#)
+                .unwrap();
+        assert_eq!(a, Message::new("test").with_attribute("meta", "data"));
+        let b = Message::from_json_line(br#"{"payload":"dGVzdAo=","attributeMap":null}"#).unwrap();
+        assert_eq!(b, Message::new("test\n"));
+        let c = Message::from_json_line(br#"{"payload":"dGVzdA=="}"#).unwrap();
+        assert_eq!(c, Message::new("test"));
+        let d = Message::from_json_line(br#"{"attributeMap":{"a":"b"},"payload":null}"#).unwrap();
+        assert_eq!(d, Message::new("").with_attribute("a", "b"));
+    }
+
+    #[test]
+    fn writes_sorted_keys_and_null_for_no_attributes() {
+        assert_eq!(
+            Message::new("test").to_json_line(),
+            r#"{"attributeMap":null,"payload":"dGVzdA=="}"#
+        );
+        let m = Message::new("x")
+            .with_attribute("z", "1")
+            .with_attribute("a", "q\"uote\n");
+        assert_eq!(
+            m.to_json_line(),
+            r#"{"attributeMap":{"a":"q\"uote\n","z":"1"},"payload":"eA=="}"#
+        );
+    }
+
+    #[test]
+    fn rejects_bad_lines_with_a_reason() {
+        assert!(matches!(
+            Message::from_json_line(b"not json"),
+            Err(EnvelopeError::Json(_))
+        ));
+        assert!(matches!(
+            Message::from_json_line(br#"{"payload":"***"}"#),
+            Err(EnvelopeError::Base64(_))
+        ));
+        assert!(matches!(
+            Message::from_json_line(br#"{"attributeMap":{"a":1}}"#),
+            Err(EnvelopeError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn position_is_not_part_of_identity() {
+        let p: SourcePosition = Arc::new([("input_line".to_string(), "3".to_string())].into());
+        assert_eq!(Message::new("a").with_position(p), Message::new("a"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn envelope_round_trips(payload: Vec<u8>, attrs: BTreeMap<String, String>) {
+            let m = Message::new(payload).with_attributes(attrs);
+            let back = Message::from_json_line(m.to_json_line().as_bytes()).unwrap();
+            proptest::prop_assert_eq!(back, m);
+        }
+    }
+}
