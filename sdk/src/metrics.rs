@@ -1,0 +1,199 @@
+//! Counters shared by the workers of one process: what the run summary and a metrics endpoint read.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A family of counters, each labelled by a step name or an error type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Counter {
+    /// Records read, by source step.
+    Read,
+    /// Bytes read, by source step.
+    ReadBytes,
+    /// Records durably written, by sink step.
+    Written,
+    /// Records a fallible step passed on, by step.
+    StepOk,
+    /// Records a fallible step turned into dead letters, by step.
+    StepFailed,
+    /// Dead letters written, by `error_type`.
+    DeadLettered,
+    /// Progress of bounded sources (reader units, e.g. bytes), by source step.
+    ProgressDone,
+    /// Size of bounded sources (reader units), by source step.
+    ProgressTotal,
+}
+
+impl Counter {
+    /// The Prometheus-style name of the family.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Read => "records_read",
+            Counter::ReadBytes => "bytes_read",
+            Counter::Written => "records_written",
+            Counter::StepOk => "step_records_ok",
+            Counter::StepFailed => "step_records_failed",
+            Counter::DeadLettered => "records_dead_lettered",
+            Counter::ProgressDone => "source_progress_done",
+            Counter::ProgressTotal => "source_progress_total",
+        }
+    }
+}
+
+/// The live counters of a pipeline run. Clones share state; read them from any thread while
+/// the pipeline runs (progress bars, a metrics endpoint).
+#[derive(Clone, Default)]
+pub struct Metrics {
+    inner: Arc<MetricsInner>,
+}
+
+#[derive(Default)]
+struct MetricsInner {
+    counters: Mutex<BTreeMap<(Counter, String), Arc<AtomicU64>>>,
+    in_flight_epochs: AtomicU64,
+}
+
+impl Metrics {
+    /// A new, empty set of counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counter for `family` and `label`, created at zero. Operators fetch it once at build
+    /// time and bump it without locking.
+    pub fn counter(&self, family: Counter, label: &str) -> Arc<AtomicU64> {
+        let mut map = self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry((family, label.to_string())).or_default().clone()
+    }
+
+    /// Adds `n` to a counter (slow path: looks the counter up).
+    pub fn add(&self, family: Counter, label: &str, n: u64) {
+        self.counter(family, label).fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_in_flight_epochs(&self, n: u64) {
+        self.inner.in_flight_epochs.store(n, Ordering::Relaxed);
+    }
+
+    /// The values now.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let map = self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        MetricsSnapshot {
+            counters: map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+                .collect(),
+            in_flight_epochs: self.inner.in_flight_epochs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counter values at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Every counter by family and label.
+    pub counters: BTreeMap<(Counter, String), u64>,
+    /// Epochs read but not yet durably written, on the worker that last reported.
+    pub in_flight_epochs: u64,
+}
+
+impl MetricsSnapshot {
+    /// The labels and values of one family.
+    pub fn family(&self, family: Counter) -> BTreeMap<String, u64> {
+        self.counters
+            .iter()
+            .filter(|((f, _), _)| *f == family)
+            .map(|((_, l), v)| (l.clone(), *v))
+            .collect()
+    }
+
+    /// The sum of one family.
+    pub fn total(&self, family: Counter) -> u64 {
+        self.counters
+            .iter()
+            .filter(|((f, _), _)| *f == family)
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Prometheus text exposition format, every family as a counter labelled by `step` (or
+    /// `error_type` for dead letters), prefixed `sluice_`.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut last = None;
+        for ((family, label), value) in &self.counters {
+            let name = family.name();
+            if last != Some(*family) {
+                out.push_str(&format!("# TYPE sluice_{name} counter\n"));
+                last = Some(*family);
+            }
+            let key = if *family == Counter::DeadLettered {
+                "error_type"
+            } else {
+                "step"
+            };
+            let label = label.replace('\\', "\\\\").replace('"', "\\\"");
+            out.push_str(&format!("sluice_{name}{{{key}=\"{label}\"}} {value}\n"));
+        }
+        out.push_str("# TYPE sluice_in_flight_epochs gauge\n");
+        out.push_str(&format!(
+            "sluice_in_flight_epochs {}\n",
+            self.in_flight_epochs
+        ));
+        out
+    }
+}
+
+/// What a finished run did, counted in this process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Records read, by source step.
+    pub read: BTreeMap<String, u64>,
+    /// Records durably written, by sink step (dead-letter sinks included).
+    pub written: BTreeMap<String, u64>,
+    /// Records passed on by each fallible step.
+    pub step_ok: BTreeMap<String, u64>,
+    /// Records each fallible step turned into dead letters.
+    pub step_failed: BTreeMap<String, u64>,
+    /// Dead letters written, by `error_type`.
+    pub dead_lettered: BTreeMap<String, u64>,
+    /// Bytes read, all sources.
+    pub bytes_read: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    pub(crate) fn from_snapshot(s: &MetricsSnapshot, elapsed: Duration) -> Self {
+        RunSummary {
+            read: s.family(Counter::Read),
+            written: s.family(Counter::Written),
+            step_ok: s.family(Counter::StepOk),
+            step_failed: s.family(Counter::StepFailed),
+            dead_lettered: s.family(Counter::DeadLettered),
+            bytes_read: s.total(Counter::ReadBytes),
+            elapsed,
+        }
+    }
+
+    /// All records read.
+    pub fn total_read(&self) -> u64 {
+        self.read.values().sum()
+    }
+
+    /// All dead letters written.
+    pub fn total_dead_lettered(&self) -> u64 {
+        self.dead_lettered.values().sum()
+    }
+}

@@ -1,0 +1,481 @@
+//! The timely operators behind `read`, `write` and the fallible maps. Private: users see
+//! `PCollection` methods only.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline as Local;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{source, Operator};
+use timely::dataflow::operators::{Capability, OkErr};
+use timely::dataflow::StreamVec;
+
+use crate::dead_letter::{DeadLetter, Failure};
+use crate::error::{BoxError, Error, Result};
+use crate::io::{
+    Epoch, ReadState, Sink, SinkContext, SinkWriter, Source, SourceContext, SourceReader,
+    SourceWaker,
+};
+use crate::metrics::Counter;
+use crate::pcollection::Provenance;
+use crate::pipeline::{BuildCtx, Finisher};
+use crate::{Element, Original};
+
+/// Don't hold a worker longer than this in one source activation: other operators need it.
+const READ_SLICE: Duration = Duration::from_millis(2);
+
+struct SourceDriver<T: 'static> {
+    step: String,
+    reader: RefCell<Option<Box<dyn SourceReader<T>>>>,
+    acked: Cell<Epoch>,
+    closed: Cell<bool>,
+}
+
+impl<T: 'static> SourceDriver<T> {
+    fn error(&self, e: BoxError) -> Error {
+        Error::Source {
+            step: self.step.clone(),
+            source: e,
+        }
+    }
+
+    /// Tells the reader that every epoch below `done` is durable.
+    fn ack(&self, done: Epoch) -> Result<()> {
+        if done <= self.acked.get() || self.closed.get() {
+            return Ok(());
+        }
+        if let Some(r) = self.reader.borrow_mut().as_mut() {
+            r.ack(done).map_err(|e| self.error(e))?;
+        }
+        self.acked.set(done);
+        Ok(())
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.replace(true) {
+            return Ok(());
+        }
+        match self.reader.borrow_mut().as_mut() {
+            Some(r) => r.close().map_err(|e| self.error(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<T: 'static> Finisher for SourceDriver<T> {
+    fn finish(&self, completed: bool) -> Result<()> {
+        if completed {
+            self.ack(Epoch::MAX)?;
+        }
+        self.close()
+    }
+}
+
+/// One source's open epoch and the epochs it read that are not yet durable.
+struct EpochBook {
+    records: usize,
+    bytes: usize,
+    opened: Instant,
+    in_flight: VecDeque<(Epoch, usize)>,
+    in_flight_bytes: usize,
+}
+
+impl EpochBook {
+    /// Closes the open epoch (telling the reader, if it has records) and opens the next one.
+    fn close<T: 'static>(
+        &mut self,
+        c: &mut Capability<Epoch>,
+        reader: &mut dyn SourceReader<T>,
+        now: Epoch,
+    ) {
+        let t = *c.time();
+        if self.records > 0 {
+            reader.end_epoch(t);
+            self.in_flight.push_back((t, self.bytes));
+            self.in_flight_bytes += self.bytes;
+        }
+        self.records = 0;
+        self.bytes = 0;
+        c.downgrade(&(t + 1).max(now));
+    }
+
+    /// Forgets the epochs below `done`.
+    fn done_below(&mut self, done: Epoch) {
+        while self.in_flight.front().is_some_and(|(t, _)| *t < done) {
+            if let Some((_, b)) = self.in_flight.pop_front() {
+                self.in_flight_bytes -= b;
+            }
+        }
+    }
+}
+
+pub(crate) fn read<'s, S: Source>(
+    ctx: &Rc<BuildCtx<'s>>,
+    step: &str,
+    source_def: Arc<S>,
+) -> StreamVec<'s, Epoch, S::Output> {
+    let scope = ctx.scope;
+    let shared = ctx.shared.clone();
+    let probe = ctx.probe.clone();
+    let activators = ctx.source_activators.clone();
+    let driver = Rc::new(SourceDriver::<S::Output> {
+        step: step.to_string(),
+        reader: RefCell::new(None),
+        acked: Cell::new(0),
+        closed: Cell::new(false),
+    });
+    ctx.finishers.borrow_mut().push(driver.clone());
+    let metrics = &shared.metrics;
+    let read_count = metrics.counter(Counter::Read, step);
+    let read_bytes = metrics.counter(Counter::ReadBytes, step);
+    let progress_done = metrics.counter(Counter::ProgressDone, step);
+    let progress_total = metrics.counter(Counter::ProgressTotal, step);
+    let bounds = shared.epoch;
+    let limits = shared.in_flight;
+
+    source::<_, CapacityContainerBuilder<Vec<S::Output>>, _, _>(scope, step, move |cap, info| {
+        let activator = scope.activator_for(info.address.clone());
+        activators.borrow_mut().push(activator.clone());
+        let sync = scope.worker().sync_activator_for(info.address.to_vec());
+        let open_ctx = SourceContext {
+            worker_index: scope.index(),
+            peers: scope.peers(),
+            runtime: shared.runtime.clone(),
+            waker: SourceWaker(Arc::new(move || {
+                let _ = sync.activate();
+            })),
+            job_name: shared.job_name.clone(),
+        };
+        let mut cap: Option<Capability<Epoch>> = Some(cap);
+        let mut book = EpochBook {
+            records: 0,
+            bytes: 0,
+            opened: Instant::now(),
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+        };
+        let mut last_progress = (0u64, 0u64);
+        let mut buf: Vec<S::Output> = Vec::new();
+
+        move |output| {
+            if driver.reader.borrow().is_none() && !driver.closed.get() {
+                match source_def.open(&open_ctx) {
+                    Ok(r) => *driver.reader.borrow_mut() = Some(r),
+                    Err(e) => {
+                        shared.fail(driver.error(e));
+                        cap = None;
+                        return;
+                    }
+                }
+            }
+
+            // Acknowledge what every sink has made durable.
+            let done = probe
+                .with_frontier(|f| f.as_option().copied())
+                .unwrap_or(Epoch::MAX);
+            if let Err(e) = driver.ack(done) {
+                shared.fail(e);
+                cap = None;
+                return;
+            }
+            book.done_below(done);
+            shared
+                .metrics
+                .set_in_flight_epochs(book.in_flight.len() as u64);
+
+            let Some(c) = cap.as_mut() else { return };
+            let mut reader_slot = driver.reader.borrow_mut();
+            let Some(reader) = reader_slot.as_mut() else {
+                return;
+            };
+
+            if shared.aborted() {
+                cap = None;
+                return;
+            }
+            if shared.stop.load(Ordering::SeqCst) {
+                book.close(c, reader.as_mut(), shared.clock_epoch());
+                cap = None;
+                return;
+            }
+            if book.in_flight.len() >= limits.max_epochs || book.in_flight_bytes >= limits.max_bytes
+            {
+                // The watcher behind the probe wakes us when an epoch is done; meanwhile ask
+                // batching sinks to write what they hold, or nothing would ever be done.
+                shared.request_flush();
+                return;
+            }
+
+            let slice_start = Instant::now();
+            loop {
+                let room = bounds.max_records.saturating_sub(book.records).max(1);
+                let status = match reader.read(&mut buf, room) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        drop(reader_slot);
+                        shared.fail(driver.error(e));
+                        cap = None;
+                        return;
+                    }
+                };
+                if !buf.is_empty() {
+                    if book.records == 0 {
+                        book.opened = Instant::now();
+                    }
+                    book.records += buf.len();
+                    book.bytes += status.bytes;
+                    read_count.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    read_bytes.fetch_add(status.bytes as u64, Ordering::Relaxed);
+                    output.session(&*c).give_iterator(buf.drain(..));
+                }
+                if let Some((d, t)) = reader.progress() {
+                    progress_done.fetch_add(d.saturating_sub(last_progress.0), Ordering::Relaxed);
+                    progress_total.fetch_add(t.saturating_sub(last_progress.1), Ordering::Relaxed);
+                    last_progress = (d.max(last_progress.0), t.max(last_progress.1));
+                }
+                let full = book.records >= bounds.max_records
+                    || book.bytes >= bounds.max_bytes
+                    || (book.records > 0 && book.opened.elapsed() >= bounds.max_age);
+                match status.state {
+                    ReadState::Exhausted => {
+                        book.close(c, reader.as_mut(), shared.clock_epoch());
+                        cap = None;
+                        return;
+                    }
+                    ReadState::EndOfEpoch => {
+                        book.close(c, reader.as_mut(), shared.clock_epoch());
+                        activator.activate();
+                        return;
+                    }
+                    ReadState::Idle => {
+                        if full {
+                            book.close(c, reader.as_mut(), shared.clock_epoch());
+                        } else if book.records == 0 {
+                            // Keep time moving so the other workers' epochs can complete.
+                            let now = shared.clock_epoch();
+                            if now > *c.time() {
+                                c.downgrade(&now);
+                            }
+                        }
+                        let wait = if book.records > 0 {
+                            bounds.max_age.saturating_sub(book.opened.elapsed())
+                        } else {
+                            bounds.max_age
+                        };
+                        activator.activate_after(wait.max(Duration::from_millis(1)));
+                        return;
+                    }
+                    _ => {
+                        if full {
+                            book.close(c, reader.as_mut(), shared.clock_epoch());
+                            activator.activate();
+                            return;
+                        }
+                        if slice_start.elapsed() >= READ_SLICE {
+                            activator.activate();
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+pub(crate) fn write<'s, S: Sink>(
+    ctx: &Rc<BuildCtx<'s>>,
+    step: &str,
+    stream: StreamVec<'s, Epoch, S::Input>,
+    sink: Arc<S>,
+) {
+    let scope = ctx.scope;
+    let shared = ctx.shared.clone();
+    let mut builder = OperatorBuilder::new(step.to_string(), scope);
+    let info = builder.operator_info();
+    let mut input = builder.new_input(stream, Local);
+    let (output, out_stream) = builder.new_output::<Vec<()>>();
+    let sync = scope.worker().sync_activator_for(info.address.to_vec());
+    shared
+        .sink_wakers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(sync.clone());
+    let written = shared.metrics.counter(Counter::Written, step);
+    let step = step.to_string();
+    let open_ctx = SinkContext {
+        worker_index: scope.index(),
+        peers: scope.peers(),
+        process_index: shared.process_index,
+        runtime: shared.runtime.clone(),
+        job_name: shared.job_name.clone(),
+        run_id: shared.run_id.clone(),
+    };
+
+    builder.build(move |initial_caps| {
+        // Holding these would keep the probe at epoch 0 forever.
+        drop(initial_caps);
+        let _output = output;
+        let mut writer: Option<Box<dyn SinkWriter<S::Input>>> = None;
+        let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<S::Input>)> = BTreeMap::new();
+        let mut writing: HashMap<u64, (Capability<Epoch>, usize)> = HashMap::new();
+        let mut next_write = 0u64;
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, Result<(), BoxError>)>();
+        let mut flushed_at_end = false;
+        let mut seen_flush = 0u64;
+
+        move |frontiers| {
+            if shared.aborted() {
+                input.for_each(|_, _| {});
+                stash.clear();
+                writing.clear();
+                return;
+            }
+            if writer.is_none() {
+                match sink.open(&open_ctx) {
+                    Ok(w) => writer = Some(w),
+                    Err(e) => {
+                        shared.fail(Error::Sink {
+                            step: step.clone(),
+                            source: e,
+                        });
+                        input.for_each(|_, _| {});
+                        return;
+                    }
+                }
+            }
+            let Some(w) = writer.as_mut() else { return };
+            input.for_each(|cap, data| {
+                if let (Some(t), Some(held)) = (cap.least().copied(), cap.retain_least(0)) {
+                    stash
+                        .entry(t)
+                        .or_insert_with(|| (held, Vec::new()))
+                        .1
+                        .append(data);
+                }
+            });
+            let frontier = &frontiers[0];
+            while let Some(entry) = stash.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let (t, (held, records)) = entry.remove_entry();
+                let id = next_write;
+                next_write += 1;
+                writing.insert(id, (held, records.len()));
+                let future = w.write(t, records);
+                let tx = done_tx.clone();
+                let wake = sync.clone();
+                shared.runtime.spawn(async move {
+                    let result = future.await;
+                    let _ = tx.send((id, result));
+                    let _ = wake.activate();
+                });
+            }
+            let generation = shared.flush_generation.load(Ordering::SeqCst);
+            if frontier.frontier().is_empty() && !flushed_at_end {
+                flushed_at_end = true;
+                w.flush();
+            } else if generation != seen_flush {
+                seen_flush = generation;
+                if !writing.is_empty() {
+                    w.flush();
+                }
+            }
+            while let Ok((id, result)) = done_rx.try_recv() {
+                let Some((held, n)) = writing.remove(&id) else {
+                    continue;
+                };
+                match result {
+                    Ok(()) => {
+                        written.fetch_add(n as u64, Ordering::Relaxed);
+                        drop(held);
+                    }
+                    Err(e) => {
+                        shared.fail(Error::Sink {
+                            step: step.clone(),
+                            source: e,
+                        });
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    ctx.sink_outputs.borrow_mut().push(out_stream);
+}
+
+/// What a fallible step needs to make dead letters.
+pub(crate) struct FailureContext {
+    pub(crate) error_type: String,
+    pub(crate) job_name: String,
+    pub(crate) provenance: Option<Rc<Provenance>>,
+    pub(crate) stack_traces: bool,
+}
+
+impl FailureContext {
+    pub(crate) fn dead_letter(&self, original: Message, failure: Failure) -> DeadLetter {
+        let mut dl = DeadLetter::new(original, self.error_type.clone(), failure);
+        dl.job_name = Some(self.job_name.clone());
+        if let Some(p) = &self.provenance {
+            dl.input = Some(p.input.clone());
+            dl.input_type = Some(p.input_type.clone());
+        }
+        if !self.stack_traces {
+            dl.stack_trace = None;
+        }
+        dl
+    }
+}
+
+use crate::Message;
+
+type Split<'s, U> = (StreamVec<'s, Epoch, U>, StreamVec<'s, Epoch, DeadLetter>);
+
+/// Runs `f` on every record; `Ok` values go to the first stream, failures become dead letters
+/// holding the untouched original.
+pub(crate) fn try_flat_map<'s, T, U, I, E, F>(
+    stream: StreamVec<'s, Epoch, T>,
+    step: &str,
+    failures: FailureContext,
+    ok_count: Arc<std::sync::atomic::AtomicU64>,
+    failed_count: Arc<std::sync::atomic::AtomicU64>,
+    mut f: F,
+) -> Split<'s, U>
+where
+    T: Element + Original,
+    U: Element,
+    I: IntoIterator<Item = U>,
+    E: Into<Failure>,
+    F: FnMut(&T) -> std::result::Result<I, E> + 'static,
+{
+    let mixed: StreamVec<'s, Epoch, std::result::Result<U, Box<DeadLetter>>> =
+        stream.unary(Local, step, move |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    let (mut ok, mut failed) = (0u64, 0u64);
+                    for record in data.drain(..) {
+                        match f(&record) {
+                            Ok(outputs) => {
+                                ok += 1;
+                                session.give_iterator(outputs.into_iter().map(Ok));
+                            }
+                            Err(e) => {
+                                failed += 1;
+                                let dl = failures.dead_letter(record.to_original(), e.into());
+                                session.give(Err(Box::new(dl)));
+                            }
+                        }
+                    }
+                    ok_count.fetch_add(ok, Ordering::Relaxed);
+                    failed_count.fetch_add(failed, Ordering::Relaxed);
+                });
+            }
+        });
+    mixed.ok_err::<Vec<U>, U, Vec<DeadLetter>, DeadLetter, _>(|r| r.map_err(|dl| *dl))
+}

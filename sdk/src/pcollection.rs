@@ -1,0 +1,442 @@
+//! `PCollection`: a typed, distributed collection of records flowing through a pipeline.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use timely::dataflow::operators::vec::{Filter, Map, Partition};
+use timely::dataflow::operators::{Concatenate, Inspect, Operator};
+use timely::dataflow::StreamVec;
+
+use crate::dead_letter::{DeadLetter, Failure};
+use crate::io::{Epoch, Sink};
+use crate::metrics::Counter;
+use crate::operators::FailureContext;
+use crate::pipeline::{BuildCtx, FailureObligation};
+use crate::Message;
+
+/// What a record type needs to flow through a pipeline.
+pub trait Element: Clone + Send + 'static {}
+impl<T: Clone + Send + 'static> Element for T {}
+
+/// How a record is kept, untouched, in a dead letter: as the message it was read as.
+///
+/// Implemented for [`Message`], [`Bytes`], `Vec<u8>`, `String` and the integer types; implement
+/// it for your own record types (for example by serializing them to JSON).
+pub trait Original {
+    /// The record as a message: its bytes and attributes.
+    fn to_original(&self) -> Message;
+}
+
+impl Original for Message {
+    fn to_original(&self) -> Message {
+        self.clone()
+    }
+}
+impl Original for Bytes {
+    fn to_original(&self) -> Message {
+        Message::new(self.clone())
+    }
+}
+impl Original for Vec<u8> {
+    fn to_original(&self) -> Message {
+        Message::new(self.clone())
+    }
+}
+impl Original for String {
+    fn to_original(&self) -> Message {
+        Message::new(self.clone().into_bytes())
+    }
+}
+macro_rules! original_by_display {
+    ($($t:ty),*) => {$(
+        impl Original for $t {
+            fn to_original(&self) -> Message {
+                Message::new(self.to_string().into_bytes())
+            }
+        }
+    )*};
+}
+original_by_display!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+
+/// Which input a collection's records came from, reported in dead letters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Provenance {
+    pub(crate) input: String,
+    pub(crate) input_type: String,
+}
+
+/// A typed collection of records in a pipeline, split across its workers.
+///
+/// Built from [`PipelineBuilder::read`](crate::PipelineBuilder::read) and transformed with
+/// element-wise methods; the type system keeps a `PCollection<Bytes>` away from a
+/// `Sink<Input = Order>`. A collection that holds failures must reach a sink before the pipeline
+/// builds.
+pub struct PCollection<'s, T: Element> {
+    stream: StreamVec<'s, Epoch, T>,
+    ctx: Rc<BuildCtx<'s>>,
+    obligations: Vec<FailureObligation>,
+    provenance: Option<Rc<Provenance>>,
+}
+
+impl<'s, T: Element> Clone for PCollection<'s, T> {
+    fn clone(&self) -> Self {
+        PCollection {
+            stream: self.stream.clone(),
+            ctx: self.ctx.clone(),
+            obligations: self.obligations.clone(),
+            provenance: self.provenance.clone(),
+        }
+    }
+}
+
+impl<'s, T: Element> PCollection<'s, T> {
+    pub(crate) fn from_parts(
+        stream: StreamVec<'s, Epoch, T>,
+        ctx: Rc<BuildCtx<'s>>,
+        obligations: Vec<FailureObligation>,
+        provenance: Option<Rc<Provenance>>,
+    ) -> Self {
+        PCollection {
+            stream,
+            ctx,
+            obligations,
+            provenance,
+        }
+    }
+
+    pub(crate) fn empty(ctx: Rc<BuildCtx<'s>>) -> Self {
+        let stream = ctx.scope.concatenate(Vec::<StreamVec<'s, Epoch, T>>::new());
+        PCollection::from_parts(stream, ctx, Vec::new(), None)
+    }
+
+    fn derive<U: Element>(&self, stream: StreamVec<'s, Epoch, U>) -> PCollection<'s, U> {
+        PCollection {
+            stream,
+            ctx: self.ctx.clone(),
+            obligations: self.obligations.clone(),
+            provenance: self.provenance.clone(),
+        }
+    }
+
+    /// Transforms every record.
+    ///
+    /// ```
+    /// let out = sluice::harness::run(vec![1, 2, 3], |input, _| input.map(|x| x * 10));
+    /// assert_eq!(out.output, vec![10, 20, 30]);
+    /// ```
+    pub fn map<U: Element>(self, f: impl FnMut(T) -> U + 'static) -> PCollection<'s, U> {
+        let stream = self.stream.clone().map(f);
+        self.derive(stream)
+    }
+
+    /// Keeps the records for which `predicate` is true.
+    ///
+    /// ```
+    /// let out = sluice::harness::run(vec![1, 2, 3, 4], |input, _| input.filter(|x| x % 2 == 0));
+    /// assert_eq!(out.output, vec![2, 4]);
+    /// ```
+    pub fn filter(self, predicate: impl FnMut(&T) -> bool + 'static) -> PCollection<'s, T> {
+        let stream = self.stream.clone().filter(predicate);
+        self.derive(stream)
+    }
+
+    /// Turns every record into zero or more records.
+    ///
+    /// ```
+    /// let out = sluice::harness::run(vec![1, 2], |input, _| input.flat_map(|x| vec![x; x]));
+    /// assert_eq!(out.output, vec![1, 2, 2]);
+    /// ```
+    pub fn flat_map<U: Element, I>(self, f: impl FnMut(T) -> I + 'static) -> PCollection<'s, U>
+    where
+        I: IntoIterator<Item = U>,
+    {
+        let stream = self.stream.clone().flat_map(f);
+        self.derive(stream)
+    }
+
+    /// Looks at every record without changing it.
+    pub fn inspect(self, mut f: impl FnMut(&T) + 'static) -> PCollection<'s, T> {
+        let stream = self.stream.clone().inspect(move |x: &T| f(x));
+        self.derive(stream)
+    }
+
+    /// Both collections' records in one.
+    ///
+    /// ```
+    /// let out = sluice::harness::run(vec![1, 2], |input, _| input.clone().concat(input.map(|x| x + 10)));
+    /// assert_eq!(out.output, vec![1, 2, 11, 12]);
+    /// ```
+    pub fn concat(self, other: PCollection<'s, T>) -> PCollection<'s, T> {
+        PCollection::flatten(vec![self, other]).expect("a list of two is not empty")
+    }
+
+    /// All collections' records in one (Beam's `Flatten`); `None` for an empty list.
+    pub fn flatten(collections: Vec<PCollection<'s, T>>) -> Option<PCollection<'s, T>> {
+        let first = collections.first()?;
+        let ctx = first.ctx.clone();
+        let provenance = first.provenance.clone();
+        let same_input = collections.iter().all(|c| c.provenance == provenance);
+        let mut obligations = Vec::new();
+        let mut streams = Vec::new();
+        for c in collections {
+            obligations.extend(c.obligations);
+            streams.push(c.stream);
+        }
+        let stream = ctx.scope.concatenate(streams);
+        Some(PCollection {
+            stream,
+            ctx,
+            obligations,
+            provenance: if same_input { provenance } else { None },
+        })
+    }
+
+    /// Splits into `n` collections: record `x` goes to part `f(&x)` (values `>= n` go to the
+    /// last part).
+    ///
+    /// ```
+    /// let out = sluice::harness::run(vec![1, 2, 3, 4, 5], |input, _| {
+    ///     let mut parts = input.partition(2, |x| (x % 2) as usize);
+    ///     let odd = parts.pop().unwrap();
+    ///     odd.map(|x| x * 100)
+    /// });
+    /// assert_eq!(out.output, vec![100, 300, 500]);
+    /// ```
+    pub fn partition(self, n: usize, f: impl Fn(&T) -> usize + 'static) -> Vec<PCollection<'s, T>> {
+        let n = n.max(1);
+        let last = (n - 1) as u64;
+        let parts = self
+            .stream
+            .clone()
+            .partition(n as u64, move |x| ((f(&x) as u64).min(last), x));
+        parts.into_iter().map(|s| self.derive(s)).collect()
+    }
+
+    /// Splits by a test: `Ok` records to the first collection, `Err` to the second.
+    pub fn branch<A: Element, B: Element>(
+        self,
+        f: impl FnMut(T) -> Result<A, B> + 'static,
+    ) -> (PCollection<'s, A>, PCollection<'s, B>) {
+        use timely::dataflow::operators::OkErr;
+        let (a, b) = self.stream.clone().ok_err::<Vec<A>, A, Vec<B>, B, _>(f);
+        (self.derive(a), self.derive(b))
+    }
+
+    /// Applies a transform as a named step (Beam's `apply`); the name prefixes the names of
+    /// the steps inside it in metrics.
+    pub fn apply<X: PTransform<Self>>(self, name: &str, transform: X) -> X::Output {
+        let ctx = self.ctx.clone();
+        ctx.step_prefix.borrow_mut().push(name.to_string());
+        let out = transform.expand(self);
+        ctx.step_prefix.borrow_mut().pop();
+        out
+    }
+
+    /// Transforms every record with a fallible function. A record for which `f` fails becomes
+    /// a [`DeadLetter`] with the untouched original and `error_type` = `step`.
+    ///
+    /// ```
+    /// let out = sluice::harness::run(vec!["1".to_string(), "x".to_string()], |input, dead_letters| {
+    ///     input.try_map("ParseNumber", |s: &String| s.parse::<u64>()).failures_to(dead_letters)
+    /// });
+    /// assert_eq!(out.output, vec![1]);
+    /// assert_eq!(out.dead_letters[0].error_type, "ParseNumber");
+    /// assert_eq!(out.dead_letters[0].original.payload, "x");
+    /// ```
+    pub fn try_map<U, E, F>(self, step: &str, mut f: F) -> WithFailures<'s, U>
+    where
+        T: Original,
+        U: Element,
+        E: Into<Failure>,
+        F: FnMut(&T) -> Result<U, E> + 'static,
+    {
+        self.try_flat_map(step, move |x| f(x).map(Some))
+    }
+
+    /// Like [`PCollection::try_map`], for a function that gives zero or more records.
+    pub fn try_flat_map<U, I, E, F>(self, step: &str, f: F) -> WithFailures<'s, U>
+    where
+        T: Original,
+        U: Element,
+        I: IntoIterator<Item = U>,
+        E: Into<Failure>,
+        F: FnMut(&T) -> Result<I, E> + 'static,
+    {
+        let full = self.ctx.step_name(step);
+        let shared = &self.ctx.shared;
+        let failures = FailureContext {
+            error_type: step.to_string(),
+            job_name: shared.job_name.clone(),
+            provenance: self.provenance.clone(),
+            stack_traces: shared.stack_traces,
+        };
+        let ok = shared.metrics.counter(Counter::StepOk, &full);
+        let failed = shared.metrics.counter(Counter::StepFailed, &full);
+        let (out, errs) =
+            crate::operators::try_flat_map(self.stream.clone(), &full, failures, ok, failed, f);
+        let mut failure_obligations = self.obligations.clone();
+        failure_obligations.push(self.ctx.obligation(&full));
+        let failures = PCollection {
+            stream: errs,
+            ctx: self.ctx.clone(),
+            obligations: failure_obligations,
+            provenance: self.provenance.clone(),
+        };
+        WithFailures {
+            output: self.derive(out),
+            failures,
+        }
+    }
+
+    /// Writes every record to `sink` as step `name`. The sink holds each epoch until its
+    /// records are durable; only then may the sources acknowledge it.
+    pub fn write<S: Sink<Input = T>>(self, name: &str, sink: S) {
+        for o in &self.obligations {
+            o.discharge();
+        }
+        let step = self.ctx.step_name(name);
+        crate::operators::write(&self.ctx, &step, self.stream, std::sync::Arc::new(sink));
+    }
+
+    /// Moves records between workers by a key, so that equal keys meet on one worker
+    /// (needed by steps like dedup). Records cross processes in a cluster: they must serialize.
+    pub fn exchange_by(self, key: impl Fn(&T) -> u64 + 'static) -> PCollection<'s, T>
+    where
+        T: timely::ExchangeData,
+    {
+        use timely::dataflow::operators::Exchange;
+        let stream = self.stream.clone().exchange(move |x: &T| key(x));
+        self.derive(stream)
+    }
+
+    /// Counts records passing this point under `Counter::StepOk` with label `name`.
+    pub fn count_as(self, name: &str) -> PCollection<'s, T> {
+        let counter = self
+            .ctx
+            .shared
+            .metrics
+            .counter(Counter::StepOk, &self.ctx.step_name(name));
+        let stream = self.stream.clone().unary(
+            timely::dataflow::channels::pact::Pipeline,
+            "Count",
+            move |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        counter.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        output.session(&cap).give_container(data);
+                    })
+                }
+            },
+        );
+        self.derive(stream)
+    }
+}
+
+/// A composite step: Beam's `PTransform`. `expand` builds the step's part of the graph.
+///
+/// ```
+/// use sluice::{PCollection, PTransform};
+/// struct Double;
+/// impl<'s> PTransform<PCollection<'s, u64>> for Double {
+///     type Output = PCollection<'s, u64>;
+///     fn expand(self, input: PCollection<'s, u64>) -> Self::Output {
+///         input.map(|x| x * 2)
+///     }
+/// }
+/// let out = sluice::harness::run(vec![1, 2], |input, _| input.apply("double", Double));
+/// assert_eq!(out.output, vec![2, 4]);
+/// ```
+pub trait PTransform<Input> {
+    /// What the step produces: a collection, or [`WithFailures`] for a fallible step.
+    type Output;
+    /// Builds the step.
+    fn expand(self, input: Input) -> Self::Output;
+}
+
+/// The result of a fallible step: its output and its failures, as named fields (Beam's
+/// `WithFailures.Result`).
+pub struct WithFailures<'s, T: Element> {
+    /// Records the step processed.
+    pub output: PCollection<'s, T>,
+    /// Records the step rejected, as dead letters.
+    pub failures: PCollection<'s, DeadLetter>,
+}
+
+impl<'s, T: Element> WithFailures<'s, T> {
+    /// Sends the failures to `dead_letters` and gives the output.
+    pub fn failures_to(self, dead_letters: &mut DeadLetters<'s>) -> PCollection<'s, T> {
+        dead_letters.push(self.failures);
+        self.output
+    }
+
+    /// Applies a fallible transform to the output, keeping both steps' failures together.
+    pub fn and_then<U: Element, X>(self, name: &str, transform: X) -> WithFailures<'s, U>
+    where
+        X: PTransform<PCollection<'s, T>, Output = WithFailures<'s, U>>,
+    {
+        let next = self.output.apply(name, transform);
+        WithFailures {
+            output: next.output,
+            failures: self.failures.concat(next.failures),
+        }
+    }
+}
+
+/// The failure streams of a pipeline (or of a composite step), to be written to its one
+/// dead-letter sink.
+pub struct DeadLetters<'s> {
+    ctx: Rc<BuildCtx<'s>>,
+    parts: Vec<PCollection<'s, DeadLetter>>,
+}
+
+impl<'s> DeadLetters<'s> {
+    pub(crate) fn new(ctx: Rc<BuildCtx<'s>>) -> Self {
+        DeadLetters {
+            ctx,
+            parts: Vec::new(),
+        }
+    }
+
+    /// A collector for the failures inside a composite transform working on `like`'s pipeline.
+    pub fn for_pipeline_of<T: Element>(like: &PCollection<'s, T>) -> Self {
+        DeadLetters::new(like.ctx.clone())
+    }
+
+    /// Adds a failure stream.
+    pub fn push(&mut self, failures: PCollection<'s, DeadLetter>) {
+        self.parts.push(failures);
+    }
+
+    /// All collected failures as one collection. It must still reach a sink.
+    pub fn into_pcollection(self) -> PCollection<'s, DeadLetter> {
+        PCollection::flatten(self.parts).unwrap_or_else(|| PCollection::empty(self.ctx))
+    }
+
+    /// Writes every collected failure to `sink`, counting dead letters per `error_type`.
+    pub fn write<S: Sink<Input = DeadLetter>>(self, name: &str, sink: S) {
+        self.counted().write(name, sink)
+    }
+
+    /// Writes every collected failure to a sink of messages, in the dead-letter message form
+    /// ([`DeadLetter::to_message`]).
+    pub fn write_messages<S: Sink<Input = Message>>(self, name: &str, sink: S) {
+        self.counted().map(|d| d.to_message()).write(name, sink)
+    }
+
+    fn counted(self) -> PCollection<'s, DeadLetter> {
+        let metrics = self.ctx.shared.metrics.clone();
+        let mut counters: std::collections::HashMap<
+            String,
+            std::sync::Arc<std::sync::atomic::AtomicU64>,
+        > = Default::default();
+        self.into_pcollection().inspect(move |d| {
+            let counter = match counters.get(&d.error_type) {
+                Some(c) => c,
+                None => counters
+                    .entry(d.error_type.clone())
+                    .or_insert_with(|| metrics.counter(Counter::DeadLettered, &d.error_type)),
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+    }
+}

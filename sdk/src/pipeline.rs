@@ -1,0 +1,601 @@
+//! `Pipeline`: options, the timely runner, and the builder a pipeline's closure receives.
+
+use std::cell::{Cell, RefCell};
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::{Concatenate, Operator, Probe};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use timely::scheduling::{Activator, SyncActivator};
+
+use crate::error::{Error, Result};
+use crate::io::{Epoch, Sink, Source};
+use crate::metrics::{Metrics, RunSummary};
+use crate::pcollection::{DeadLetters, PCollection, Provenance};
+use crate::Element;
+
+/// How sources cut their input into epochs: an epoch closes when any bound is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochBounds {
+    /// Records per epoch, per worker.
+    pub max_records: usize,
+    /// Bytes per epoch, per worker.
+    pub max_bytes: usize,
+    /// Age of a non-empty epoch; also how often an idle source advances time.
+    pub max_age: Duration,
+}
+
+impl Default for EpochBounds {
+    fn default() -> Self {
+        EpochBounds {
+            max_records: 10_000,
+            max_bytes: 16 << 20,
+            max_age: Duration::from_millis(200),
+        }
+    }
+}
+
+/// How much a source may read ahead of durable writes: the backpressure bound, per worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlightBounds {
+    /// Epochs read but not yet durably written.
+    pub max_epochs: usize,
+    /// Bytes read but not yet durably written.
+    pub max_bytes: usize,
+}
+
+impl Default for InFlightBounds {
+    fn default() -> Self {
+        InFlightBounds {
+            max_epochs: 16,
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Engine {
+    Threads(usize),
+    /// Threads that serialize every exchange like a cluster does (tests).
+    ThreadsSerializing(usize),
+    Cluster {
+        workers: usize,
+        process: usize,
+        addresses: Vec<String>,
+    },
+}
+
+/// A pipeline's options and its runner.
+///
+/// The graph is built by a closure that runs once on every worker (timely's model): it reads
+/// sources, applies transforms and writes sinks through the [`PipelineBuilder`] it is given.
+///
+/// ```
+/// use sluice::{MemorySink, MemorySource, Pipeline};
+/// let out = MemorySink::new();
+/// let sink = out.clone();
+/// let summary = Pipeline::new("double")
+///     .workers(2)
+///     .run(move |p| {
+///         p.read("read", MemorySource::from(vec![1u64, 2, 3]))
+///             .map(|x| x * 2)
+///             .write("write", sink.clone());
+///         Ok(())
+///     })
+///     .unwrap();
+/// assert_eq!(out.sorted(), vec![2, 4, 6]);
+/// assert_eq!(summary.total_read(), 3);
+/// ```
+#[derive(Clone)]
+pub struct Pipeline {
+    job_name: String,
+    engine: Engine,
+    stack_traces: bool,
+    epoch: EpochBounds,
+    in_flight: InFlightBounds,
+    stop: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+impl Pipeline {
+    /// A pipeline named `job_name` (reported in dead letters), one worker thread.
+    pub fn new(job_name: impl Into<String>) -> Self {
+        Pipeline {
+            job_name: job_name.into(),
+            engine: Engine::Threads(1),
+            stack_traces: true,
+            epoch: EpochBounds::default(),
+            in_flight: InFlightBounds::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// Worker threads in this process.
+    pub fn workers(mut self, n: usize) -> Self {
+        let n = n.max(1);
+        self.engine = match self.engine {
+            Engine::Threads(_) => Engine::Threads(n),
+            Engine::ThreadsSerializing(_) => Engine::ThreadsSerializing(n),
+            Engine::Cluster {
+                process, addresses, ..
+            } => Engine::Cluster {
+                workers: n,
+                process,
+                addresses,
+            },
+        };
+        self
+    }
+
+    /// Serialize records between threads as a cluster would, to catch data that cannot cross
+    /// processes in a single-process test.
+    pub fn serialize_exchanges(mut self) -> Self {
+        if let Engine::Threads(n) = self.engine {
+            self.engine = Engine::ThreadsSerializing(n);
+        }
+        self
+    }
+
+    /// Runs as process `process` of a timely cluster whose processes listen on `addresses`
+    /// (`host:port`, one per process, the same list in every process).
+    pub fn cluster(mut self, process: usize, addresses: Vec<String>) -> Self {
+        let workers = match self.engine {
+            Engine::Threads(n) | Engine::ThreadsSerializing(n) => n,
+            Engine::Cluster { workers, .. } => workers,
+        };
+        self.engine = Engine::Cluster {
+            workers,
+            process,
+            addresses,
+        };
+        self
+    }
+
+    /// Like [`Pipeline::cluster`], with the addresses read from a host file (one `host:port`
+    /// per line, timely's format).
+    pub fn hostfile(self, process: usize, path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidPipeline(format!("cannot read hostfile `{}`: {e}", path.display()))
+        })?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect();
+        Ok(self.cluster(process, addresses))
+    }
+
+    /// Whether dead letters carry the error's source chain (on by default; off gives
+    /// deterministic dead letters for golden tests).
+    pub fn stack_traces(mut self, on: bool) -> Self {
+        self.stack_traces = on;
+        self
+    }
+
+    /// How sources cut epochs.
+    pub fn epoch_bounds(mut self, bounds: EpochBounds) -> Self {
+        self.epoch = bounds;
+        self
+    }
+
+    /// The backpressure bound.
+    pub fn in_flight_bounds(mut self, bounds: InFlightBounds) -> Self {
+        self.in_flight = bounds;
+        self
+    }
+
+    /// A flag that, once set, stops the sources, flushes the sinks, acknowledges what is
+    /// written and ends the run with `Ok` (wire it to SIGINT/SIGTERM).
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// The run's live counters.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// The job's name.
+    pub fn job_name(&self) -> &str {
+        &self.job_name
+    }
+
+    /// Builds the pipeline on every worker with `build` and runs it until its inputs end (or
+    /// the shutdown flag is set), then returns what it did.
+    ///
+    /// Fails before reading anything if the graph is invalid (a failure stream that reaches no
+    /// sink, no sink at all); fails without acknowledging unwritten input if a source or sink
+    /// fails or a worker panics.
+    pub fn run<F>(self, build: F) -> Result<RunSummary>
+    where
+        F: for<'s> Fn(&mut PipelineBuilder<'s>) -> Result<()> + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Startup(format!("cannot start the io runtime: {e}")))?;
+        let (config, process_index) = self.timely_config()?;
+        let shared = Arc::new(Shared {
+            job_name: self.job_name.clone(),
+            run_id: run_id(),
+            process_index,
+            stack_traces: self.stack_traces,
+            epoch: self.epoch,
+            in_flight: self.in_flight,
+            metrics: self.metrics.clone(),
+            runtime: runtime.handle().clone(),
+            abort: AtomicBool::new(false),
+            error: Mutex::new(None),
+            stop: self.stop.clone(),
+            flush_generation: AtomicU64::new(0),
+            sink_wakers: Mutex::new(Vec::new()),
+            started,
+        });
+        let worker_shared = shared.clone();
+        let guards = timely::execute(config, move |worker| {
+            let shared = worker_shared.clone();
+            let index = worker.index();
+            let outcome =
+                std::panic::catch_unwind(AssertUnwindSafe(|| run_worker(worker, &shared, &build)));
+            // Whatever happened, leave no dataflow behind: timely would keep stepping it.
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+            match outcome {
+                Ok(result) => result,
+                Err(panic) => {
+                    let message = panic_message(&panic);
+                    shared.fail(Error::WorkerPanic {
+                        worker: index,
+                        message,
+                    });
+                    Err(())
+                }
+            }
+        })
+        .map_err(Error::Startup)?;
+        let joined = std::panic::catch_unwind(AssertUnwindSafe(|| guards.join()));
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        if let Some(e) = shared.take_error() {
+            return Err(e);
+        }
+        match joined {
+            Ok(results) => {
+                for r in results {
+                    if let Err(e) = r {
+                        return Err(Error::Startup(format!("a worker failed: {e}")));
+                    }
+                }
+            }
+            Err(panic) => {
+                return Err(Error::Startup(format!(
+                    "the cluster failed: {}",
+                    panic_message(&panic)
+                )))
+            }
+        }
+        Ok(RunSummary::from_snapshot(
+            &self.metrics.snapshot(),
+            started.elapsed(),
+        ))
+    }
+
+    fn timely_config(&self) -> Result<(timely::Config, usize)> {
+        let communication = match &self.engine {
+            Engine::Threads(1) => timely::CommunicationConfig::Thread,
+            Engine::Threads(n) => timely::CommunicationConfig::Process(*n),
+            Engine::ThreadsSerializing(n) => timely::CommunicationConfig::ProcessBinary(*n),
+            Engine::Cluster {
+                workers,
+                process,
+                addresses,
+            } => {
+                if *process >= addresses.len() {
+                    return Err(Error::InvalidPipeline(format!(
+                        "process index {process} is out of range for {} cluster addresses",
+                        addresses.len()
+                    )));
+                }
+                timely::CommunicationConfig::Cluster {
+                    threads: *workers,
+                    process: *process,
+                    addresses: addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                }
+            }
+        };
+        let process = match &self.engine {
+            Engine::Cluster { process, .. } => *process,
+            _ => 0,
+        };
+        Ok((
+            timely::Config {
+                communication,
+                worker: timely::WorkerConfig::default(),
+            },
+            process,
+        ))
+    }
+}
+
+fn run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}
+
+fn run_worker<F>(
+    worker: &mut timely::worker::Worker,
+    shared: &Arc<Shared>,
+    build: &F,
+) -> std::result::Result<(), ()>
+where
+    F: for<'s> Fn(&mut PipelineBuilder<'s>) -> Result<()>,
+{
+    let probe = ProbeHandle::<Epoch>::new();
+    let built = worker.dataflow::<Epoch, _, _>(|scope| {
+        let ctx = Rc::new(BuildCtx::new(scope, shared.clone(), probe.clone()));
+        let mut builder = PipelineBuilder { ctx: ctx.clone() };
+        build(&mut builder)?;
+        builder.finish()?;
+        let finishers = std::mem::take(&mut *ctx.finishers.borrow_mut());
+        Ok::<_, Error>(finishers)
+    });
+    let finishers = match built {
+        Ok(f) => f,
+        Err(e) => {
+            shared.fail(e);
+            return Err(());
+        }
+    };
+    while !probe.done() && !shared.aborted() {
+        worker.step_or_park(Some(Duration::from_millis(50)));
+    }
+    let aborted = shared.aborted();
+    for f in finishers {
+        if let Err(e) = f.finish(!aborted) {
+            shared.fail(e);
+        }
+    }
+    if shared.aborted() {
+        Err(())
+    } else {
+        Ok(())
+    }
+}
+
+/// Process-wide state of one run, shared by its workers and IO tasks.
+pub(crate) struct Shared {
+    pub(crate) job_name: String,
+    pub(crate) run_id: String,
+    pub(crate) process_index: usize,
+    pub(crate) stack_traces: bool,
+    pub(crate) epoch: EpochBounds,
+    pub(crate) in_flight: InFlightBounds,
+    pub(crate) metrics: Metrics,
+    pub(crate) runtime: tokio::runtime::Handle,
+    abort: AtomicBool,
+    error: Mutex<Option<Error>>,
+    pub(crate) stop: Arc<AtomicBool>,
+    /// Bumped by a source that waits on unacknowledged epochs: sinks then flush their batches.
+    pub(crate) flush_generation: AtomicU64,
+    pub(crate) sink_wakers: Mutex<Vec<SyncActivator>>,
+    pub(crate) started: Instant,
+}
+
+impl Shared {
+    /// Records the first error and stops every worker.
+    pub(crate) fn fail(&self, error: Error) {
+        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(error);
+        }
+        self.abort.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+
+    fn take_error(&self) -> Option<Error> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Asks every sink in this process to flush what it holds.
+    pub(crate) fn request_flush(&self) {
+        self.flush_generation.fetch_add(1, Ordering::SeqCst);
+        for waker in self
+            .sink_wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = waker.activate();
+        }
+    }
+
+    /// The epoch a source opens now: milliseconds since the run started, so that workers that
+    /// read at different rates (or not at all) keep their epochs close together.
+    pub(crate) fn clock_epoch(&self) -> Epoch {
+        self.started.elapsed().as_millis() as Epoch
+    }
+}
+
+/// Finishes a source after the dataflow ends: final acknowledgement and close.
+pub(crate) trait Finisher {
+    fn finish(&self, completed: bool) -> Result<()>;
+}
+
+struct Obligation {
+    step: String,
+    routed: Cell<bool>,
+}
+
+/// A failure stream that must reach a sink before the pipeline builds.
+#[derive(Clone)]
+pub(crate) struct FailureObligation(Rc<Obligation>);
+
+impl FailureObligation {
+    pub(crate) fn discharge(&self) {
+        self.0.routed.set(true);
+    }
+}
+
+/// What the operators of one worker's dataflow share while it is built.
+pub(crate) struct BuildCtx<'s> {
+    pub(crate) scope: Scope<'s, Epoch>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) probe: ProbeHandle<Epoch>,
+    obligations: RefCell<Vec<FailureObligation>>,
+    pub(crate) sink_outputs: RefCell<Vec<StreamVec<'s, Epoch, ()>>>,
+    pub(crate) source_activators: Rc<RefCell<Vec<Activator>>>,
+    pub(crate) finishers: RefCell<Vec<Rc<dyn Finisher>>>,
+    pub(crate) step_prefix: RefCell<Vec<String>>,
+}
+
+impl<'s> BuildCtx<'s> {
+    fn new(scope: Scope<'s, Epoch>, shared: Arc<Shared>, probe: ProbeHandle<Epoch>) -> Self {
+        BuildCtx {
+            scope,
+            shared,
+            probe,
+            obligations: RefCell::new(Vec::new()),
+            sink_outputs: RefCell::new(Vec::new()),
+            source_activators: Rc::new(RefCell::new(Vec::new())),
+            finishers: RefCell::new(Vec::new()),
+            step_prefix: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn obligation(&self, step: &str) -> FailureObligation {
+        let o = FailureObligation(Rc::new(Obligation {
+            step: step.to_string(),
+            routed: Cell::new(false),
+        }));
+        self.obligations.borrow_mut().push(o.clone());
+        o
+    }
+
+    /// The full name of a step: names of enclosing `apply` calls, then its own.
+    pub(crate) fn step_name(&self, name: &str) -> String {
+        let prefix = self.step_prefix.borrow();
+        if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", prefix.join("/"))
+        }
+    }
+}
+
+/// What the closure given to [`Pipeline::run`] builds the graph with, once per worker.
+pub struct PipelineBuilder<'s> {
+    pub(crate) ctx: Rc<BuildCtx<'s>>,
+}
+
+impl<'s> PipelineBuilder<'s> {
+    /// Reads `source` as step `name`.
+    pub fn read<S: Source>(&mut self, name: &str, source: S) -> PCollection<'s, S::Output> {
+        let provenance = Provenance {
+            input: source.describe(),
+            input_type: source.kind().to_string(),
+        };
+        let step = self.ctx.step_name(name);
+        let stream = crate::operators::read(&self.ctx, &step, Arc::new(source));
+        PCollection::from_parts(
+            stream,
+            self.ctx.clone(),
+            Vec::new(),
+            Some(Rc::new(provenance)),
+        )
+    }
+
+    /// A place to collect the failure streams of every step; write it to the one dead-letter
+    /// sink of the pipeline.
+    pub fn dead_letters(&self) -> DeadLetters<'s> {
+        DeadLetters::new(self.ctx.clone())
+    }
+
+    /// An empty collection (a starting point for `concat`).
+    pub fn empty<T: Element>(&self) -> PCollection<'s, T> {
+        PCollection::empty(self.ctx.clone())
+    }
+
+    /// This worker's global index.
+    pub fn worker_index(&self) -> usize {
+        self.ctx.scope.index()
+    }
+
+    /// The number of workers in the whole pipeline.
+    pub fn peers(&self) -> usize {
+        self.ctx.scope.peers()
+    }
+
+    /// The job's name.
+    pub fn job_name(&self) -> &str {
+        &self.ctx.shared.job_name
+    }
+
+    /// Writes `collection` to `sink` (same as [`PCollection::write`]).
+    pub fn write<S: Sink>(&mut self, name: &str, collection: PCollection<'s, S::Input>, sink: S) {
+        collection.write(name, sink)
+    }
+
+    fn finish(self) -> Result<()> {
+        let unrouted: Vec<String> = self
+            .ctx
+            .obligations
+            .borrow()
+            .iter()
+            .filter(|o| !o.0.routed.get())
+            .map(|o| o.0.step.clone())
+            .collect();
+        if !unrouted.is_empty() {
+            return Err(Error::UnroutedFailures { steps: unrouted });
+        }
+        let outputs = std::mem::take(&mut *self.ctx.sink_outputs.borrow_mut());
+        if outputs.is_empty() {
+            return Err(Error::InvalidPipeline(
+                "the pipeline writes to no sink: nothing would be read durably".to_string(),
+            ));
+        }
+        // One probe after every sink tells which epochs are durably done everywhere; the
+        // watcher behind it wakes the sources so they acknowledge and read on.
+        let activators = self.ctx.source_activators.clone();
+        self.ctx
+            .scope
+            .concatenate(outputs)
+            .probe_with(&self.ctx.probe)
+            .sink(
+                timely::dataflow::channels::pact::Pipeline,
+                "WakeSources",
+                move |(input, _frontier)| {
+                    input.for_each(|_, _| {});
+                    for a in activators.borrow().iter() {
+                        a.activate();
+                    }
+                },
+            );
+        Ok(())
+    }
+}
