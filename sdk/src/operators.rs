@@ -438,6 +438,9 @@ type Split<'s, U> = (StreamVec<'s, Epoch, U>, StreamVec<'s, Epoch, DeadLetter>);
 
 /// Runs `f` on every record; `Ok` values go to the first stream, failures become dead letters
 /// holding the untouched original.
+// timely's `ok_err` takes a closure returning `Result<ok, err>` by value: the dead letter is
+// moved once per failure, which is rare and cheap next to building it.
+#[allow(clippy::result_large_err)]
 pub(crate) fn try_flat_map<'s, T, U, I, E, F>(
     stream: StreamVec<'s, Epoch, T>,
     step: &str,
