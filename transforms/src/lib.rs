@@ -1,1 +1,9 @@
-//! placeholder
+//! Sluice transforms: the decoder's element transforms and the IO connectors.
+//!
+//! - [`decode`]: `ParseUri`, `DecompressPayload`, `LimitPayloadSize`, `ParsePayload`,
+//!   `AddMetadata` and the composite `Decoder`, each a `PTransform` returning `WithFailures`.
+//! - [`io`]: connectors (`memory`, `file`, `stdio`, the object sink; `kafka`, `s3`, `pubsub`,
+//!   `bigquery` behind cargo features).
+
+pub mod decode;
+pub mod io;

@@ -1,0 +1,1 @@
+//! The decoder's transforms (gcp-ingestion's Decoder, step by step).

@@ -1,0 +1,3 @@
+//! IO connectors.
+
+pub mod memory;
