@@ -109,6 +109,11 @@ impl<'s, T: Element> PCollection<'s, T> {
         PCollection::from_parts(stream, ctx, Vec::new(), None)
     }
 
+    pub(crate) fn with_obligation(mut self, obligation: FailureObligation) -> Self {
+        self.obligations.push(obligation);
+        self
+    }
+
     fn derive<U: Element>(&self, stream: StreamVec<'s, Epoch, U>) -> PCollection<'s, U> {
         PCollection {
             stream,

@@ -14,8 +14,10 @@ use timely::scheduling::{Activator, SyncActivator};
 
 use crate::error::{Error, Result};
 use crate::io::{Epoch, Sink, Source};
+use crate::metrics::Counter;
 use crate::metrics::{Metrics, RunSummary};
-use crate::pcollection::{DeadLetters, PCollection, Provenance};
+use crate::pcollection::{DeadLetters, PCollection, Provenance, WithFailures};
+use crate::DeadLetter;
 use crate::Element;
 
 /// How sources cut their input into epochs: an epoch closes when any bound is reached.
@@ -528,6 +530,43 @@ impl<'s> PipelineBuilder<'s> {
             Vec::new(),
             Some(Rc::new(provenance)),
         )
+    }
+
+    /// Reads a source whose records may fail before they are even framed (a line that is not
+    /// JSON, a broken Heka frame): its `Err` records are dead letters the source built with the
+    /// raw bytes, and they must be routed like any step's failures.
+    pub fn read_with_failures<T, S>(&mut self, name: &str, source: S) -> WithFailures<'s, T>
+    where
+        T: Element,
+        S: Source<Output = std::result::Result<T, DeadLetter>>,
+    {
+        let step = self.ctx.step_name(name);
+        let shared = self.ctx.shared.clone();
+        let job_name = shared.job_name.clone();
+        let (input, input_type) = (source.describe(), source.kind().to_string());
+        let ok = shared.metrics.counter(Counter::StepOk, &step);
+        let failed = shared.metrics.counter(Counter::StepFailed, &step);
+        let stack_traces = shared.stack_traces;
+        #[allow(clippy::result_large_err)]
+        let (output, failures) = self.read(name, source).branch(move |r| {
+            match &r {
+                Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+            };
+            r
+        });
+        let failures = failures
+            .map(move |mut d: DeadLetter| {
+                d.job_name.get_or_insert_with(|| job_name.clone());
+                d.input.get_or_insert_with(|| input.clone());
+                d.input_type.get_or_insert_with(|| input_type.clone());
+                if !stack_traces {
+                    d.stack_trace = None;
+                }
+                d
+            })
+            .with_obligation(self.ctx.obligation(&step));
+        WithFailures { output, failures }
     }
 
     /// A place to collect the failure streams of every step; write it to the one dead-letter
