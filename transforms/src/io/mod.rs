@@ -1,3 +1,4 @@
 //! IO connectors.
 
+pub mod format;
 pub mod memory;
