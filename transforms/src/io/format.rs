@@ -130,7 +130,16 @@ impl FromStr for InputFormat {
     }
 }
 
-/// A format name that is not known.
+/// The `error_type` of the dead letter made for input that cannot be framed or decoded into a
+/// message (a non-envelope line, a line over the length limit, a broken or unconvertible Heka
+/// frame). The dead letter's payload is the raw bytes of the line or frame, and its source
+/// position names the input (`input_file`, `input_line` or `input_offset`).
+pub const READ_INPUT_ERROR_TYPE: &str = "ReadInput";
+
+/// A format name that is not known, or a record of the input that its format cannot decode.
+///
+/// The record variants become dead letters ([`READ_INPUT_ERROR_TYPE`]); their
+/// `exception_class` is this type's path and variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {
@@ -140,6 +149,17 @@ pub enum FormatError {
     /// Not one of `json`, `text`, `heka`.
     #[error("unknown input format {0:?}, expected one of json, text, heka")]
     UnknownInput(String),
+    /// A `json` line that is not a gcp-ingestion envelope.
+    #[error("line is not a message envelope: {0}")]
+    InvalidEnvelope(#[source] sluice::EnvelopeError),
+    /// A line longer than the reader's limit (the dead letter keeps its first `max` bytes).
+    #[error("line of {length} bytes exceeds the limit of {max} bytes")]
+    LineTooLong {
+        /// The line's length without its newline.
+        length: u64,
+        /// The limit.
+        max: usize,
+    },
 }
 
 #[cfg(test)]

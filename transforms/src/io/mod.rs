@@ -1,4 +1,6 @@
 //! IO connectors.
 
+pub mod file;
 pub mod format;
 pub mod memory;
+pub mod stdio;
