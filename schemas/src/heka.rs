@@ -289,7 +289,8 @@ impl FrameError {
 /// let mut frames = FrameDecoder::new(&stream);
 /// let broken = frames.next().unwrap().unwrap_err();
 /// assert_eq!(broken.raw(), &good[..good.len() - 3]);
-/// assert!(matches!(broken.kind(), FrameErrorKind::Truncated));
+/// // the cut frame's message runs into the next frame, so it does not decode
+/// assert!(matches!(broken.kind(), FrameErrorKind::BadMessage(_) | FrameErrorKind::BadUuid(_)));
 /// assert!(frames.next().unwrap().is_ok());
 /// assert!(frames.next().is_none());
 /// assert_eq!(frames.position(), stream.len());

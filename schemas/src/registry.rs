@@ -185,7 +185,8 @@ fn truncate(mut s: String, max: usize) -> String {
 /// let schema = registry.find("test", "test", 1)?;
 /// assert!(schema.validate(&json!({"field": "value"})).is_ok());
 /// let failure = schema.validate(&json!({"bad": 1})).unwrap_err();
-/// assert_eq!(failure.instance_path(), "");
+/// assert_eq!(failure.instance_path(), "/bad");
+/// assert_eq!(failure.to_string(), "/bad: False schema does not allow 1");
 /// assert!(registry.get("test", "test", 99).is_none());
 /// # Ok::<(), sluice_schemas::Error>(())
 /// ```
