@@ -477,7 +477,11 @@ fn value_type(field: &Field) -> Result<ValueType, ConversionError> {
 }
 
 fn content_bytes(field: &Field) -> Result<Vec<u8>, ConversionError> {
-    match (value_type(field)?, &field.value_bytes[..], &field.value_string[..]) {
+    match (
+        value_type(field)?,
+        &field.value_bytes[..],
+        &field.value_string[..],
+    ) {
         (ValueType::Bytes, [bytes], _) => Ok(bytes.clone()),
         (ValueType::String, _, [string]) => Ok(string.as_bytes().to_vec()),
         _ => Err(invalid(field, "expected exactly one bytes or string value")),
@@ -517,7 +521,9 @@ pub fn format_timestamp(nanos: i64) -> String {
 
 /// Parses what [`format_timestamp`] writes, only if formatting the result gives `text` back.
 fn parse_canonical_timestamp(text: &str) -> Option<i64> {
-    let nanos = DateTime::parse_from_rfc3339(text).ok()?.timestamp_nanos_opt()?;
+    let nanos = DateTime::parse_from_rfc3339(text)
+        .ok()?
+        .timestamp_nanos_opt()?;
     (nanos != 0 && format_timestamp(nanos) == text).then_some(nanos)
 }
 
@@ -708,7 +714,10 @@ mod tests {
         assert_eq!(kind(b"x"), FrameErrorKind::MissingRecordSeparator);
         assert_eq!(kind(&[RECORD_SEPARATOR]), FrameErrorKind::Truncated);
         assert_eq!(kind(&good[..good.len() - 1]), FrameErrorKind::Truncated);
-        assert!(matches!(kind(&[0x1e, 1, 0xff, 0x1f]), FrameErrorKind::BadHeader(_)));
+        assert!(matches!(
+            kind(&[0x1e, 1, 0xff, 0x1f]),
+            FrameErrorKind::BadHeader(_)
+        ));
 
         let mut no_unit = good.clone();
         no_unit[2 + header_len] = b'x';
@@ -719,7 +728,10 @@ mod tests {
             .next()
             .unwrap()
             .unwrap_err();
-        assert!(matches!(err.kind(), FrameErrorKind::TooLarge { max: 3, .. }));
+        assert!(matches!(
+            err.kind(),
+            FrameErrorKind::TooLarge { max: 3, .. }
+        ));
 
         let mut bad_message = good.clone();
         let last = bad_message.len() - 1;
@@ -753,7 +765,10 @@ mod tests {
         assert_eq!(items[0].as_ref().unwrap_err().raw(), b"junk");
         assert_eq!(items[1].as_ref().unwrap_err().raw(), &good[..10]);
         assert_eq!(items[2].as_ref().unwrap(), &sample());
-        assert_eq!(items[3].as_ref().unwrap_err().kind(), &FrameErrorKind::Truncated);
+        assert_eq!(
+            items[3].as_ref().unwrap_err().kind(),
+            &FrameErrorKind::Truncated
+        );
     }
 
     #[test]
@@ -781,7 +796,10 @@ mod tests {
     fn conversion_errors() {
         let mut no_content = sample();
         no_content.fields.remove(0);
-        assert_eq!(heka_to_message(&no_content), Err(ConversionError::MissingContent));
+        assert_eq!(
+            heka_to_message(&no_content),
+            Err(ConversionError::MissingContent)
+        );
 
         let mut bad_content = sample();
         bad_content.fields[0].value_type = Some(ValueType::Integer as i32);
@@ -802,7 +820,9 @@ mod tests {
         assert!(heka_to_message(&not_utf8).is_err());
 
         let mut duplicate = sample();
-        duplicate.fields.push(Field::string("x-forwarded-for", "5.6.7.8"));
+        duplicate
+            .fields
+            .push(Field::string("x-forwarded-for", "5.6.7.8"));
         assert!(matches!(
             heka_to_message(&duplicate),
             Err(ConversionError::DuplicateField { .. })

@@ -42,7 +42,10 @@ impl Default for Limits {
 #[non_exhaustive]
 pub enum LimitExceeded {
     /// Arrays and objects are nested deeper than allowed.
-    #[error("{}: document nested deeper than {max_depth} levels", display_pointer(instance_path))]
+    #[error(
+        "{}: document nested deeper than {max_depth} levels",
+        display_pointer(instance_path)
+    )]
     TooDeep {
         /// JSON pointer of the first container beyond the limit.
         instance_path: String,
@@ -50,7 +53,10 @@ pub enum LimitExceeded {
         max_depth: usize,
     },
     /// An array or object has too many elements.
-    #[error("{}: {len} elements exceed the limit of {max_len}", display_pointer(instance_path))]
+    #[error(
+        "{}: {len} elements exceed the limit of {max_len}",
+        display_pointer(instance_path)
+    )]
     TooLong {
         /// JSON pointer of the array or object.
         instance_path: String,
@@ -193,7 +199,10 @@ mod tests {
         let doc = json!({"a/b": {"c~d": [1, 2, 3]}});
         assert!(check_depth_and_size(&doc, 3, 3).is_ok());
         let err = check_depth_and_size(&doc, 3, 2).unwrap_err();
-        assert_eq!(err.to_string(), "/a~1b/c~0d: 3 elements exceed the limit of 2");
+        assert_eq!(
+            err.to_string(),
+            "/a~1b/c~0d: 3 elements exceed the limit of 2"
+        );
         let err = check_depth_and_size(&json!([1, 2]), 3, 1).unwrap_err();
         assert_eq!(err.to_string(), "(root): 2 elements exceed the limit of 1");
     }

@@ -326,7 +326,13 @@ impl SchemaRegistry {
             source,
         })?;
         let (namespace, doctype) = (snake_case(&key.namespace), snake_case(&key.doctype));
-        self.insert(Schema::compile(namespace, doctype, key.version, file, json)?)
+        self.insert(Schema::compile(
+            namespace,
+            doctype,
+            key.version,
+            file,
+            json,
+        )?)
     }
 
     fn insert(&mut self, schema: Schema) -> Result<()> {
@@ -512,7 +518,10 @@ mod tests {
     #[test]
     fn layouts() {
         let ok = |p: &str| parse_layout(Path::new(p), p).unwrap();
-        assert_eq!(ok("telemetry/main/main.4.schema.json"), key("telemetry", "main", 4));
+        assert_eq!(
+            ok("telemetry/main/main.4.schema.json"),
+            key("telemetry", "main", 4)
+        );
         assert_eq!(
             ok("schemas/telemetry/main/main.4.schema.json"),
             key("telemetry", "main", 4)
@@ -521,7 +530,10 @@ mod tests {
             ok("mps-abc123/schemas/org-mozilla-fenix/baseline/baseline.1.schema.json"),
             key("org-mozilla-fenix", "baseline", 1)
         );
-        assert_eq!(ok("./telemetry/main/main.4.schema.json"), key("telemetry", "main", 4));
+        assert_eq!(
+            ok("./telemetry/main/main.4.schema.json"),
+            key("telemetry", "main", 4)
+        );
         assert_eq!(ok("README.md"), None);
         assert_eq!(ok("telemetry/main/main.4.bq"), None);
         assert_eq!(ok("a/b/c/d/notes.txt"), None);
@@ -540,7 +552,10 @@ mod tests {
             "telemetry/main/main.-1.schema.json",
         ] {
             let err = parse_layout(Path::new(p), p).unwrap_err();
-            assert!(matches!(err, Error::Layout { ref file, .. } if file == p), "{p}: {err}");
+            assert!(
+                matches!(err, Error::Layout { ref file, .. } if file == p),
+                "{p}: {err}"
+            );
         }
     }
 

@@ -17,7 +17,12 @@ pub struct ValidationIssue {
 
 impl fmt::Display for ValidationIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", display_pointer(&self.instance_path), self.message)
+        write!(
+            f,
+            "{}: {}",
+            display_pointer(&self.instance_path),
+            self.message
+        )
     }
 }
 
