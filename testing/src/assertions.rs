@@ -57,7 +57,11 @@ impl<T: Element> SinkAssert<T> {
         T: Debug,
     {
         let actual = self.records();
-        assert!(actual.is_empty(), "expected no records, received {}: {actual:?}", actual.len());
+        assert!(
+            actual.is_empty(),
+            "expected no records, received {}: {actual:?}",
+            actual.len()
+        );
     }
 
     /// The sink received exactly `n` records.
