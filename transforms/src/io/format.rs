@@ -160,6 +160,13 @@ pub enum FormatError {
         /// The limit.
         max: usize,
     },
+    /// A stretch of a Heka stream that is not a frame (the dead letter holds the bytes skipped).
+    #[error(transparent)]
+    BrokenFrame(sluice_schemas::heka::FrameError),
+    /// A Heka frame whose message does not convert to a message (the dead letter holds the
+    /// frame).
+    #[error("heka message does not convert: {0}")]
+    InvalidHeka(#[source] sluice_schemas::heka::ConversionError),
 }
 
 #[cfg(test)]

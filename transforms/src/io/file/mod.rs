@@ -130,6 +130,9 @@ impl FileCheckpoints {
     }
 }
 
+/// The resolved input files, sorted, with their sizes.
+type Listing = Arc<Vec<(PathBuf, u64)>>;
+
 /// Reads local files: a list of paths and glob patterns, in an [`InputFormat`].
 ///
 /// - The inputs are resolved when the source opens: a pattern with glob characters
@@ -151,7 +154,7 @@ pub struct FileSource {
     inputs: Vec<String>,
     format: InputFormat,
     max_line_bytes: usize,
-    resolved: Arc<Mutex<Option<Arc<Vec<(PathBuf, u64)>>>>>,
+    resolved: Arc<Mutex<Option<Listing>>>,
     checkpoints: FileCheckpoints,
 }
 
@@ -200,7 +203,7 @@ impl FileSource {
         Ok(self.listing()?.iter().map(|(p, _)| p.clone()).collect())
     }
 
-    fn listing(&self) -> Result<Arc<Vec<(PathBuf, u64)>>, FileError> {
+    fn listing(&self) -> Result<Listing, FileError> {
         let mut slot = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(files) = slot.as_ref() {
             return Ok(files.clone());

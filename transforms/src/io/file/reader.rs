@@ -6,6 +6,10 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use sluice_schemas::heka::{
+    heka_to_message, FrameDecoder, FrameErrorKind, DEFAULT_MAX_MESSAGE_LEN,
+};
+
 use sluice::{Bytes, DeadLetter, Failure, Message, SourcePosition};
 
 use crate::io::format::{FormatError, InputFormat, READ_INPUT_ERROR_TYPE};
@@ -13,6 +17,12 @@ use crate::io::format::{FormatError, InputFormat, READ_INPUT_ERROR_TYPE};
 /// The default longest line a reader keeps: a gcp-ingestion envelope of an 8 MB payload
 /// (base64) with generous attributes fits well below it.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Bytes read from the stream at a time when framing Heka.
+const FILL_BYTES: usize = 64 * 1024;
+/// The longest a valid frame can be (separator, header length, header, separator, message):
+/// a broken stretch is cut into dead letters of at most about this size.
+const MAX_FRAME_SPAN: usize = DEFAULT_MAX_MESSAGE_LEN + 3 + 255;
 
 /// The record a reader yields: a message, or the dead letter of input it could not decode.
 pub type ReadResult = Result<Message, DeadLetter>;
@@ -248,18 +258,59 @@ impl<R: BufRead> RecordReader<R> {
         max_records: usize,
         max_bytes: usize,
     ) -> io::Result<Batch> {
-        read_heka_frames(self, out, max_records, max_bytes)
+        let mut batch = Batch::default();
+        while batch.records < max_records && batch.bytes < max_bytes {
+            let avail = &self.pending[self.pending_pos..];
+            if avail.is_empty() {
+                if self.eof {
+                    break;
+                }
+                self.fill(FILL_BYTES)?;
+                continue;
+            }
+            let mut frames = FrameDecoder::new(avail);
+            let Some(item) = frames.next() else {
+                break;
+            };
+            let used = frames.position();
+            // A frame cut by the end of the buffer looks truncated, and a broken stretch that
+            // runs to the end of the buffer may go on: read more (doubling, so a big frame costs
+            // O(n log n)) before deciding, up to the largest span a frame can have.
+            let cut = match &item {
+                Ok(_) => false,
+                Err(e) => matches!(e.kind(), FrameErrorKind::Truncated) || used == avail.len(),
+            };
+            if cut && !self.eof && avail.len() < MAX_FRAME_SPAN {
+                let more = avail.len().max(FILL_BYTES);
+                self.fill(more)?;
+                continue;
+            }
+            let raw = &avail[..used];
+            let position = self.position("input_offset", self.offset);
+            let record = match item {
+                Ok(heka) => match heka_to_message(&heka) {
+                    Ok(m) => Ok(m.with_position(position)),
+                    Err(e) => Err(dead_letter(
+                        Bytes::copy_from_slice(raw),
+                        position,
+                        &FormatError::InvalidHeka(e),
+                    )),
+                },
+                Err(e) => Err(dead_letter(
+                    Bytes::copy_from_slice(raw),
+                    position,
+                    &FormatError::BrokenFrame(e),
+                )),
+            };
+            self.pending_pos += used;
+            self.offset += used as u64;
+            batch.records += 1;
+            batch.bytes += record_bytes(&record);
+            out.push(record);
+        }
+        batch.end = self.eof && self.pending_pos >= self.pending.len();
+        Ok(batch)
     }
-}
-
-#[cfg(not(any()))]
-fn read_heka_frames<R: BufRead>(
-    _reader: &mut RecordReader<R>,
-    _out: &mut Vec<ReadResult>,
-    _max_records: usize,
-    _max_bytes: usize,
-) -> io::Result<Batch> {
-    Err(io::Error::other("heka input is not available yet"))
 }
 
 /// The dead letter of a record that does not decode.
@@ -400,5 +451,78 @@ mod tests {
             .read_batch(&mut out, 10, usize::MAX)
             .unwrap();
         assert_eq!((b.records, b.end), (0, true));
+    }
+
+    fn heka(payload: &str) -> sluice_schemas::heka::HekaMessage {
+        use sluice_schemas::heka::{Field, HekaMessage};
+        HekaMessage {
+            uuid: vec![3; 16],
+            timestamp: 0,
+            // 0x1e inside a message must not be taken for a frame start
+            fields: vec![
+                Field::bytes("content", payload.as_bytes().to_vec()),
+                Field::string("uri", "/submit/\u{1e}x"),
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// A reader that returns at most 7 bytes per read, so frames are cut by the buffer.
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(7).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn heka_frames_cut_by_the_buffer_and_garbage_between_them() {
+        use sluice_schemas::heka::encode_frame;
+        let big = "x".repeat(200_000);
+        let mut stream = encode_frame(&heka("a"));
+        stream.extend_from_slice(b"garbage\x1e\x05");
+        stream.extend(encode_frame(&heka(&big)));
+        let good = encode_frame(&heka("c"));
+        stream.extend_from_slice(&good[..good.len() - 4]);
+        stream.extend(encode_frame(&heka("d")));
+        let out = read_all_from(
+            io::BufReader::with_capacity(5, Trickle(&stream)),
+            InputFormat::Heka,
+        );
+        let ok: Vec<_> = out
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|m| m.payload.len())
+            .collect();
+        assert_eq!(ok, vec![1, 200_000, 1]);
+        let dead: Vec<_> = out.iter().filter_map(|r| r.as_ref().err()).collect();
+        let raw: usize = dead.iter().map(|d| d.original.payload.len()).sum();
+        let good_bytes: usize = [heka("a"), heka(&big), heka("d")]
+            .iter()
+            .map(|h| encode_frame(h).len())
+            .sum();
+        assert_eq!(
+            raw + good_bytes,
+            stream.len(),
+            "every byte is accounted for"
+        );
+        assert!(dead.iter().all(|d| d.error_type == READ_INPUT_ERROR_TYPE));
+        assert_eq!(dead[0].original.payload, "garbage");
+        assert_eq!(
+            dead[0].source_position["input_offset"],
+            encode_frame(&heka("a")).len().to_string()
+        );
+        let m = out[0].as_ref().unwrap();
+        assert_eq!(m.attribute("uri"), Some("/submit/\u{1e}x"));
+    }
+
+    fn read_all_from<R: BufRead>(input: R, format: InputFormat) -> Vec<ReadResult> {
+        let mut r = RecordReader::new(input, format);
+        let mut out = Vec::new();
+        while !r.read_batch(&mut out, 3, usize::MAX).unwrap().end {}
+        out
     }
 }
