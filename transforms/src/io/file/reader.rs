@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sluice_schemas::heka::{
-    heka_to_message, FrameDecoder, FrameErrorKind, DEFAULT_MAX_MESSAGE_LEN,
+    heka_to_message, FrameDecoder, FrameErrorKind, DEFAULT_MAX_MESSAGE_LEN, RECORD_SEPARATOR,
 };
 
 use sluice::{Bytes, DeadLetter, Failure, Message, SourcePosition};
@@ -272,32 +272,56 @@ impl<R: BufRead> RecordReader<R> {
             let Some(item) = frames.next() else {
                 break;
             };
-            let used = frames.position();
+            let mut used = frames.position();
+            let can_grow = !self.eof && avail.len() < MAX_FRAME_SPAN;
             // A frame cut by the end of the buffer looks truncated, and a broken stretch that
-            // runs to the end of the buffer may go on: read more (doubling, so a big frame costs
-            // O(n log n)) before deciding, up to the largest span a frame can have.
+            // runs to the end of the buffer may go on; a good frame needs the next byte to be
+            // checked. Read more (doubling, so a big frame costs O(n log n)) before deciding,
+            // up to the largest span a frame can have.
             let cut = match &item {
-                Ok(_) => false,
+                Ok(_) => used == avail.len() && !self.eof,
                 Err(e) => matches!(e.kind(), FrameErrorKind::Truncated) || used == avail.len(),
             };
-            if cut && !self.eof && avail.len() < MAX_FRAME_SPAN {
+            if cut && can_grow {
                 let more = avail.len().max(FILL_BYTES);
                 self.fill(more)?;
                 continue;
             }
-            let raw = &avail[..used];
+            // A truncated frame's announced length can swallow the start of the next frame and
+            // still decode: a good frame is followed by a frame start or the end, so one that is
+            // not, and that holds a decodable frame, is cut short where that frame starts.
+            let mut overlap = None;
+            if item.is_ok() && used < avail.len() && avail[used] != RECORD_SEPARATOR {
+                match inner_frame(avail, used, can_grow) {
+                    Inner::None => {}
+                    Inner::At(q) => overlap = Some(q),
+                    Inner::NeedMore => {
+                        let more = avail.len().max(FILL_BYTES);
+                        self.fill(more)?;
+                        continue;
+                    }
+                }
+            }
             let position = self.position("input_offset", self.offset);
-            let record = match item {
-                Ok(heka) => match heka_to_message(&heka) {
+            let record = match (item, overlap) {
+                (Ok(_), Some(q)) => {
+                    used = q;
+                    Err(dead_letter(
+                        Bytes::copy_from_slice(&avail[..q]),
+                        position,
+                        &FormatError::OverlappingFrame { length: q },
+                    ))
+                }
+                (Ok(heka), None) => match heka_to_message(&heka) {
                     Ok(m) => Ok(m.with_position(position)),
                     Err(e) => Err(dead_letter(
-                        Bytes::copy_from_slice(raw),
+                        Bytes::copy_from_slice(&avail[..used]),
                         position,
                         &FormatError::InvalidHeka(e),
                     )),
                 },
-                Err(e) => Err(dead_letter(
-                    Bytes::copy_from_slice(raw),
+                (Err(e), _) => Err(dead_letter(
+                    Bytes::copy_from_slice(&avail[..used]),
                     position,
                     &FormatError::BrokenFrame(e),
                 )),
@@ -311,6 +335,26 @@ impl<R: BufRead> RecordReader<R> {
         batch.end = self.eof && self.pending_pos >= self.pending.len();
         Ok(batch)
     }
+}
+
+enum Inner {
+    None,
+    At(usize),
+    NeedMore,
+}
+
+/// The start of a frame that decodes inside the frame `input[..end]`, if any.
+fn inner_frame(input: &[u8], end: usize, can_grow: bool) -> Inner {
+    for q in memchr::memchr_iter(RECORD_SEPARATOR, &input[1..end]).map(|i| i + 1) {
+        match FrameDecoder::new(&input[q..]).next() {
+            Some(Ok(_)) => return Inner::At(q),
+            Some(Err(e)) if can_grow && matches!(e.kind(), FrameErrorKind::Truncated) => {
+                return Inner::NeedMore
+            }
+            _ => {}
+        }
+    }
+    Inner::None
 }
 
 /// The dead letter of a record that does not decode.
