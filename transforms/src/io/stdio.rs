@@ -78,6 +78,9 @@ type BoxedRead = Box<dyn Read + Send>;
 /// detected by its magic bytes. Only worker 0 reads; dead letters as for files
 /// ([`crate::io::file::FileSource`]), with `input_line` or `input_offset` as position.
 ///
+/// Clones share the input: build an injected reader's source once, outside the pipeline
+/// closure, and clone it in (a source built per worker gives worker 0 its own reader).
+///
 /// ```
 /// use sluice::{MemorySink, Pipeline};
 /// use sluice_transforms::io::format::InputFormat;
@@ -100,11 +103,14 @@ type BoxedRead = Box<dyn Read + Send>;
 ///     .unwrap();
 /// assert_eq!(out.sorted().len(), 2);
 /// ```
+#[derive(Clone)]
 pub struct StdinSource {
     format: InputFormat,
     name: String,
     max_line_bytes: usize,
-    input: Mutex<Option<BoxedRead>>,
+    /// Shared by clones: build the source once and clone it into the pipeline closure, and
+    /// worker 0 takes the input.
+    input: Arc<Mutex<Option<BoxedRead>>>,
 }
 
 impl StdinSource {
@@ -123,7 +129,7 @@ impl StdinSource {
             format,
             name: name.to_string(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            input: Mutex::new(Some(input)),
+            input: Arc::new(Mutex::new(Some(input))),
         }
     }
 
