@@ -361,3 +361,29 @@ proptest! {
         prop_assert_eq!(r.output.len(), valid);
     }
 }
+
+#[test]
+fn progress_reaches_the_total_size_of_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    json_files(dir.path());
+    let size: u64 = ["a.ndjson", "b.ndjson.gz", "c.ndjson"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len())
+        .sum();
+    let source = FileSource::glob(pattern(dir.path(), "*.ndjson*"), InputFormat::Json);
+    let pipeline = Pipeline::new("progress").workers(2);
+    let metrics = pipeline.metrics();
+    pipeline
+        .run(move |p| {
+            let mut dl = p.dead_letters();
+            p.read_with_failures("read", source.clone())
+                .failures_to(&mut dl)
+                .write("write", MemorySink::new());
+            dl.write("dead_letters", MemorySink::new());
+            Ok(())
+        })
+        .unwrap();
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.total(sluice::Counter::ProgressTotal), size);
+    assert_eq!(snapshot.total(sluice::Counter::ProgressDone), size);
+}
