@@ -1,3 +1,4 @@
 //! IO connectors.
 
 pub mod memory;
+pub mod object;
