@@ -301,3 +301,6 @@ impl Sink for ObjectSink {
 }
 
 pub use writer::ObjectWriter;
+
+#[cfg(test)]
+mod tests;
