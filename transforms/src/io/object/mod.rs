@@ -7,7 +7,7 @@
 //! ```
 //!
 //! # The epoch contract
-//! [`SinkWriter::write`](sluice::io::SinkWriter::write) appends an epoch's records to the open
+//! [`SinkWriter::write`] appends an epoch's records to the open
 //! batches and returns a future that resolves only when every object holding any of them is
 //! uploaded. A batch closes when it reaches [`BatchBounds::max_bytes`] or
 //! [`BatchBounds::max_records`], when it is [`BatchBounds::max_age`] old (a timer on the runner's
