@@ -26,13 +26,16 @@ use sluice::Message;
 /// );
 /// assert_eq!("json".parse::<OutputFormat>().unwrap(), OutputFormat::Json);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
-    /// The payload as is, one per line: the decoded JSON document a decoder produced.
+    /// The payload, a JSON document, one per line: what a decoder produced. Raw `\r`/`\n`
+    /// bytes are dropped: in JSON they can only be whitespace, so the document is unchanged and
+    /// stays on one line.
     Decoded,
     /// The gcp-ingestion envelope `{"attributeMap":...,"payload":"<base64>"}`, one per line:
     /// keeps the attributes, and is a valid input of a `json` source (replay).
+    #[default]
     Json,
     /// The payload as is, one per line, for text payloads; attributes are dropped.
     Text,
@@ -41,18 +44,39 @@ pub enum OutputFormat {
 impl OutputFormat {
     /// Appends `message` in this format to `out`, followed by a newline.
     ///
-    /// `Decoded` and `Text` write the payload bytes unchanged: a payload that itself holds a
-    /// newline spans lines. Use `Json` when payloads are arbitrary bytes.
+    /// `Text` writes the payload bytes unchanged: a payload that itself holds a newline spans
+    /// lines. Use `Json` when payloads are arbitrary bytes.
     pub fn write_record(&self, message: &Message, out: &mut Vec<u8>) {
+        self.write_record_with(message, &mut String::new(), out)
+    }
+
+    /// Like [`OutputFormat::write_record`], reusing `scratch` between calls so that writing many
+    /// records allocates nothing per record.
+    pub fn write_record_with(&self, message: &Message, scratch: &mut String, out: &mut Vec<u8>) {
         match self {
             OutputFormat::Json => {
-                let mut line = String::with_capacity(message.byte_size() * 4 / 3 + 64);
-                message.write_json_line(&mut line);
-                out.extend_from_slice(line.as_bytes());
+                scratch.clear();
+                message.write_json_line(scratch);
+                out.extend_from_slice(scratch.as_bytes());
             }
-            OutputFormat::Decoded | OutputFormat::Text => out.extend_from_slice(&message.payload),
+            OutputFormat::Decoded => out.extend(
+                message
+                    .payload
+                    .iter()
+                    .copied()
+                    .filter(|b| *b != b'\n' && *b != b'\r'),
+            ),
+            OutputFormat::Text => out.extend_from_slice(&message.payload),
         }
         out.push(b'\n');
+    }
+
+    /// The file extension of objects in this format, without compression.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            OutputFormat::Decoded | OutputFormat::Json => "ndjson",
+            OutputFormat::Text => "txt",
+        }
     }
 
     /// The lowercase name (`decoded`, `json`, `text`).

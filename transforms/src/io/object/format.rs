@@ -1,61 +1,9 @@
-//! How records become lines, and how batches are compressed.
-//!
-//! `OutputFormat` is defined here until the shared `io::format` module lands on `main`; the two
-//! are meant to be unified.
+//! How batches are compressed. Records become lines with the shared
+//! [`OutputFormat`](crate::io::format::OutputFormat).
 
 use std::io::Write;
 
 use serde::Deserialize;
-use sluice::Message;
-
-/// How a message is written as one line of an object.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum OutputFormat {
-    /// The payload, a JSON document, one per line. Raw `\r`/`\n` bytes are dropped: in JSON they
-    /// can only be whitespace, so the document is unchanged and stays on one line.
-    Decoded,
-    /// The gcp-ingestion envelope `{"attributeMap":...,"payload":"<base64>"}`, lossless and
-    /// replayable as input.
-    #[default]
-    Json,
-    /// The payload bytes as they are, followed by `\n`.
-    Text,
-}
-
-impl OutputFormat {
-    /// The file extension of objects in this format, without compression.
-    pub fn extension(self) -> &'static str {
-        match self {
-            OutputFormat::Decoded | OutputFormat::Json => "ndjson",
-            OutputFormat::Text => "txt",
-        }
-    }
-
-    /// Appends `message` as one line (with its `\n`) to `out`; `scratch` is reused between
-    /// calls to avoid an allocation per record.
-    pub fn write_line(self, message: &Message, scratch: &mut String, out: &mut Vec<u8>) {
-        match self {
-            OutputFormat::Decoded => {
-                out.extend(
-                    message
-                        .payload
-                        .iter()
-                        .copied()
-                        .filter(|b| *b != b'\n' && *b != b'\r'),
-                );
-            }
-            OutputFormat::Json => {
-                scratch.clear();
-                message.write_json_line(scratch);
-                out.extend_from_slice(scratch.as_bytes());
-            }
-            OutputFormat::Text => out.extend_from_slice(&message.payload),
-        }
-        out.push(b'\n');
-    }
-}
 
 /// Compression of whole objects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -121,14 +69,17 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    use crate::io::format::OutputFormat;
+    use sluice::Message;
+
     #[test]
     fn formats_write_one_line_per_record() {
         let m = Message::new("{\"a\":\n1}\r\n").with_attribute("k", "v");
         let mut scratch = String::new();
         let mut out = Vec::new();
-        OutputFormat::Decoded.write_line(&m, &mut scratch, &mut out);
-        OutputFormat::Json.write_line(&m, &mut scratch, &mut out);
-        OutputFormat::Text.write_line(&Message::new("plain"), &mut scratch, &mut out);
+        OutputFormat::Decoded.write_record_with(&m, &mut scratch, &mut out);
+        OutputFormat::Json.write_record_with(&m, &mut scratch, &mut out);
+        OutputFormat::Text.write_record_with(&Message::new("plain"), &mut scratch, &mut out);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "{\"a\":1}");

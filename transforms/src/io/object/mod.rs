@@ -43,8 +43,9 @@ use object_store::ObjectStore;
 use sluice::io::{Sink, SinkContext, SinkWriter};
 use sluice::{BoxError, Message};
 
+pub use crate::io::format::OutputFormat;
 pub use config::{BatchConfig, ObjectSinkConfig};
-pub use format::{Compression, OutputFormat};
+pub use format::Compression;
 #[cfg(feature = "s3")]
 pub use s3::S3Options;
 pub use template::PathTemplate;

@@ -145,7 +145,7 @@ impl ObjectWriter {
             shared
                 .sink
                 .format
-                .write_line(m, &mut self.scratch, &mut self.line);
+                .write_record_with(m, &mut self.scratch, &mut self.line);
             let full = st
                 .batches
                 .get(self.prefix.as_str())
