@@ -13,8 +13,8 @@ set -euo pipefail
 PORT="${SLUICE_S3_PORT:-5000}"
 DIR="${SLUICE_SERVICES_DIR:-/tmp/sluice-services}"
 LIFETIME="${SLUICE_S3_LIFETIME:-45m}"
-PIDFILE="$DIR/s3.pid"
-LOG="$DIR/s3.log"
+PIDFILE="$DIR/s3-$PORT.pid"
+LOG="$DIR/s3-$PORT.log"
 URL="http://127.0.0.1:$PORT"
 # `pip install --user` puts scripts here.
 export PATH="$HOME/.local/bin:$PATH"
