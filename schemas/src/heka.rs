@@ -238,6 +238,10 @@ pub enum FrameErrorKind {
     /// A single frame was expected but more bytes follow it.
     #[error("trailing bytes after the frame")]
     TrailingBytes,
+    /// The frame's announced length runs into the next frame: the frame was cut short, and its
+    /// message only decoded because it swallowed the start of the next one.
+    #[error("frame overlaps the next frame (cut short)")]
+    OverlapsNextFrame,
 }
 
 /// A stretch of a Heka stream that is not a frame: why, where, and the bytes skipped.
@@ -360,6 +364,13 @@ impl<'a> FrameDecoder<'a> {
     }
 }
 
+impl FrameDecoder<'_> {
+    /// The start of a frame that decodes inside the frame at `input[start..end]`, if any.
+    fn inner_frame(&self, start: usize, end: usize) -> Option<usize> {
+        (start + 1..end).find(|&q| self.input[q] == RECORD_SEPARATOR && self.frame_at(q).is_ok())
+    }
+}
+
 impl Iterator for FrameDecoder<'_> {
     type Item = Result<HekaMessage, FrameError>;
 
@@ -370,6 +381,19 @@ impl Iterator for FrameDecoder<'_> {
         }
         match self.frame_at(start) {
             Ok((message, end)) => {
+                // A good frame is followed by a frame start or the end. One that is not, and
+                // that holds a frame which decodes, was cut short: its announced length
+                // swallowed the start of that frame, which must not be lost.
+                if end < self.input.len() && self.input[end] != RECORD_SEPARATOR {
+                    if let Some(inner) = self.inner_frame(start, end) {
+                        self.position = inner;
+                        return Some(Err(FrameError {
+                            kind: FrameErrorKind::OverlapsNextFrame,
+                            offset: start,
+                            raw: self.input[start..inner].to_vec(),
+                        }));
+                    }
+                }
                 self.position = end;
                 Some(Ok(message))
             }
@@ -665,6 +689,28 @@ pub fn message_to_heka(message: &Message) -> Result<HekaMessage, ConversionError
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_cut_frame_that_decodes_into_the_next_frame_does_not_hide_it() {
+        let frame = |n: u8| {
+            encode_frame(&HekaMessage {
+                uuid: vec![n; 16],
+                fields: vec![Field::bytes("content", vec![n; 50])],
+                ..HekaMessage::default()
+            })
+        };
+        let (a, b) = (frame(1), frame(2));
+        // `a` loses its last 5 bytes: its bytes field then takes 5 bytes of `b` and decodes
+        let mut stream = a[..a.len() - 5].to_vec();
+        stream.extend_from_slice(&b);
+        let items: Vec<_> = FrameDecoder::new(&stream).collect();
+        assert_eq!(items.len(), 2, "{items:?}");
+        let broken = items[0].as_ref().unwrap_err();
+        assert!(matches!(broken.kind(), FrameErrorKind::OverlapsNextFrame));
+        assert_eq!(broken.raw(), &a[..a.len() - 5]);
+        assert_eq!(items[1].as_ref().unwrap().uuid, vec![2; 16]);
+    }
+
     use super::*;
 
     fn sample() -> HekaMessage {

@@ -187,14 +187,6 @@ pub enum FormatError {
     /// A stretch of a Heka stream that is not a frame (the dead letter holds the bytes skipped).
     #[error(transparent)]
     BrokenFrame(sluice_schemas::heka::FrameError),
-    /// A Heka frame that decodes but runs into the next frame: it was cut short, and its
-    /// announced length swallowed the start of the next one (the dead letter holds the bytes
-    /// up to the next frame).
-    #[error("heka frame of {length} bytes is cut short by the next frame")]
-    OverlappingFrame {
-        /// Bytes from the frame's start to the next frame.
-        length: usize,
-    },
     /// A Heka frame whose message does not convert to a message (the dead letter holds the
     /// frame).
     #[error("heka message does not convert: {0}")]

@@ -272,7 +272,7 @@ impl<R: BufRead> RecordReader<R> {
             let Some(item) = frames.next() else {
                 break;
             };
-            let mut used = frames.position();
+            let used = frames.position();
             let can_grow = !self.eof && avail.len() < MAX_FRAME_SPAN;
             // A frame cut by the end of the buffer looks truncated, and a broken stretch that
             // runs to the end of the buffer may go on; a good frame needs the next byte to be
@@ -287,32 +287,22 @@ impl<R: BufRead> RecordReader<R> {
                 self.fill(more)?;
                 continue;
             }
-            // A truncated frame's announced length can swallow the start of the next frame and
-            // still decode: a good frame is followed by a frame start or the end, so one that is
-            // not, and that holds a decodable frame, is cut short where that frame starts.
-            let mut overlap = None;
-            if item.is_ok() && used < avail.len() && avail[used] != RECORD_SEPARATOR {
-                match inner_frame(avail, used, can_grow) {
-                    Inner::None => {}
-                    Inner::At(q) => overlap = Some(q),
-                    Inner::NeedMore => {
-                        let more = avail.len().max(FILL_BYTES);
-                        self.fill(more)?;
-                        continue;
-                    }
-                }
+            // A frame followed by neither a frame start nor the end may have swallowed the
+            // start of a frame that this buffer cuts short; the decoder can only tell once that
+            // frame is whole, so read more first.
+            if can_grow
+                && item.is_ok()
+                && used < avail.len()
+                && avail[used] != RECORD_SEPARATOR
+                && holds_truncated_frame(avail, used)
+            {
+                let more = avail.len().max(FILL_BYTES);
+                self.fill(more)?;
+                continue;
             }
             let position = self.position("input_offset", self.offset);
-            let record = match (item, overlap) {
-                (Ok(_), Some(q)) => {
-                    used = q;
-                    Err(dead_letter(
-                        Bytes::copy_from_slice(&avail[..q]),
-                        position,
-                        &FormatError::OverlappingFrame { length: q },
-                    ))
-                }
-                (Ok(heka), None) => match heka_to_message(&heka) {
+            let record = match item {
+                Ok(heka) => match heka_to_message(&heka) {
                     Ok(m) => Ok(m.with_position(position)),
                     Err(e) => Err(dead_letter(
                         Bytes::copy_from_slice(&avail[..used]),
@@ -320,7 +310,7 @@ impl<R: BufRead> RecordReader<R> {
                         &FormatError::InvalidHeka(e),
                     )),
                 },
-                (Err(e), _) => Err(dead_letter(
+                Err(e) => Err(dead_letter(
                     Bytes::copy_from_slice(&avail[..used]),
                     position,
                     &FormatError::BrokenFrame(e),
@@ -337,24 +327,14 @@ impl<R: BufRead> RecordReader<R> {
     }
 }
 
-enum Inner {
-    None,
-    At(usize),
-    NeedMore,
-}
-
-/// The start of a frame that decodes inside the frame `input[..end]`, if any.
-fn inner_frame(input: &[u8], end: usize, can_grow: bool) -> Inner {
-    for q in memchr::memchr_iter(RECORD_SEPARATOR, &input[1..end]).map(|i| i + 1) {
-        match FrameDecoder::new(&input[q..]).next() {
-            Some(Ok(_)) => return Inner::At(q),
-            Some(Err(e)) if can_grow && matches!(e.kind(), FrameErrorKind::Truncated) => {
-                return Inner::NeedMore
-            }
-            _ => {}
-        }
-    }
-    Inner::None
+/// Whether a frame starting inside `input[..end]` runs past the end of `input`.
+fn holds_truncated_frame(input: &[u8], end: usize) -> bool {
+    memchr::memchr_iter(RECORD_SEPARATOR, &input[1..end]).any(|i| {
+        matches!(
+            FrameDecoder::new(&input[i + 1..]).next(),
+            Some(Err(e)) if matches!(e.kind(), FrameErrorKind::Truncated)
+        )
+    })
 }
 
 /// The dead letter of a record that does not decode.
