@@ -212,3 +212,58 @@ fn same_result_on_a_two_process_cluster_over_loopback() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!((got_out, got_dead), model(&input()));
 }
+
+#[test]
+fn messages_and_dead_letters_cross_a_serializing_exchange_intact() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    use sluice::Message;
+
+    let mut runner = TestRunner::deterministic();
+    let messages: Vec<Message> = (0..200)
+        .map(|_| {
+            sluice_testing::strategies::arb_message()
+                .new_tree(&mut runner)
+                .unwrap()
+                .current()
+        })
+        .collect();
+    let out = MemorySink::new();
+    let dead = MemorySink::new();
+    let (o, d) = (out.clone(), dead.clone());
+    let source = MemorySource::from(messages.clone());
+    TestPipeline::new()
+        .workers(2)
+        .serialize_exchanges()
+        .run(move |p| {
+            let mut dead_letters = p.dead_letters();
+            let checked = p
+                .read("read", source.clone())
+                .try_map("OddLength", |m: &Message| {
+                    if m.payload.len() % 2 == 1 {
+                        Err(Failure::new("odd"))
+                    } else {
+                        Ok(m.clone())
+                    }
+                })
+                .failures_to(&mut dead_letters);
+            checked
+                .exchange_by(|m| m.payload.len() as u64)
+                .write("write", o.clone());
+            dead_letters
+                .into_pcollection()
+                .exchange_by(|dl| dl.original.payload.len() as u64)
+                .write("dead", d.clone());
+            Ok(())
+        })
+        .unwrap();
+    let mut seen = out.records();
+    seen.extend(dead.records().into_iter().map(|dl| {
+        assert_eq!(dl.error_type, "OddLength");
+        dl.original
+    }));
+    seen.sort();
+    let mut expected = messages;
+    expected.sort();
+    assert_eq!(seen, expected);
+}
