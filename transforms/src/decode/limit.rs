@@ -36,6 +36,11 @@ impl LimitPayloadSize {
         LimitPayloadSize { max_bytes }
     }
 
+    /// The limit in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     /// Checks one message (what the step does per record).
     pub fn apply_to(&self, message: &Message) -> Result<Message, DecodeError> {
         check(message, self.max_bytes)?;
