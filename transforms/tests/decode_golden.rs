@@ -278,7 +278,13 @@ fn decoder_matches_golden_files() {
         let want = read_lines(name);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let cut = |s: &str| s.chars().take(400).collect::<String>();
-            assert!(g == w, "{name}: sorted line {} differs:\n got  {}\n want {}", i + 1, cut(g), cut(w));
+            assert!(
+                g == w,
+                "{name}: sorted line {} differs:\n got  {}\n want {}",
+                i + 1,
+                cut(g),
+                cut(w)
+            );
         }
         assert_eq!(got.len(), want.len(), "{name}: line count");
     }
