@@ -1,0 +1,155 @@
+//! Why a decoder step rejected a record.
+
+use sluice_schemas::{LimitExceeded, ValidationFailure};
+
+/// Why a decoder step rejected a record; becomes the dead letter's `error_message` and
+/// `exception_class` (`sluice_transforms::decode::error::DecodeError::<Variant>`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The `uri` does not start with `/submit/`.
+    #[error("unknown uri prefix in `{uri}`: expected /submit/<namespace>/...")]
+    UnknownUriPrefix {
+        /// The uri.
+        uri: String,
+    },
+    /// The `uri` has fewer path elements than its form needs.
+    #[error("uri `{uri}` has too few path elements: expected {expected} after /submit/ ({form}), found {found}")]
+    TooFewUriElements {
+        /// The uri.
+        uri: String,
+        /// The elements of the expected form.
+        form: &'static str,
+        /// How many elements that form has.
+        expected: usize,
+        /// How many elements the uri has.
+        found: usize,
+    },
+    /// The `uri` has more path elements than its form allows.
+    #[error("uri `{uri}` has extra path elements: expected {expected} after /submit/ ({form}), found {found}")]
+    ExtraUriElements {
+        /// The uri.
+        uri: String,
+        /// The elements of the expected form.
+        form: &'static str,
+        /// How many elements that form has.
+        expected: usize,
+        /// How many elements the uri has.
+        found: usize,
+    },
+    /// A path element of the `uri` is empty (`//`).
+    #[error("uri `{uri}` has an empty path element at position {position}")]
+    EmptyUriElement {
+        /// The uri.
+        uri: String,
+        /// 1-based position after /submit/.
+        position: usize,
+    },
+    /// The document id of the `uri` is not a UUID.
+    #[error("document id `{document_id}` in uri `{uri}` is not a uuid")]
+    InvalidDocumentId {
+        /// The uri.
+        uri: String,
+        /// The offending id.
+        document_id: String,
+    },
+    /// The payload starts like gzip but does not gunzip.
+    #[error("corrupt gzip payload of {size} bytes: {source}")]
+    CorruptGzip {
+        /// The compressed size.
+        size: usize,
+        /// What the gzip decoder said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The payload gunzips to more than the allowed size (a gzip bomb, or just too big).
+    #[error("gzip payload of {size} bytes decompresses to more than the limit of {limit} bytes")]
+    DecompressedTooLarge {
+        /// The compressed size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The payload is larger than allowed.
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The payload's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The payload is not JSON.
+    #[error("payload is not valid json: {source}")]
+    InvalidJson {
+        /// What the parser said (with line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The payload is JSON but not an object.
+    #[error("payload is a json {found}, expected an object")]
+    NotAnObject {
+        /// `array`, `string`, ...
+        found: &'static str,
+    },
+    /// The payload nests too deep or has too long an array.
+    #[error("payload exceeds document limits at {0}")]
+    Limits(#[source] LimitExceeded),
+    /// A routing attribute is missing.
+    #[error("missing required attribute `{name}`")]
+    MissingAttribute {
+        /// The attribute.
+        name: &'static str,
+    },
+    /// No schema exists for this namespace and doctype.
+    #[error("no such doctype `{namespace}/{doctype}`")]
+    UnknownDoctype {
+        /// The namespace.
+        namespace: String,
+        /// The doctype.
+        doctype: String,
+    },
+    /// The version is neither in the uri nor (telemetry) in the payload's `version` or `v`.
+    #[error("missing document version for `{namespace}/{doctype}`: not in the uri, nor at /version or /v")]
+    MissingVersion {
+        /// The namespace.
+        namespace: String,
+        /// The doctype.
+        doctype: String,
+    },
+    /// The version is not a non-negative integer.
+    #[error("document version `{version}` of `{namespace}/{doctype}` is not an integer")]
+    InvalidVersion {
+        /// The namespace.
+        namespace: String,
+        /// The doctype.
+        doctype: String,
+        /// The version as given.
+        version: String,
+    },
+    /// No schema for this version.
+    #[error("schema `{namespace}/{doctype}.{version}` not found")]
+    SchemaNotFound {
+        /// The namespace.
+        namespace: String,
+        /// The doctype.
+        doctype: String,
+        /// The version.
+        version: u32,
+    },
+    /// The payload does not match its schema; the message names the JSON pointer.
+    #[error("payload does not match schema `{namespace}/{doctype}.{version}`: {failure}")]
+    Invalid {
+        /// The namespace.
+        namespace: String,
+        /// The doctype.
+        doctype: String,
+        /// The version.
+        version: u32,
+        /// The issues, each with its JSON pointer.
+        #[source]
+        failure: ValidationFailure,
+    },
+    /// `AddMetadata` got a payload that is not a JSON object (it must follow `ParsePayload`).
+    #[error("payload is not a json object (must start with `{{` and end with `}}`): cannot add metadata")]
+    MetadataTarget,
+}

@@ -1,0 +1,204 @@
+//! `ParsePayload`: parse once, lift nested metadata, validate against the schema.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use sluice::{Message, PCollection, PTransform, WithFailures};
+use sluice_schemas::{Limits, SchemaRegistry};
+
+use super::json_scan::remove_members;
+use super::metadata::{is_metadata_member, lift_metadata};
+use super::{attr, DecodeError};
+
+const TELEMETRY: &str = "telemetry";
+
+/// `crc32(client_id) % 100`: the sample bucket gcp-ingestion derives from a client id.
+///
+/// ```
+/// assert_eq!(sluice_transforms::decode::sample_id("c0ffeec0-ffee-c0ff-eec0-ffeec0ffeec0"), 33);
+/// ```
+pub fn sample_id(client_id: &str) -> u32 {
+    crc32fast::hash(client_id.as_bytes()) % 100
+}
+
+/// Parses the payload as a JSON object once, lifts the `metadata` of an already-decoded
+/// message back into attributes (and out of the payload), and validates the rest against its
+/// schema (gcp-ingestion's `ParsePayload`).
+///
+/// - The schema is `document_namespace`/`document_type` at `document_version`; for the
+///   `telemetry` namespace the version may come from the payload's `version` or `v` (and is
+///   then set as the `document_version` attribute).
+/// - Adds `client_id` (from `clientId` or `client_info.client_id`) and `sample_id` (see
+///   [`sample_id`]) where the payload has a client id.
+/// - The payload's nesting and array lengths are bounded ([`Limits`]) before validation.
+/// - The output payload is the input bytes, minus the lifted members if there were any: the
+///   document is never re-serialized.
+///
+/// Errors (`error_type` `ParsePayload`): not JSON, not an object, over the limits, missing
+/// namespace or doctype, unknown doctype, missing or non-integer version, schema version not
+/// found, invalid (the message names the failing JSON pointers).
+#[derive(Debug, Clone)]
+pub struct ParsePayload {
+    registry: Arc<SchemaRegistry>,
+    limits: Limits,
+}
+
+impl ParsePayload {
+    /// The step, validating against `registry`.
+    pub fn new(registry: Arc<SchemaRegistry>) -> Self {
+        ParsePayload {
+            registry,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Sets the bounds checked before validation.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Parses and validates one message (what the step does per record).
+    pub fn apply_to(&self, message: &Message) -> Result<Message, DecodeError> {
+        let mut attributes = message.attributes.clone();
+        let payload = self
+            .parse_and_validate(&message.payload, &mut attributes)?
+            .0;
+        Ok(Message {
+            payload,
+            attributes,
+            position: message.position.clone(),
+        })
+    }
+
+    /// The work of the step on a payload and a copy of its attributes: the payload to pass on
+    /// and the parsed (stripped) document.
+    pub(crate) fn parse_and_validate(
+        &self,
+        payload: &Bytes,
+        attributes: &mut BTreeMap<String, String>,
+    ) -> Result<(Bytes, Value), DecodeError> {
+        let mut value: Value = serde_json::from_slice(payload)
+            .map_err(|source| DecodeError::InvalidJson { source })?;
+        let Value::Object(map) = &mut value else {
+            return Err(DecodeError::NotAnObject {
+                found: kind(&value),
+            });
+        };
+        let out = if lift_metadata(map, attributes) {
+            // a replay: cut the lifted members out of the bytes, keeping everything else
+            match remove_members(payload, is_metadata_member) {
+                Some(cut) => Bytes::from(cut),
+                // unreachable for parsed JSON; stay correct anyway
+                None => Bytes::from(
+                    serde_json::to_vec(&value)
+                        .map_err(|source| DecodeError::InvalidJson { source })?,
+                ),
+            }
+        } else {
+            payload.clone()
+        };
+        self.limits.check(&value).map_err(DecodeError::Limits)?;
+        self.validate(&value, attributes)?;
+        add_client_id(&value, attributes);
+        Ok((out, value))
+    }
+
+    fn validate(
+        &self,
+        document: &Value,
+        attributes: &mut BTreeMap<String, String>,
+    ) -> Result<(), DecodeError> {
+        let namespace =
+            attributes
+                .get(attr::DOCUMENT_NAMESPACE)
+                .ok_or(DecodeError::MissingAttribute {
+                    name: attr::DOCUMENT_NAMESPACE,
+                })?;
+        let doctype = attributes
+            .get(attr::DOCUMENT_TYPE)
+            .ok_or(DecodeError::MissingAttribute {
+                name: attr::DOCUMENT_TYPE,
+            })?;
+        if !self.registry.doctype_exists(namespace, doctype) {
+            return Err(DecodeError::UnknownDoctype {
+                namespace: namespace.clone(),
+                doctype: doctype.clone(),
+            });
+        }
+        let (namespace, doctype) = (namespace.clone(), doctype.clone());
+        if !attributes.contains_key(attr::DOCUMENT_VERSION) && namespace == TELEMETRY {
+            let from_payload = document
+                .get("version")
+                .or_else(|| document.get("v"))
+                .and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                });
+            if let Some(v) = from_payload {
+                attributes.insert(attr::DOCUMENT_VERSION.to_string(), v);
+            }
+        }
+        let Some(version) = attributes.get(attr::DOCUMENT_VERSION) else {
+            return Err(DecodeError::MissingVersion { namespace, doctype });
+        };
+        let Ok(version) = version.parse::<u32>() else {
+            return Err(DecodeError::InvalidVersion {
+                namespace,
+                doctype,
+                version: version.clone(),
+            });
+        };
+        let Some(schema) = self.registry.get(&namespace, &doctype, version) else {
+            return Err(DecodeError::SchemaNotFound {
+                namespace,
+                doctype,
+                version,
+            });
+        };
+        schema
+            .validate(document)
+            .map_err(|failure| DecodeError::Invalid {
+                namespace,
+                doctype,
+                version,
+                failure,
+            })
+    }
+}
+
+fn add_client_id(map: &Value, attributes: &mut BTreeMap<String, String>) {
+    let client_id = match map.get("clientId") {
+        Some(Value::String(s)) => Some(s),
+        _ => match map.get("client_info").and_then(|c| c.get("client_id")) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        },
+    };
+    if let Some(id) = client_id {
+        attributes.insert(attr::SAMPLE_ID.to_string(), sample_id(id).to_string());
+        attributes.insert(attr::CLIENT_ID.to_string(), id.clone());
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+impl<'s> PTransform<PCollection<'s, Message>> for ParsePayload {
+    type Output = WithFailures<'s, Message>;
+
+    fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
+        input.try_map("ParsePayload", move |m: &Message| self.apply_to(m))
+    }
+}

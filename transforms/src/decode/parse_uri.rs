@@ -1,0 +1,254 @@
+//! `ParseUri`: routing attributes from the submission path.
+
+use sluice::{Message, PCollection, PTransform, WithFailures};
+
+use super::attr;
+use super::DecodeError;
+
+const PREFIX: &str = "/submit/";
+const TELEMETRY: &str = "telemetry";
+const TELEMETRY_FORM: &str =
+    "telemetry/<docid>/<doctype>/<app_name>/<app_version>/<app_update_channel>/<app_build_id>";
+const GENERIC_FORM: &str = "<namespace>/<doctype>/<version>/<docid>";
+const TELEMETRY_KEYS: [&str; 6] = [
+    attr::DOCUMENT_ID,
+    attr::DOCUMENT_TYPE,
+    attr::APP_NAME,
+    attr::APP_VERSION,
+    attr::APP_UPDATE_CHANNEL,
+    attr::APP_BUILD_ID,
+];
+const GENERIC_KEYS: [&str; 4] = [
+    attr::DOCUMENT_NAMESPACE,
+    attr::DOCUMENT_TYPE,
+    attr::DOCUMENT_VERSION,
+    attr::DOCUMENT_ID,
+];
+
+/// Sets the routing attributes from the `uri` attribute (gcp-ingestion's `ParseUri`).
+///
+/// Two forms are understood:
+/// - `/submit/<namespace>/<doctype>/<version>/<docid>` sets `document_namespace`,
+///   `document_type`, `document_version` and `document_id`;
+/// - `/submit/telemetry/<docid>/<doctype>/<app_name>/<app_version>/<app_update_channel>/<app_build_id>`
+///   sets `document_namespace` = `telemetry`, `document_id`, `document_type` and the `app_*`
+///   attributes (the version comes later from the payload).
+///
+/// A query string (`?...` in the uri, or the `args` attribute) is ignored. `document_id` must be
+/// a UUID. A message without `uri` passes through untouched: it was parsed before (a replay).
+/// Errors (dead letters with `error_type` `ParseUri`): unknown prefix, too few or extra path
+/// elements, an empty element, a document id that is not a UUID.
+///
+/// ```
+/// use sluice::Message;
+/// use sluice_transforms::decode::ParseUri;
+/// let uri = "/submit/test/test/1/8ad6b9a0-2f58-4a3e-b54f-3b2d3b0f6c11";
+/// let out = sluice::harness::run(vec![Message::new("{}").with_attribute("uri", uri)], |input, dead| {
+///     input.apply("parse_uri", ParseUri::new()).failures_to(dead)
+/// });
+/// assert_eq!(out.output[0].attribute("document_version"), Some("1"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ParseUri {
+    _private: (),
+}
+
+impl ParseUri {
+    /// The step.
+    pub fn new() -> Self {
+        ParseUri::default()
+    }
+
+    /// Parses one message's uri (what the step does per record).
+    pub fn apply_to(message: &Message) -> Result<Message, DecodeError> {
+        let Some(uri) = message.attribute(attr::URI) else {
+            return Ok(message.clone());
+        };
+        let mut out = message.clone();
+        for (key, value) in parse(uri)? {
+            out.attributes.insert(key.to_string(), value.to_string());
+        }
+        Ok(out)
+    }
+}
+
+/// The attributes a uri gives, or why it is not a submission uri.
+fn parse(uri: &str) -> Result<Vec<(&'static str, &str)>, DecodeError> {
+    let path = uri.split_once('?').map_or(uri, |(p, _)| p);
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return Err(DecodeError::UnknownUriPrefix {
+            uri: uri.to_string(),
+        });
+    };
+    let elements: Vec<&str> = rest.split('/').collect();
+    let telemetry = elements[0] == TELEMETRY;
+    let (form, keys): (&'static str, &[&'static str]) = if telemetry {
+        (TELEMETRY_FORM, &TELEMETRY_KEYS)
+    } else {
+        (GENERIC_FORM, &GENERIC_KEYS)
+    };
+    let expected = keys.len() + usize::from(telemetry);
+    let found = elements.len();
+    if found < expected {
+        return Err(DecodeError::TooFewUriElements {
+            uri: uri.to_string(),
+            form,
+            expected,
+            found,
+        });
+    }
+    if found > expected {
+        return Err(DecodeError::ExtraUriElements {
+            uri: uri.to_string(),
+            form,
+            expected,
+            found,
+        });
+    }
+    if let Some(i) = elements.iter().position(|e| e.is_empty()) {
+        return Err(DecodeError::EmptyUriElement {
+            uri: uri.to_string(),
+            position: i + 1,
+        });
+    }
+    let values = if telemetry {
+        &elements[1..]
+    } else {
+        &elements[..]
+    };
+    let mut out: Vec<(&'static str, &str)> =
+        keys.iter().copied().zip(values.iter().copied()).collect();
+    if telemetry {
+        out.push((attr::DOCUMENT_NAMESPACE, TELEMETRY));
+    }
+    let document_id = out
+        .iter()
+        .find(|(k, _)| *k == attr::DOCUMENT_ID)
+        .map_or("", |(_, v)| *v);
+    if !is_uuid(document_id) {
+        return Err(DecodeError::InvalidDocumentId {
+            uri: uri.to_string(),
+            document_id: document_id.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// `8-4-4-4-12` hex digits, either case (gcp-ingestion's check; the version nibble is not
+/// checked, as there).
+pub(crate) fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+impl<'s> PTransform<PCollection<'s, Message>> for ParseUri {
+    type Output = WithFailures<'s, Message>;
+
+    fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
+        input.try_map("ParseUri", ParseUri::apply_to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "8ad6b9a0-2f58-4a3e-b54f-3b2d3b0f6c11";
+
+    fn run(uri: &str) -> Result<Message, DecodeError> {
+        ParseUri::apply_to(&Message::new("{}").with_attribute("uri", uri))
+    }
+
+    #[test]
+    fn generic_form() {
+        let m = run(&format!("/submit/org-mozilla-fenix/baseline/1/{ID}")).unwrap();
+        assert_eq!(m.attribute("document_namespace"), Some("org-mozilla-fenix"));
+        assert_eq!(m.attribute("document_type"), Some("baseline"));
+        assert_eq!(m.attribute("document_version"), Some("1"));
+        assert_eq!(m.attribute("document_id"), Some(ID));
+        assert_eq!(m.attribute("app_name"), None);
+    }
+
+    #[test]
+    fn telemetry_form_and_query_string() {
+        let m = run(&format!(
+            "/submit/telemetry/{ID}/main/Firefox/61.0a1/nightly/20180328030202?v=4"
+        ))
+        .unwrap();
+        assert_eq!(m.attribute("document_namespace"), Some("telemetry"));
+        assert_eq!(m.attribute("document_type"), Some("main"));
+        assert_eq!(m.attribute("document_version"), None);
+        assert_eq!(m.attribute("app_name"), Some("Firefox"));
+        assert_eq!(m.attribute("app_version"), Some("61.0a1"));
+        assert_eq!(m.attribute("app_update_channel"), Some("nightly"));
+        assert_eq!(m.attribute("app_build_id"), Some("20180328030202"));
+        assert_eq!(m.attribute("uri").map(|u| u.ends_with("?v=4")), Some(true));
+    }
+
+    #[test]
+    fn no_uri_passes_through() {
+        let m = Message::new("x").with_attribute("document_namespace", "test");
+        assert_eq!(ParseUri::apply_to(&m).unwrap(), m);
+    }
+
+    #[test]
+    fn every_error_kind() {
+        let e = run("/other/test/test/1/x").unwrap_err();
+        assert!(matches!(e, DecodeError::UnknownUriPrefix { .. }), "{e}");
+        let e = run("/submit/test/test/1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "uri `/submit/test/test/1` has too few path elements: expected 4 after /submit/ (<namespace>/<doctype>/<version>/<docid>), found 3"
+        );
+        let e = run(&format!("/submit/test/test/1/{ID}/more")).unwrap_err();
+        assert!(
+            matches!(e, DecodeError::ExtraUriElements { found: 5, .. }),
+            "{e}"
+        );
+        let e = run(&format!("/submit/telemetry/{ID}/main/Firefox")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DecodeError::TooFewUriElements {
+                    expected: 7,
+                    found: 4,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = run(&format!("/submit/test//1/{ID}")).unwrap_err();
+        assert!(
+            matches!(e, DecodeError::EmptyUriElement { position: 2, .. }),
+            "{e}"
+        );
+        let e = run("/submit/test/test/1/not-a-uuid").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "document id `not-a-uuid` in uri `/submit/test/test/1/not-a-uuid` is not a uuid"
+        );
+        let e = run(&format!("/submit/test/test/1/{ID}/")).unwrap_err();
+        assert!(matches!(e, DecodeError::ExtraUriElements { .. }), "{e}");
+    }
+
+    #[test]
+    fn uuid_check() {
+        assert!(is_uuid(ID));
+        assert!(is_uuid(&ID.to_uppercase()));
+        assert!(!is_uuid(&ID[1..]));
+        assert!(!is_uuid(&ID.replace('-', "x")));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(uri in "(/submit/)?[a-z0-9/?-]{0,60}", args: Option<String>) {
+            let mut m = Message::new("{}").with_attribute("uri", uri);
+            if let Some(a) = args { m = m.with_attribute("args", a); }
+            let _ = ParseUri::apply_to(&m);
+        }
+    }
+}
