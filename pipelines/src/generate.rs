@@ -287,7 +287,7 @@ impl Generator {
                 "app_display_version": "132.0.1", "architecture": "arm64", "device_manufacturer": "Google",
                 "device_model": "Pixel 8", "first_run_date": "2025-03-01-05:00", "locale": self.pick(LOCALES),
                 "os": "Android", "os_version": "14", "telemetry_sdk_build": "61.2.0"},
-            "ping_info": {"seq": self.below(5000), "start_time": &start[..16], "end_time": &start[..16],
+            "ping_info": {"seq": self.below(5000), "start_time": format!("{}-05:00", &start[..16]), "end_time": format!("{}-05:00", &start[..16]),
                 "reason": self.pick(&["active", "dirty_startup", "inactive"]),
                 "experiments": {"new-tab-layout": {"branch": "treatment"}}},
             "metrics": {"counter": counters, "labeled_counter": labeled,

@@ -10,3 +10,4 @@
 pub mod adapters;
 pub mod config;
 pub mod generate;
+pub mod jobs;
