@@ -199,7 +199,7 @@ fn config_exit(errors: ConfigErrors, path: &std::path::Path) -> Exit {
 
 fn validate(path: &std::path::Path, set: &[String]) -> Result<(), Exit> {
     let cfg = config::load(path, &overrides(set)).map_err(|e| config_exit(e, path))?;
-    Prepared::new(cfg).map_err(|e| job_exit(e))?;
+    Prepared::new(cfg).map_err(job_exit)?;
     println!("{}: ok", path.display());
     Ok(())
 }

@@ -38,6 +38,8 @@ pub enum InputError {
     },
 }
 
+// The SDK contract for unframable input is `Result<Message, DeadLetter>`.
+#[allow(clippy::result_large_err)]
 fn frame(format: InputFormat, line: &[u8], file: &str, n: u64) -> Result<Message, DeadLetter> {
     let mut position = BTreeMap::new();
     position.insert("input_file".to_string(), file.to_string());
