@@ -174,10 +174,16 @@ pub(crate) fn read<'s, S: Source>(
                 }
             }
 
-            // Acknowledge what every sink has made durable.
+            // Acknowledge what every sink has made durable. Read the frontier before the abort
+            // flag: a failing pipeline releases held epochs only after setting the flag, so an
+            // epoch released that way is never acknowledged.
             let done = probe
                 .with_frontier(|f| f.as_option().copied())
                 .unwrap_or(Epoch::MAX);
+            if shared.aborted() {
+                cap = None;
+                return;
+            }
             if let Err(e) = driver.ack(done) {
                 shared.fail(e);
                 cap = None;
@@ -194,10 +200,6 @@ pub(crate) fn read<'s, S: Source>(
                 return;
             };
 
-            if shared.aborted() {
-                cap = None;
-                return;
-            }
             if shared.stop.load(Ordering::SeqCst) {
                 book.close(c, reader.as_mut(), shared.clock_epoch());
                 cap = None;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: starts the services the tests need on loopback (installing
+# them with pip/cargo if missing), then checks formatting, lints, tests and docs.
+# Every server started here stops when this script exits, and by itself after a time limit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export SLUICE_TEST_S3_ENDPOINT="${SLUICE_TEST_S3_ENDPOINT:-http://127.0.0.1:${SLUICE_S3_PORT:-5000}}"
+
+cleanup() { scripts/services/s3.sh stop || true; }
+trap cleanup EXIT
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "services: S3-compatible server at $SLUICE_TEST_S3_ENDPOINT"
+scripts/services/s3.sh start
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+step "all checks passed"

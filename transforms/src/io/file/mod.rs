@@ -1,0 +1,456 @@
+//! Local files as a bounded source: `json` (gcp-ingestion ndjson), `text` lines or Heka
+//! streams, gzipped or not, shared out to the workers file by file.
+//!
+//! ```
+//! use sluice::{MemorySink, Pipeline};
+//! use sluice_transforms::io::file::FileSource;
+//! use sluice_transforms::io::format::InputFormat;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("a.ndjson"), "{\"payload\":\"aGk=\"}\nnot json\n").unwrap();
+//! let pattern = dir.path().join("*.ndjson").display().to_string();
+//!
+//! let (out, dead) = (MemorySink::new(), MemorySink::new());
+//! let (o, d) = (out.clone(), dead.clone());
+//! Pipeline::new("read-files")
+//!     .run(move |p| {
+//!         let mut dead_letters = p.dead_letters();
+//!         p.read_with_failures("read", FileSource::glob(&pattern, InputFormat::Json))
+//!             .failures_to(&mut dead_letters)
+//!             .write("write", o.clone());
+//!         dead_letters.write("dead_letters", d.clone());
+//!         Ok(())
+//!     })
+//!     .unwrap();
+//! assert_eq!(out.records()[0].payload, "hi");
+//! let dl = &dead.records()[0];
+//! assert_eq!(dl.error_type, "ReadInput");
+//! assert_eq!(dl.original.payload, "not json");
+//! assert_eq!(dl.source_position["input_line"], "2");
+//! ```
+
+mod reader;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sluice::{BoxError, Epoch, ReadState, ReadStatus, Source, SourceContext, SourceReader};
+
+use crate::io::format::InputFormat;
+
+pub(crate) use reader::{decompressed, record_bytes};
+pub use reader::{Batch, ReadResult, RecordReader, DEFAULT_MAX_LINE_BYTES};
+
+/// Records returned by one `read` call at most, so a worker is never held for long.
+const RECORDS_PER_READ: usize = 512;
+/// Bytes of records returned by one `read` call, roughly (one record may go over).
+const BYTES_PER_READ: usize = 1024 * 1024;
+
+/// Why a file input cannot be opened or read.
+///
+/// Records that do not decode are not errors but dead letters (see
+/// [`crate::io::format::FormatError`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// No path or pattern was given.
+    #[error("file source has no input path")]
+    NoInput,
+    /// A glob pattern is not valid.
+    #[error("invalid input file pattern {pattern:?}: {source}")]
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        #[source]
+        source: glob::PatternError,
+    },
+    /// A glob pattern matches no file.
+    #[error("input file pattern {pattern:?} matches no file")]
+    NoMatch {
+        /// The pattern.
+        pattern: String,
+    },
+    /// A path cannot be opened or inspected (missing, a directory, no permission).
+    #[error("cannot open input file {path}: {source}")]
+    Open {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading a file failed after this many lines or bytes (a disk error, corrupt gzip).
+    #[error("cannot read input file {path} after {position}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// How far it was read, e.g. `line 12` or `byte 4096`.
+        position: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How far the acknowledged input of one file goes: every record up to here is durably
+/// written by every sink. A restart may skip `lines` lines (or `offset` decompressed bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileCheckpoint {
+    /// Lines consumed (`json`, `text`), blank lines included.
+    pub lines: u64,
+    /// Decompressed bytes consumed.
+    pub offset: u64,
+    /// The whole file is acknowledged.
+    pub complete: bool,
+}
+
+/// The acknowledged input of a [`FileSource`], per file, shared by all its clones and workers.
+#[derive(Clone, Debug, Default)]
+pub struct FileCheckpoints(Arc<Mutex<BTreeMap<PathBuf, FileCheckpoint>>>);
+
+impl FileCheckpoints {
+    /// The checkpoint of `path` (as listed by [`FileSource::resolve`]), if any input of it is
+    /// acknowledged.
+    pub fn get(&self, path: &Path) -> Option<FileCheckpoint> {
+        self.lock().get(path).copied()
+    }
+
+    /// All checkpoints, by path.
+    pub fn all(&self) -> BTreeMap<PathBuf, FileCheckpoint> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, FileCheckpoint>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The resolved input files, sorted, with their sizes.
+type Listing = Arc<Vec<(PathBuf, u64)>>;
+
+/// Reads local files: a list of paths and glob patterns, in an [`InputFormat`].
+///
+/// - The inputs are resolved when the source opens: a pattern with glob characters
+///   (`*?[`) must match at least one file, a plain path must exist; the files are sorted and
+///   file `i` is read by worker `i % peers`.
+/// - Files whose name ends in `.gz` or whose content starts with the gzip magic are gunzipped.
+/// - Each `read` returns at most 512 records or about 1 MB, and reads lines incrementally
+///   (a line is kept up to [`FileSource::max_line_bytes`]), so memory stays bounded.
+/// - A line or frame that does not decode is a dead letter (`error_type` `ReadInput`, raw bytes
+///   as payload, `input_file` and `input_line` or `input_offset` as source position); use it
+///   with `PipelineBuilder::read_with_failures`.
+/// - `progress()` is (bytes read, total bytes) of this worker's files, compressed sizes for
+///   gzipped files; acknowledged input is tracked in [`FileSource::checkpoints`].
+///
+/// Clones share their resolved file list and checkpoints: build the source once outside the
+/// pipeline closure and clone it in, so all workers split the same listing.
+#[derive(Clone, Debug)]
+pub struct FileSource {
+    inputs: Vec<String>,
+    format: InputFormat,
+    max_line_bytes: usize,
+    resolved: Arc<Mutex<Option<Listing>>>,
+    checkpoints: FileCheckpoints,
+}
+
+impl FileSource {
+    /// Files matching one glob pattern (or one plain path).
+    pub fn glob(pattern: impl Into<String>, format: InputFormat) -> Self {
+        Self::new([pattern.into()], format)
+    }
+
+    /// Files given as paths or glob patterns.
+    pub fn new<I, P>(inputs: I, format: InputFormat) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        FileSource {
+            inputs: inputs.into_iter().map(Into::into).collect(),
+            format,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            resolved: Arc::default(),
+            checkpoints: FileCheckpoints::default(),
+        }
+    }
+
+    /// Sets the longest line kept whole; a longer one is a dead letter holding its first
+    /// `max` bytes (default [`DEFAULT_MAX_LINE_BYTES`]).
+    pub fn max_line_bytes(mut self, max: usize) -> Self {
+        self.max_line_bytes = max.max(1);
+        self
+    }
+
+    /// The input format.
+    pub fn format(&self) -> InputFormat {
+        self.format
+    }
+
+    /// The acknowledged input, per file.
+    pub fn checkpoints(&self) -> FileCheckpoints {
+        self.checkpoints.clone()
+    }
+
+    /// Lists the files to read, sorted and without duplicates, with their sizes; checks that
+    /// every pattern matches and every path exists. Called by `open`; call it to validate a
+    /// configuration before running.
+    pub fn resolve(&self) -> Result<Vec<PathBuf>, FileError> {
+        Ok(self.listing()?.iter().map(|(p, _)| p.clone()).collect())
+    }
+
+    fn listing(&self) -> Result<Listing, FileError> {
+        let mut slot = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(files) = slot.as_ref() {
+            return Ok(files.clone());
+        }
+        let files = Arc::new(list_files(&self.inputs)?);
+        *slot = Some(files.clone());
+        Ok(files)
+    }
+}
+
+fn is_pattern(input: &str) -> bool {
+    input.contains(['*', '?', '['])
+}
+
+fn size_of(path: &Path) -> Result<u64, FileError> {
+    let open_error = |source| FileError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(open_error)?;
+    if meta.is_dir() {
+        return Err(open_error(io::Error::other("is a directory")));
+    }
+    Ok(meta.len())
+}
+
+fn list_files(inputs: &[String]) -> Result<Vec<(PathBuf, u64)>, FileError> {
+    if inputs.is_empty() {
+        return Err(FileError::NoInput);
+    }
+    let mut files = BTreeMap::new();
+    for input in inputs {
+        if !is_pattern(input) {
+            let path = PathBuf::from(input);
+            let size = size_of(&path)?;
+            files.insert(path, size);
+            continue;
+        }
+        let paths = glob::glob(input).map_err(|source| FileError::BadPattern {
+            pattern: input.clone(),
+            source,
+        })?;
+        let mut matched = false;
+        for entry in paths {
+            let path = entry.map_err(|e| FileError::Open {
+                path: e.path().to_path_buf(),
+                source: io::Error::new(e.error().kind(), e.error().to_string()),
+            })?;
+            if path.is_dir() {
+                continue;
+            }
+            let size = size_of(&path)?;
+            files.insert(path, size);
+            matched = true;
+        }
+        if !matched {
+            return Err(FileError::NoMatch {
+                pattern: input.clone(),
+            });
+        }
+    }
+    Ok(files.into_iter().collect())
+}
+
+impl Source for FileSource {
+    type Output = ReadResult;
+
+    fn kind(&self) -> &str {
+        "file"
+    }
+
+    fn describe(&self) -> String {
+        self.inputs.join(",")
+    }
+
+    fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<ReadResult>>, BoxError> {
+        let listing = self.listing()?;
+        let peers = ctx.peers().max(1);
+        let files: Vec<(PathBuf, u64)> = listing
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % peers == ctx.worker_index())
+            .map(|(_, f)| f.clone())
+            .collect();
+        let total = files.iter().map(|(_, s)| s).sum();
+        Ok(Box::new(FileReader {
+            files,
+            format: self.format,
+            max_line_bytes: self.max_line_bytes,
+            next: 0,
+            current: None,
+            done_bytes: 0,
+            total,
+            unended: BTreeMap::new(),
+            epochs: VecDeque::new(),
+            checkpoints: self.checkpoints.clone(),
+        }))
+    }
+}
+
+struct OpenFile {
+    index: usize,
+    records: RecordReader<Box<dyn BufRead + Send>>,
+    read_bytes: Arc<AtomicU64>,
+}
+
+/// One worker's reader: its files one after the other.
+struct FileReader {
+    files: Vec<(PathBuf, u64)>,
+    format: InputFormat,
+    max_line_bytes: usize,
+    next: usize,
+    current: Option<OpenFile>,
+    /// Compressed bytes of the files finished.
+    done_bytes: u64,
+    total: u64,
+    /// Positions reached since the last `end_epoch`, by file index.
+    unended: BTreeMap<usize, FileCheckpoint>,
+    /// Positions reached by each epoch not yet acknowledged.
+    epochs: VecDeque<(Epoch, BTreeMap<usize, FileCheckpoint>)>,
+    checkpoints: FileCheckpoints,
+}
+
+impl FileReader {
+    fn open_next(&mut self) -> Result<(), FileError> {
+        let index = self.next;
+        let (path, _) = &self.files[index];
+        let file = File::open(path).map_err(|source| FileError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let read_bytes = Arc::new(AtomicU64::new(0));
+        let counted = reader::CountingReader::new(file, read_bytes.clone());
+        let gzip = path.extension().is_some_and(|e| e == "gz");
+        let input = decompressed(counted, gzip).map_err(|source| FileError::Read {
+            path: path.clone(),
+            position: "byte 0".to_string(),
+            source,
+        })?;
+        let records = RecordReader::new(input, self.format)
+            .with_file_name(path.display().to_string())
+            .with_max_line_bytes(self.max_line_bytes);
+        self.current = Some(OpenFile {
+            index,
+            records,
+            read_bytes,
+        });
+        self.next += 1;
+        Ok(())
+    }
+
+    fn merge(into: &mut BTreeMap<usize, FileCheckpoint>, from: BTreeMap<usize, FileCheckpoint>) {
+        into.extend(from);
+    }
+
+    fn publish(&self, reached: BTreeMap<usize, FileCheckpoint>) {
+        let mut all = self.checkpoints.lock();
+        for (i, c) in reached {
+            all.insert(self.files[i].0.clone(), c);
+        }
+    }
+}
+
+impl SourceReader<ReadResult> for FileReader {
+    fn read(
+        &mut self,
+        out: &mut Vec<ReadResult>,
+        max_records: usize,
+    ) -> Result<ReadStatus, BoxError> {
+        let max_records = max_records.clamp(1, RECORDS_PER_READ);
+        let mut records = 0;
+        let mut bytes = 0;
+        while records < max_records && bytes < BYTES_PER_READ {
+            if self.current.is_none() {
+                if self.next >= self.files.len() {
+                    return Ok(ReadStatus::new(bytes, ReadState::Exhausted));
+                }
+                self.open_next()?;
+            }
+            let Some(file) = self.current.as_mut() else {
+                continue;
+            };
+            let batch = file
+                .records
+                .read_batch(out, max_records - records, BYTES_PER_READ - bytes)
+                .map_err(|source| {
+                    let position = match self.format {
+                        InputFormat::Heka => format!("byte {}", file.records.offset()),
+                        _ => format!("line {}", file.records.lines()),
+                    };
+                    FileError::Read {
+                        path: self.files[file.index].0.clone(),
+                        position,
+                        source,
+                    }
+                })?;
+            records += batch.records;
+            bytes += batch.bytes;
+            self.unended.insert(
+                file.index,
+                FileCheckpoint {
+                    lines: file.records.lines(),
+                    offset: file.records.offset(),
+                    complete: batch.end,
+                },
+            );
+            if batch.end {
+                self.done_bytes += self.files[file.index].1;
+                self.current = None;
+            }
+        }
+        let state = if self.current.is_none() && self.next >= self.files.len() {
+            ReadState::Exhausted
+        } else {
+            ReadState::More
+        };
+        Ok(ReadStatus::new(bytes, state))
+    }
+
+    fn end_epoch(&mut self, epoch: Epoch) {
+        let reached = std::mem::take(&mut self.unended);
+        if !reached.is_empty() {
+            self.epochs.push_back((epoch, reached));
+        }
+    }
+
+    fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
+        let mut reached = BTreeMap::new();
+        while self.epochs.front().is_some_and(|(e, _)| *e < done) {
+            if let Some((_, r)) = self.epochs.pop_front() {
+                Self::merge(&mut reached, r);
+            }
+        }
+        if done == Epoch::MAX {
+            // everything read so far, including blank lines read after the last epoch
+            Self::merge(&mut reached, std::mem::take(&mut self.unended));
+        }
+        self.publish(reached);
+        Ok(())
+    }
+
+    fn progress(&self) -> Option<(u64, u64)> {
+        let current = self.current.as_ref().map_or(0, |f| {
+            f.read_bytes
+                .load(Ordering::Relaxed)
+                .min(self.files[f.index].1)
+        });
+        Some((self.done_bytes + current, self.total))
+    }
+}

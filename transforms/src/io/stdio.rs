@@ -1,0 +1,479 @@
+//! Standard input as a source, standard output and error (or any writer) as sinks.
+//!
+//! - [`StdinSource`] frames stdin (or any reader) like a file ([`RecordReader`]): worker 0
+//!   reads it on a dedicated thread into a bounded channel and the worker is woken when
+//!   records arrive, so a slow or idle stdin never blocks a worker. End of input ends the
+//!   source.
+//! - [`StdoutSink`], [`StderrSink`] and [`WriterSink`] write one record per line in an
+//!   [`OutputFormat`] on a writer thread per worker; an epoch is durable once its lines are
+//!   written and flushed to the file descriptor.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sluice::{
+    BoxError, Epoch, Message, ReadState, ReadStatus, Sink, SinkContext, SinkWriter, Source,
+    SourceContext, SourceReader, SourceWaker, WriteFuture,
+};
+
+use crate::io::file::{
+    decompressed, record_bytes, ReadResult, RecordReader, DEFAULT_MAX_LINE_BYTES,
+};
+use crate::io::format::{InputFormat, OutputFormat};
+
+/// Records the stdin thread sends per chunk, and chunks it may have in flight.
+const CHUNK_RECORDS: usize = 256;
+const CHUNK_BYTES: usize = 1024 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 8;
+/// Formatted bytes written per `write_all` (whole lines), so a big epoch needs no big buffer.
+const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Why standard IO failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StdioError {
+    /// The input was already handed to a reader (a source is opened once per worker and only
+    /// worker 0 reads; a second run of the same source finds it taken).
+    #[error("{0} was already read by an earlier run of this source")]
+    InputTaken(String),
+    /// The reading or writing thread could not start.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// stdin, stdout, ...
+        name: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading the input failed (a closed descriptor, corrupt gzip).
+    #[error("cannot read {name} after line {line}: {source}")]
+    Read {
+        /// The input's name.
+        name: String,
+        /// Lines read before the failure.
+        line: u64,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing or flushing failed (a closed pipe).
+    #[error("cannot write to {name}: {source}")]
+    Write {
+        /// The output's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The writer thread stopped before confirming a write.
+    #[error("the {0} writer stopped before the write was confirmed")]
+    WriterGone(String),
+}
+
+type BoxedRead = Box<dyn Read + Send>;
+
+/// Reads standard input (or an injected reader) in an [`InputFormat`]; gzipped input is
+/// detected by its magic bytes. Only worker 0 reads; dead letters as for files
+/// ([`crate::io::file::FileSource`]), with `input_line` or `input_offset` as position.
+///
+/// Clones share the input: build an injected reader's source once, outside the pipeline
+/// closure, and clone it in (a source built per worker gives worker 0 its own reader).
+///
+/// ```
+/// use sluice::{MemorySink, Pipeline};
+/// use sluice_transforms::io::format::InputFormat;
+/// use sluice_transforms::io::stdio::StdinSource;
+///
+/// let out = MemorySink::new();
+/// let dead = MemorySink::new();
+/// let (o, d) = (out.clone(), dead.clone());
+/// Pipeline::new("stdin")
+///     .workers(2)
+///     .run(move |p| {
+///         let mut dl = p.dead_letters();
+///         let input = &b"one\n\ntwo\n"[..];
+///         p.read_with_failures("read", StdinSource::from_reader(InputFormat::Text, input))
+///             .failures_to(&mut dl)
+///             .write("write", o.clone());
+///         dl.write("dead_letters", d.clone());
+///         Ok(())
+///     })
+///     .unwrap();
+/// assert_eq!(out.sorted().len(), 2);
+/// ```
+#[derive(Clone)]
+pub struct StdinSource {
+    format: InputFormat,
+    name: String,
+    max_line_bytes: usize,
+    /// Shared by clones: build the source once and clone it into the pipeline closure, and
+    /// worker 0 takes the input.
+    input: Arc<Mutex<Option<BoxedRead>>>,
+}
+
+impl StdinSource {
+    /// Reads the process's standard input.
+    pub fn new(format: InputFormat) -> Self {
+        Self::with_input(format, "stdin", Box::new(io::stdin()))
+    }
+
+    /// Reads `input` instead of standard input (tests, pipes set up by the caller).
+    pub fn from_reader(format: InputFormat, input: impl Read + Send + 'static) -> Self {
+        Self::with_input(format, "reader", Box::new(input))
+    }
+
+    fn with_input(format: InputFormat, name: &str, input: BoxedRead) -> Self {
+        StdinSource {
+            format,
+            name: name.to_string(),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            input: Arc::new(Mutex::new(Some(input))),
+        }
+    }
+
+    /// Sets the longest line kept whole (see [`crate::io::file::FileSource::max_line_bytes`]).
+    pub fn max_line_bytes(mut self, max: usize) -> Self {
+        self.max_line_bytes = max.max(1);
+        self
+    }
+}
+
+impl Source for StdinSource {
+    type Output = ReadResult;
+
+    fn kind(&self) -> &str {
+        "stdin"
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<ReadResult>>, BoxError> {
+        if ctx.worker_index() != 0 {
+            return Ok(Box::new(StdinReader {
+                chunks: None,
+                pending: VecDeque::new(),
+            }));
+        }
+        let input = self
+            .input
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| StdioError::InputTaken(self.name.clone()))?;
+        let (tx, rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+        let (format, name, max_line) = (self.format, self.name.clone(), self.max_line_bytes);
+        let waker = ctx.waker();
+        std::thread::Builder::new()
+            .name(format!("sluice-{}", self.name))
+            .spawn(move || read_input(input, format, name, max_line, tx, waker))
+            .map_err(|source| StdioError::Thread {
+                name: self.name.clone(),
+                source,
+            })?;
+        Ok(Box::new(StdinReader {
+            chunks: Some(rx),
+            pending: VecDeque::new(),
+        }))
+    }
+}
+
+type Chunk = Result<Vec<ReadResult>, StdioError>;
+
+/// The reading thread: frames the input and sends chunks until the end, a failure, or the
+/// worker hangs up.
+fn read_input(
+    input: BoxedRead,
+    format: InputFormat,
+    name: String,
+    max_line_bytes: usize,
+    tx: SyncSender<Chunk>,
+    waker: SourceWaker,
+) {
+    let send = |chunk: Chunk| {
+        let sent = tx.send(chunk).is_ok();
+        waker.wake();
+        sent
+    };
+    let input = match decompressed(input, false) {
+        Ok(i) => i,
+        Err(source) => {
+            send(Err(StdioError::Read {
+                name,
+                line: 0,
+                source,
+            }));
+            return;
+        }
+    };
+    let mut reader = RecordReader::new(input, format).with_max_line_bytes(max_line_bytes);
+    loop {
+        let mut records = Vec::new();
+        match reader.read_batch(&mut records, CHUNK_RECORDS, CHUNK_BYTES) {
+            Ok(batch) => {
+                if !records.is_empty() && !send(Ok(records)) {
+                    return;
+                }
+                if batch.end {
+                    break;
+                }
+            }
+            Err(source) => {
+                send(Err(StdioError::Read {
+                    name,
+                    line: reader.lines(),
+                    source,
+                }));
+                return;
+            }
+        }
+    }
+    // hang up before the last wake, so the worker finds the input ended
+    drop(tx);
+    waker.wake();
+}
+
+struct StdinReader {
+    /// `None` on workers other than 0, and once the input ended.
+    chunks: Option<Receiver<Chunk>>,
+    pending: VecDeque<ReadResult>,
+}
+
+impl SourceReader<ReadResult> for StdinReader {
+    fn read(
+        &mut self,
+        out: &mut Vec<ReadResult>,
+        max_records: usize,
+    ) -> Result<ReadStatus, BoxError> {
+        let max_records = max_records.max(1);
+        let mut bytes = 0;
+        let mut taken = 0;
+        loop {
+            while taken < max_records {
+                let Some(r) = self.pending.pop_front() else {
+                    break;
+                };
+                bytes += record_bytes(&r);
+                out.push(r);
+                taken += 1;
+            }
+            if taken >= max_records {
+                return Ok(ReadStatus::new(bytes, ReadState::More));
+            }
+            let Some(rx) = &self.chunks else {
+                return Ok(ReadStatus::new(bytes, ReadState::Exhausted));
+            };
+            match rx.try_recv() {
+                Ok(Ok(chunk)) => self.pending.extend(chunk),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(TryRecvError::Empty) => return Ok(ReadStatus::new(bytes, ReadState::Idle)),
+                Err(TryRecvError::Disconnected) => self.chunks = None,
+            }
+        }
+    }
+
+    fn close(&mut self) -> Result<(), BoxError> {
+        // the reading thread stops at its next send (a blocked stdin read cannot be undone)
+        self.chunks = None;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// Makes the writer a [`WriterSink`] writes to, once per worker.
+pub type MakeWriter = Arc<dyn Fn() -> io::Result<Box<dyn Write + Send>> + Send + Sync>;
+
+/// Writes messages one per line in an [`OutputFormat`] to writers made per worker.
+///
+/// Each worker has a writer thread: formatting and the blocking writes happen there, never on
+/// the worker. An epoch's future resolves once its lines are written and flushed. Lines of one
+/// `write_all` (up to about 1 MB of whole lines) are not interleaved with other workers' lines
+/// when the writers share a locked handle such as `io::stdout()`.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use sluice::{MemorySource, Message, Pipeline};
+/// use sluice_transforms::io::format::OutputFormat;
+/// use sluice_transforms::io::stdio::WriterSink;
+///
+/// #[derive(Clone, Default)]
+/// struct Shared(Arc<Mutex<Vec<u8>>>);
+/// impl std::io::Write for Shared {
+///     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+///         self.0.lock().unwrap().extend_from_slice(b);
+///         Ok(b.len())
+///     }
+///     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// }
+///
+/// let buf = Shared::default();
+/// let out = buf.clone();
+/// let sink = WriterSink::new("memory", OutputFormat::Text, Arc::new(move || {
+///     Ok(Box::new(out.clone()) as Box<dyn std::io::Write + Send>)
+/// }));
+/// Pipeline::new("write")
+///     .run(move |p| {
+///         p.read("read", MemorySource::from(vec![Message::new("a"), Message::new("b")]))
+///             .write("write", sink.clone());
+///         Ok(())
+///     })
+///     .unwrap();
+/// assert_eq!(&*buf.0.lock().unwrap(), b"a\nb\n");
+/// ```
+#[derive(Clone)]
+pub struct WriterSink {
+    name: String,
+    format: OutputFormat,
+    make: MakeWriter,
+}
+
+impl WriterSink {
+    /// A sink called `name` (its `kind`, and the name in errors) writing to what `make` returns.
+    pub fn new(name: impl Into<String>, format: OutputFormat, make: MakeWriter) -> Self {
+        WriterSink {
+            name: name.into(),
+            format,
+            make,
+        }
+    }
+}
+
+impl Sink for WriterSink {
+    type Input = Message;
+
+    fn kind(&self) -> &str {
+        &self.name
+    }
+
+    fn open(&self, _ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
+        let output = (self.make)().map_err(|source| StdioError::Write {
+            name: self.name.clone(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (format, name) = (self.format, self.name.clone());
+        std::thread::Builder::new()
+            .name(format!("sluice-{}", self.name))
+            .spawn(move || write_output(output, format, name, rx))
+            .map_err(|source| StdioError::Thread {
+                name: self.name.clone(),
+                source,
+            })?;
+        Ok(Box::new(LineWriter {
+            name: self.name.clone(),
+            jobs: tx,
+        }))
+    }
+}
+
+struct Job {
+    records: Vec<Message>,
+    done: tokio::sync::oneshot::Sender<Result<(), StdioError>>,
+}
+
+fn write_output(
+    mut output: Box<dyn Write + Send>,
+    format: OutputFormat,
+    name: String,
+    jobs: mpsc::Receiver<Job>,
+) {
+    let mut buf = Vec::with_capacity(WRITE_CHUNK_BYTES + 64 * 1024);
+    for job in jobs {
+        let result = (|| {
+            for m in &job.records {
+                format.write_record(m, &mut buf);
+                if buf.len() >= WRITE_CHUNK_BYTES {
+                    output.write_all(&buf)?;
+                    buf.clear();
+                }
+            }
+            output.write_all(&buf)?;
+            output.flush()
+        })();
+        buf.clear();
+        if buf.capacity() > 4 * WRITE_CHUNK_BYTES {
+            buf.shrink_to(WRITE_CHUNK_BYTES);
+        }
+        let result = result.map_err(|source| StdioError::Write {
+            name: name.clone(),
+            source,
+        });
+        let _ = job.done.send(result);
+    }
+}
+
+struct LineWriter {
+    name: String,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl SinkWriter<Message> for LineWriter {
+    fn write(&mut self, _epoch: Epoch, records: Vec<Message>) -> WriteFuture {
+        let (done, confirmed) = tokio::sync::oneshot::channel();
+        let gone = StdioError::WriterGone(self.name.clone());
+        if self.jobs.send(Job { records, done }).is_err() {
+            return Box::pin(async move { Err(gone.into()) });
+        }
+        Box::pin(async move {
+            match confirmed.await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(gone.into()),
+            }
+        })
+    }
+}
+
+/// Writes messages to standard output, one per line in an [`OutputFormat`] (see
+/// [`WriterSink`]).
+#[derive(Clone)]
+pub struct StdoutSink(WriterSink);
+
+impl StdoutSink {
+    /// A sink writing `format` lines to stdout.
+    pub fn new(format: OutputFormat) -> Self {
+        StdoutSink(WriterSink::new(
+            "stdout",
+            format,
+            Arc::new(|| Ok(Box::new(io::stdout()) as Box<dyn Write + Send>)),
+        ))
+    }
+}
+
+impl Sink for StdoutSink {
+    type Input = Message;
+    fn kind(&self) -> &str {
+        self.0.kind()
+    }
+    fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
+        self.0.open(ctx)
+    }
+}
+
+/// Writes messages to standard error, one per line in an [`OutputFormat`] (see
+/// [`WriterSink`]); the usual place for dead letters of a command-line run.
+#[derive(Clone)]
+pub struct StderrSink(WriterSink);
+
+impl StderrSink {
+    /// A sink writing `format` lines to stderr.
+    pub fn new(format: OutputFormat) -> Self {
+        StderrSink(WriterSink::new(
+            "stderr",
+            format,
+            Arc::new(|| Ok(Box::new(io::stderr()) as Box<dyn Write + Send>)),
+        ))
+    }
+}
+
+impl Sink for StderrSink {
+    type Input = Message;
+    fn kind(&self) -> &str {
+        self.0.kind()
+    }
+    fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
+        self.0.open(ctx)
+    }
+}
