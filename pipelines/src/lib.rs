@@ -1,0 +1,13 @@
+//! Sluice's named jobs, config model and CLI support: the only crate that knows about config
+//! files.
+//!
+//! - [`config`]: the TOML model, overrides and the all-errors-at-once validation.
+//! - [`jobs`]: the `decoder` and `sink` jobs, built from a config.
+//! - [`generate`]: realistic telemetry-like test submissions, deterministic per seed.
+
+#![warn(missing_docs)]
+
+pub mod adapters;
+pub mod config;
+pub mod generate;
+pub mod jobs;
