@@ -78,6 +78,22 @@ impl Record {
         out.push(b'\n');
     }
 
+    /// Writes the record as one Heka stream frame (Mozilla's edge to Kafka format); an
+    /// unframable record is written as its raw bytes, a broken stretch between frames.
+    pub fn write_heka_frame(
+        &self,
+        out: &mut Vec<u8>,
+    ) -> Result<(), sluice_schemas::heka::ConversionError> {
+        match self {
+            Record::Message(m) => {
+                let heka = sluice_schemas::heka::message_to_heka(m)?;
+                out.extend_from_slice(&sluice_schemas::heka::encode_frame(&heka));
+            }
+            Record::Unframable(raw) => out.extend_from_slice(raw),
+        }
+        Ok(())
+    }
+
     /// The message, if the record is one.
     pub fn message(&self) -> Option<&Message> {
         match self {

@@ -7,7 +7,6 @@
 
 #![warn(missing_docs)]
 
-pub mod adapters;
 pub mod config;
 pub mod generate;
 pub mod jobs;

@@ -378,9 +378,6 @@ fn generate(
     format: GenFormat,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    if let GenFormat::Heka = format {
-        anyhow::bail!("--format heka is not integrated in this build yet (it needs the heka framing of sluice-schemas wired into the generator); use --format json");
-    }
     let mut out: Box<dyn Write> = match &output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create `{}`", p.display()))?,
@@ -390,7 +387,12 @@ fn generate(
     let mut buf = Vec::new();
     for record in Generator::new(seed, error_rate).take(count) {
         buf.clear();
-        record.write_json_line(&mut buf);
+        match format {
+            GenFormat::Json => record.write_json_line(&mut buf),
+            GenFormat::Heka => record
+                .write_heka_frame(&mut buf)
+                .context("cannot encode a generated record as heka")?,
+        }
         out.write_all(&buf)
             .context("cannot write generated records")?;
     }

@@ -15,7 +15,7 @@ schemas = "schemas/json"
 [sink]
 type = "file"
 dir = "out"
-path = "${document_namespace}/${document_type}/"
+path = "${document_namespace:-unknown}/${document_type:-unknown}/"
 [dead_letter]
 type = "stderr"
 "#;
@@ -68,12 +68,13 @@ fn missing_required_key_names_its_path() {
 }
 
 #[test]
-fn defaultless_placeholder_in_file_name_is_an_error() {
+fn defaultless_placeholder_in_a_path_is_an_error() {
+    // gcp-ingestion's rule for file outputs: every placeholder needs a default
     let e = errors(&BASE.replace(
-        "path = \"${document_namespace}/${document_type}/\"",
-        "path = \"${document_namespace}/${document_type}\"",
+        "path = \"${document_namespace:-unknown}/${document_type:-unknown}/\"",
+        "path = \"${document_namespace}/${document_type:-unknown}\"",
     ));
-    assert_one(&e, "sink.path", "has no default");
+    assert_one(&e, "sink.path", "`${document_namespace}` without a default");
 }
 
 #[test]

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use sluice_pipelines::adapters::io::read_object_lines;
+mod support;
 use sluice_pipelines::generate::{Generator, Record};
+use support::read_object_lines;
 
 fn visible_objects(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {

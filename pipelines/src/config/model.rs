@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use sluice_transforms::io::format::{InputFormat, OutputFormat};
+pub use sluice_transforms::io::object::Compression;
+
 use super::units::{ByteSize, HumanDuration};
 
 /// One job, as described by one TOML file.
@@ -75,18 +78,6 @@ pub enum SourceConfig {
         #[serde(default = "default_input_format")]
         format: InputFormat,
     },
-}
-
-/// How input bytes are framed into messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    /// One gcp-ingestion envelope per line (`{"attributeMap":...,"payload":"<base64>"}`).
-    Json,
-    /// Each line is a payload without attributes.
-    Text,
-    /// Heka stream framing (Mozilla's edge to Kafka format).
-    Heka,
 }
 
 /// Sources read the gcp-ingestion ndjson envelope unless told otherwise.
@@ -186,31 +177,9 @@ impl SinkConfig {
     }
 }
 
-/// How a record is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    /// The payload (the decoded document) as is, one per line.
-    Decoded,
-    /// The gcp-ingestion envelope, one per line: keeps attributes, replayable.
-    Json,
-    /// The payload as text, one per line.
-    Text,
-}
-
 /// Records are written in the replayable envelope unless told otherwise.
 pub fn default_output_format() -> OutputFormat {
     OutputFormat::Json
-}
-
-/// Object compression.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// gzip (`.gz`).
-    Gzip,
-    /// None.
-    None,
 }
 
 /// Objects are gzipped unless told otherwise.

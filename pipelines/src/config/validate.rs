@@ -8,7 +8,7 @@ use toml::Value;
 
 use super::units::{check_duration, check_size};
 use super::ConfigError;
-use crate::adapters::template::PathTemplate;
+use sluice_transforms::io::object::PathTemplate;
 
 /// The type a key expects.
 #[derive(Clone, Copy)]

@@ -1,11 +1,10 @@
 //! The named jobs, built from a [`JobConfig`]:
 //!
-//! - `decoder`: source -> decode (parse uri, decompress, limit size, parse and validate) ->
-//!   sink; every dead letter, from reading or decoding, -> the dead-letter sink.
+//! - `decoder`: source -> `Decoder` (parse uri, decompress, limit size, parse and validate, add
+//!   metadata) -> sink; every dead letter, from reading or decoding, -> the dead-letter sink.
 //! - `sink`: source -> optional decompression -> sink (the Hindsight loader).
 //!
-//! Connectors are picked here from the config; the ones other crates are still building come
-//! from [`crate::adapters`].
+//! This is the one place that maps config sections to connectors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +16,12 @@ use sluice::{
     Sink, SinkContext, SinkWriter,
 };
 use sluice_schemas::SchemaRegistry;
+use sluice_transforms::decode::{Decoder, DecompressPayload};
+use sluice_transforms::io::file::FileSource;
+use sluice_transforms::io::object::{BatchBounds, ObjectSink, PathTemplate, S3Options};
+use sluice_transforms::io::stdio::{StderrSink, StdinSource, StdoutSink};
 
-use crate::adapters::decode::{LocalDecoder, LocalDecompress};
-use crate::adapters::io::{LineSink, LocalFileSource, LocalObjectSink, LocalStdinSource};
-use crate::adapters::template::PathTemplate;
-use crate::config::{InputFormat, JobConfig, JobKind, PipelineTuning, SinkConfig, SourceConfig};
+use crate::config::{BatchConfig, JobConfig, JobKind, PipelineTuning, SinkConfig, SourceConfig};
 
 /// The step name prefix of the per-document-type output counters (`Counter::StepOk`).
 pub const OUTPUT_COUNTER_PREFIX: &str = "output/";
@@ -30,9 +30,9 @@ pub const OUTPUT_COUNTER_PREFIX: &str = "output/";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JobError {
-    /// The config asks for something this build cannot do (found before any record is read).
+    /// A connector cannot be set up from the config (found before any record is read).
     #[error("{0}")]
-    Unsupported(String),
+    Setup(String),
     /// The schema registry does not load.
     #[error("cannot load schemas `{path}`: {source}")]
     Schemas {
@@ -47,11 +47,14 @@ pub enum JobError {
 }
 
 /// A sink of messages chosen at run time.
+#[derive(Clone)]
 pub enum AnySink {
-    /// stdout / stderr.
-    Line(LineSink),
-    /// Objects on a local directory.
-    Objects(LocalObjectSink),
+    /// Standard output.
+    Stdout(StdoutSink),
+    /// Standard error.
+    Stderr(StderrSink),
+    /// Whole objects on a local directory or S3.
+    Objects(ObjectSink),
     /// An in-memory sink (bench, tests).
     Memory(sluice::MemorySink<Message>),
 }
@@ -60,25 +63,36 @@ impl Sink for AnySink {
     type Input = Message;
     fn kind(&self) -> &str {
         match self {
-            AnySink::Line(s) => s.kind(),
+            AnySink::Stdout(s) => s.kind(),
+            AnySink::Stderr(s) => s.kind(),
             AnySink::Objects(s) => s.kind(),
             AnySink::Memory(s) => s.kind(),
         }
     }
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
         match self {
-            AnySink::Line(s) => s.open(ctx),
+            AnySink::Stdout(s) => s.open(ctx),
+            AnySink::Stderr(s) => s.open(ctx),
             AnySink::Objects(s) => s.open(ctx),
             AnySink::Memory(s) => s.open(ctx),
         }
     }
 }
 
-/// Builds the sink a config section describes (cheap: opened later, per worker).
+fn batch_bounds(b: &BatchConfig) -> BatchBounds {
+    BatchBounds {
+        max_bytes: b.max_bytes.0 as usize,
+        max_records: b.max_records as usize,
+        max_age: b.max_age.0,
+    }
+}
+
+/// Builds the sink a config section describes (cheap: connections open later, per worker).
 pub fn sink_for(cfg: &SinkConfig) -> Result<AnySink, JobError> {
+    let setup = |e: &dyn std::fmt::Display| JobError::Setup(format!("{} sink: {e}", cfg.kind()));
     Ok(match cfg {
-        SinkConfig::Stdout { format } => AnySink::Line(LineSink::stdout(*format)),
-        SinkConfig::Stderr { format } => AnySink::Line(LineSink::stderr(*format)),
+        SinkConfig::Stdout { format } => AnySink::Stdout(StdoutSink::new(*format)),
+        SinkConfig::Stderr { format } => AnySink::Stderr(StderrSink::new(*format)),
         SinkConfig::File {
             dir,
             path,
@@ -86,22 +100,54 @@ pub fn sink_for(cfg: &SinkConfig) -> Result<AnySink, JobError> {
             compression,
             batch,
         } => {
-            let template = PathTemplate::parse(path)
-                .map_err(|e| JobError::Unsupported(format!("bad path template: {e}")))?;
-            AnySink::Objects(LocalObjectSink::new(
-                dir.clone(),
-                template,
-                *format,
-                *compression,
-                *batch,
-            ))
+            let template = PathTemplate::parse(path).map_err(|e| setup(&e))?;
+            let sink = ObjectSink::local(dir, template).map_err(|e| setup(&e))?;
+            AnySink::Objects(
+                sink.with_format(*format)
+                    .with_compression(*compression)
+                    .with_batch(batch_bounds(batch)),
+            )
         }
-        SinkConfig::S3 { .. } => {
-            return Err(JobError::Unsupported(
-                "the s3 sink is not integrated in this build yet (the object sink crate has not landed); use type = \"file\"".into(),
-            ))
+        SinkConfig::S3 {
+            bucket,
+            path,
+            endpoint,
+            region,
+            credentials: _,
+            allow_http,
+            format,
+            compression,
+            batch,
+        } => {
+            let template = PathTemplate::parse(path).map_err(|e| setup(&e))?;
+            let mut options = S3Options::new(bucket.clone());
+            options.endpoint = endpoint.clone();
+            options.region = region.clone();
+            options.allow_http = *allow_http;
+            let sink = ObjectSink::s3(&options, template).map_err(|e| setup(&e))?;
+            AnySink::Objects(
+                sink.with_format(*format)
+                    .with_compression(*compression)
+                    .with_batch(batch_bounds(batch)),
+            )
         }
     })
+}
+
+/// The source a config section describes.
+fn file_or_stdin(cfg: &SourceConfig) -> Source {
+    match cfg {
+        SourceConfig::File { path, format } => {
+            Source::File(FileSource::glob(path.clone(), *format))
+        }
+        SourceConfig::Stdin { format } => Source::Stdin(StdinSource::new(*format)),
+    }
+}
+
+#[derive(Clone)]
+enum Source {
+    File(FileSource),
+    Stdin(StdinSource),
 }
 
 /// What a job needs before it runs: loaded once, shared by the workers.
@@ -113,13 +159,10 @@ pub struct Prepared {
 impl Prepared {
     /// Loads the schemas and checks that every connector the config names is in this build.
     pub fn new(config: JobConfig) -> Result<Self, JobError> {
-        let format = match &config.source {
-            SourceConfig::File { format, .. } | SourceConfig::Stdin { format } => *format,
-        };
-        if format == InputFormat::Heka {
-            return Err(JobError::Unsupported(
-                "source format \"heka\" is not integrated in this build yet (the file source crate has not landed)".into(),
-            ));
+        if let SourceConfig::File { path, format } = &config.source {
+            FileSource::glob(path.clone(), *format)
+                .resolve()
+                .map_err(|e| JobError::Setup(format!("source.path: {e}")))?;
         }
         sink_for(&config.sink)?;
         sink_for(&config.dead_letter)?;
@@ -153,7 +196,20 @@ impl Prepared {
     pub fn run(self, pipeline: Pipeline) -> Result<sluice::RunSummary, JobError> {
         let metrics = pipeline.metrics();
         let Prepared { config, registry } = self;
-        let summary = pipeline.run(move |p| build(p, &config, registry.clone(), &metrics))?;
+        // Built once, cloned into every worker: clones share the resolved file list and stdin.
+        let source = file_or_stdin(&config.source);
+        let sink = sink_for(&config.sink)?;
+        let dead_letter_sink = sink_for(&config.dead_letter)?;
+        let summary = pipeline.run(move |p| {
+            let parts = JobParts {
+                config: &config,
+                registry: registry.clone(),
+                source: source.clone(),
+                sink: sink.clone(),
+                dead_letter_sink: dead_letter_sink.clone(),
+            };
+            build(p, parts, &metrics)
+        })?;
         Ok(summary)
     }
 }
@@ -209,30 +265,34 @@ fn count_outputs<'s>(
     })
 }
 
+struct JobParts<'a> {
+    config: &'a JobConfig,
+    registry: Option<Arc<SchemaRegistry>>,
+    source: Source,
+    sink: AnySink,
+    dead_letter_sink: AnySink,
+}
+
 fn build(
     p: &mut PipelineBuilder<'_>,
-    config: &JobConfig,
-    registry: Option<Arc<SchemaRegistry>>,
+    parts: JobParts<'_>,
     metrics: &Metrics,
 ) -> sluice::Result<()> {
+    let config = parts.config;
     let mut dead_letters = p.dead_letters();
-    let input = match &config.source {
-        SourceConfig::File { path, format } => {
-            p.read_with_failures("read", LocalFileSource::new(path, *format))
-        }
-        SourceConfig::Stdin { format } => {
-            p.read_with_failures("read", LocalStdinSource::new(*format))
-        }
+    let input = match parts.source {
+        Source::File(s) => p.read_with_failures("read", s),
+        Source::Stdin(s) => p.read_with_failures("read", s),
     }
     .failures_to(&mut dead_letters);
-    let output = match (config.job, registry) {
+    let output = match (config.job, parts.registry) {
         (JobKind::Decoder, Some(registry)) => {
-            let max = config
-                .decoder
-                .as_ref()
-                .map_or(8_000_000, |d| d.max_payload_bytes.0 as usize);
+            let mut decoder = Decoder::new(registry);
+            if let Some(d) = &config.decoder {
+                decoder = decoder.with_max_payload_bytes(d.max_payload_bytes.0 as usize);
+            }
             input
-                .apply("decode", LocalDecoder::new(registry, max))
+                .apply("decode", decoder)
                 .failures_to(&mut dead_letters)
         }
         (JobKind::Decoder, None) => {
@@ -241,19 +301,12 @@ fn build(
             ))
         }
         (JobKind::Sink, _) if config.decompress => input
-            .apply(
-                "decompress",
-                LocalDecompress {
-                    max_bytes: 100 << 20,
-                },
-            )
+            .apply("decompress", DecompressPayload::new())
             .failures_to(&mut dead_letters),
         (JobKind::Sink, _) => input,
     };
-    let sink = sink_for(&config.sink).map_err(|e| sluice::Error::build(e.to_string()))?;
-    let dl_sink = sink_for(&config.dead_letter).map_err(|e| sluice::Error::build(e.to_string()))?;
-    count_outputs(output, metrics).write("write", sink);
-    dead_letters.write_messages("write_dead_letters", dl_sink);
+    count_outputs(output, metrics).write("write", parts.sink);
+    dead_letters.write_messages("write_dead_letters", parts.dead_letter_sink);
     Ok(())
 }
 
@@ -278,7 +331,7 @@ pub fn decode_in_memory(
         let mut dl = p.dead_letters();
         let decoded = p
             .read("read", source.clone())
-            .apply("decode", LocalDecoder::new(registry.clone(), 8_000_000))
+            .apply("decode", Decoder::new(registry.clone()))
             .failures_to(&mut dl);
         count_outputs(decoded, &metrics).write("write", o.clone());
         dl.write_messages("write_dead_letters", d.clone());
