@@ -30,16 +30,17 @@ impl Compression {
 /// The growing body of one object.
 pub(crate) enum Body {
     Plain(Vec<u8>),
-    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    // boxed: zlib-rs's encoder state is large, and there is one body per open batch
+    Gzip(Box<flate2::write::GzEncoder<Vec<u8>>>),
 }
 
 impl Body {
     pub(crate) fn new(compression: Compression) -> Self {
         match compression {
-            Compression::Gzip => Body::Gzip(flate2::write::GzEncoder::new(
+            Compression::Gzip => Body::Gzip(Box::new(flate2::write::GzEncoder::new(
                 Vec::new(),
                 flate2::Compression::default(),
-            )),
+            ))),
             Compression::None => Body::Plain(Vec::new()),
         }
     }
