@@ -314,6 +314,28 @@ impl<'s, T: Element> PCollection<'s, T> {
         self.derive(stream)
     }
 
+    /// Spreads records evenly over all workers, round robin: for inputs that only some workers
+    /// read (one file, standard input), so that the steps after it use every worker. Records
+    /// cross processes in a cluster: they must serialize.
+    ///
+    /// ```
+    /// let out = sluice::harness::run(vec![1u64, 2, 3], |input, _| input.rebalance());
+    /// assert_eq!(out.output, vec![1, 2, 3]);
+    /// ```
+    pub fn rebalance(self) -> PCollection<'s, T>
+    where
+        T: timely::ExchangeData,
+    {
+        use timely::dataflow::operators::Exchange;
+        // Start each worker at its own index so that small epochs do not all land on worker 0.
+        let mut next = self.ctx.scope.index() as u64;
+        let stream = self.stream.clone().exchange(move |_: &T| {
+            next = next.wrapping_add(1);
+            next
+        });
+        self.derive(stream)
+    }
+
     /// Counts records passing this point under `Counter::StepOk` with label `name`.
     pub fn count_as(self, name: &str) -> PCollection<'s, T> {
         let counter = self

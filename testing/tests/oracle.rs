@@ -267,3 +267,33 @@ fn messages_and_dead_letters_cross_a_serializing_exchange_intact() {
     expected.sort();
     assert_eq!(seen, expected);
 }
+
+#[test]
+fn rebalance_spreads_one_workers_input_over_all_workers_and_loses_nothing() {
+    use std::sync::{Arc, Mutex};
+    // one epoch batch: only worker 0 reads it
+    let source = MemorySource::from_epochs(vec![(0..1000u64).collect()]);
+    let out = MemorySink::new();
+    let seen_by: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let (o, seen) = (out.clone(), seen_by.clone());
+    TestPipeline::new()
+        .workers(2)
+        .serialize_exchanges()
+        .run(move |p| {
+            let worker = p.worker_index();
+            let seen = seen.clone();
+            p.read("read", source.clone())
+                .rebalance()
+                .inspect(move |_| seen.lock().unwrap().push(worker))
+                .write("write", o.clone());
+            Ok(())
+        })
+        .unwrap();
+    assert_that(&out).contains_in_any_order(0..1000);
+    let seen = seen_by.lock().unwrap();
+    let on_worker_1 = seen.iter().filter(|w| **w == 1).count();
+    assert_eq!(
+        on_worker_1, 500,
+        "round robin: half of the records on each worker"
+    );
+}

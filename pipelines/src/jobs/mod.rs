@@ -280,11 +280,22 @@ fn build(
 ) -> sluice::Result<()> {
     let config = parts.config;
     let mut dead_letters = p.dead_letters();
+    // Files are shared out whole and stdin is read by one worker: when that leaves workers
+    // without input, spread the records so that decoding and writing use every worker.
+    let readers = match &parts.source {
+        Source::File(s) => s.resolve().map_or(0, |files| files.len()),
+        Source::Stdin(_) => 1,
+    };
     let input = match parts.source {
         Source::File(s) => p.read_with_failures("read", s),
         Source::Stdin(s) => p.read_with_failures("read", s),
     }
     .failures_to(&mut dead_letters);
+    let input = if readers < p.peers() {
+        input.rebalance()
+    } else {
+        input
+    };
     let output = match (config.job, parts.registry) {
         (JobKind::Decoder, Some(registry)) => {
             let mut decoder = Decoder::new(registry);
