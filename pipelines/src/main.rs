@@ -353,11 +353,20 @@ fn print_summary(summary: &sluice::RunSummary, metrics: &Metrics) {
     let secs = summary.elapsed.as_secs_f64().max(1e-9);
     let read = summary.total_read();
     let mut out = String::new();
-    out.push_str("\n  decoded by namespace/doctype\n");
+    // Records without namespace/doctype (a sink job's raw messages) count under `-/-`.
+    out.push_str("\n  written by namespace/doctype\n");
     for (k, v) in jobs::outputs_by_doctype(&snapshot) {
+        let k = if k == "-/-" {
+            "(not decoded)".to_string()
+        } else {
+            k
+        };
         out.push_str(&format!("    {k:<40} {v:>10}\n"));
     }
     out.push_str("  dead letters by error_type\n");
+    if summary.dead_lettered.is_empty() {
+        out.push_str("    (none)\n");
+    }
     for (k, v) in &summary.dead_lettered {
         out.push_str(&format!("    {k:<40} {v:>10}\n"));
     }
