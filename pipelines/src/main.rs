@@ -184,8 +184,16 @@ fn main() -> ExitCode {
 }
 
 fn overrides(set: &[String]) -> Overrides {
-    set.iter()
-        .fold(Overrides::new().env(std::env::vars()), |o, s| o.set(s))
+    let overrides = set
+        .iter()
+        .fold(Overrides::new().env(std::env::vars()), |o, s| o.set(s));
+    for name in overrides.ignored_env() {
+        tracing::warn!(
+            variable = %name,
+            "ignoring environment variable: its first part names no config section or key"
+        );
+    }
+    overrides
 }
 
 fn config_exit(errors: ConfigErrors, path: &std::path::Path) -> Exit {

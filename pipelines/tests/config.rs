@@ -155,6 +155,39 @@ fn set_and_env_overrides_apply_before_checks() {
 }
 
 #[test]
+fn sluice_variables_that_name_no_config_key_are_not_overrides() {
+    std::env::set_current_dir(root()).unwrap();
+    let o = Overrides::new().env([
+        // a test harness's or a deployment's own variables
+        (
+            "SLUICE_TEST_S3_ENDPOINT".to_string(),
+            "http://127.0.0.1:5000".to_string(),
+        ),
+        ("SLUICE_S3_PORT".to_string(), "5000".to_string()),
+        (
+            "SLUICE_SINK__BATCH__MAX_RECORDS".to_string(),
+            "10".to_string(),
+        ),
+    ]);
+    assert_eq!(
+        o.ignored_env(),
+        ["SLUICE_S3_PORT", "SLUICE_TEST_S3_ENDPOINT"]
+    );
+    let job = config::parse_str(BASE, &o).expect("foreign SLUICE_ variables are no config error");
+    match job.sink {
+        SinkConfig::File { batch, .. } => assert_eq!(batch.max_records, 10),
+        other => panic!("{other:?}"),
+    }
+    // a key inside a known section is still checked: a typo there is an error
+    let e = config::parse_str(
+        BASE,
+        &Overrides::new().env([("SLUICE_SINK__BUKKET".into(), "x".into())]),
+    )
+    .unwrap_err();
+    assert_one(&e, "sink.bukket", "unknown key");
+}
+
+#[test]
 fn every_example_config_parses_and_validates() {
     std::env::set_current_dir(root()).unwrap();
     let mut n = 0;

@@ -80,6 +80,7 @@ impl fmt::Display for ConfigErrors {
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     items: Vec<(String, String, String)>,
+    ignored_env: Vec<String>,
 }
 
 /// The prefix of environment overrides.
@@ -105,19 +106,34 @@ impl Overrides {
     }
 
     /// Adds the `SLUICE_SECTION__KEY=value` variables among `vars` (double underscore nests).
+    ///
+    /// Only variables whose first part names a top-level key or section are overrides; other
+    /// `SLUICE_*` variables (a test harness's, a deployment's) are left alone and listed by
+    /// [`Overrides::ignored_env`], so a misspelt section is reported rather than lost.
     pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut found: Vec<(String, String)> = vars
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.len() > ENV_PREFIX.len())
             .collect();
         found.sort();
+        let top: Vec<&str> = validate::top_level_keys().collect();
         for (name, value) in found {
             let key = name[ENV_PREFIX.len()..]
                 .to_ascii_lowercase()
                 .replace("__", ".");
-            self.items.push((key, value, format!("environment {name}")));
+            let first = key.split('.').next().unwrap_or_default();
+            if top.contains(&first) {
+                self.items.push((key, value, format!("environment {name}")));
+            } else {
+                self.ignored_env.push(name);
+            }
         }
         self
+    }
+
+    /// `SLUICE_*` environment variables that are not config overrides (see [`Overrides::env`]).
+    pub fn ignored_env(&self) -> &[String] {
+        &self.ignored_env
     }
 
     fn apply(&self, root: &mut toml::Table, errors: &mut Vec<ConfigError>) {

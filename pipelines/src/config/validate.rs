@@ -150,6 +150,11 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// The keys a config file may have at its top level (sections included).
+pub(super) fn top_level_keys() -> impl Iterator<Item = &'static str> {
+    TOP.iter().map(|f| f.key).chain(TAGGED.iter().copied())
+}
+
 /// Checks the whole tree, relative paths resolved against `base` (the config file's directory
 /// is not used: paths are relative to the working directory, like every CLI).
 pub(super) fn validate(root: &toml::Table, base: &Path, errors: &mut Vec<ConfigError>) {
