@@ -245,6 +245,23 @@ fn run(args: RunArgs) -> Result<(), Exit> {
     let prepared = Prepared::new(cfg).map_err(job_exit)?;
     let mut pipeline = prepared.pipeline();
     if let Some(((processes, process), hostfile)) = &args.cluster {
+        let listed = std::fs::read_to_string(hostfile)
+            .map(|t| {
+                t.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .count()
+            })
+            .unwrap_or(0);
+        if listed != *processes {
+            return Err(Exit(
+                2,
+                anyhow::anyhow!(
+                    "--processes {processes} but hostfile `{}` lists {listed} process address(es)",
+                    hostfile.display()
+                ),
+            ));
+        }
         pipeline = pipeline
             .hostfile(*process, hostfile)
             .map_err(|e| Exit(2, anyhow::Error::new(e)))?;
