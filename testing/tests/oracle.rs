@@ -194,6 +194,21 @@ fn same_result_on_a_two_process_cluster_over_loopback() {
             (child, out)
         })
         .collect();
+    // A process that dies at start leaves its peer waiting for it forever: a deadline kills both.
+    let mut children = children;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while children
+        .iter_mut()
+        .any(|(c, _)| c.try_wait().unwrap().is_none())
+    {
+        if std::time::Instant::now() > deadline {
+            for (c, _) in &mut children {
+                let _ = c.kill();
+            }
+            panic!("the cluster did not finish within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let mut got_out = Vec::new();
     let mut got_dead = Vec::new();
     for (mut child, out) in children {
