@@ -84,7 +84,7 @@ impl<T: 'static> SinkWriter<T> for FailingWriter<T> {
         let write = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
         let fail = match self.policy {
             FailurePolicy::First(n) => write <= n,
-            FailurePolicy::Every(n) => write % n == 0,
+            FailurePolicy::Every(n) => write.is_multiple_of(n),
         };
         if fail {
             self.failed.fetch_add(1, Ordering::SeqCst);

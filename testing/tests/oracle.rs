@@ -45,7 +45,7 @@ fn build(
     let checked = p
         .read("read", source)
         .try_map("CheckSeven", |x: &u64| {
-            if x % 7 == 0 {
+            if x.is_multiple_of(7) {
                 Err(Failure::new("multiple of seven"))
             } else {
                 Ok(x * 3)

@@ -23,7 +23,7 @@ proptest! {
             let mut dead_letters = p.dead_letters();
             p.read("read", source.clone())
                 .try_map("Predicate", move |m: &Message| {
-                    if m.payload.len() % modulus as usize == 0 {
+                    if m.payload.len().is_multiple_of(modulus as usize) {
                         Err(Failure::new("rejected"))
                     } else {
                         Ok(m.clone())
