@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use sluice_transforms::io::object::{parse_bytes, parse_duration};
 
 /// A number of bytes, written `1024`, `"512KB"`, `"100MB"`, `"8 MiB"` or `"1GB"` in a config.
 ///
@@ -35,34 +36,14 @@ pub const SIZE_EXPECTED: &str = "a size like \"100MB\", \"8 MiB\" or 1024";
 /// What a duration should look like, for error messages.
 pub const DURATION_EXPECTED: &str = "a duration like \"60s\", \"10m\" or \"250ms\"";
 
-fn split_number(s: &str) -> Option<(f64, &str)> {
-    let s = s.trim();
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    if end == 0 {
-        return None;
-    }
-    let n: f64 = s[..end].parse().ok()?;
-    Some((n, s[end..].trim()))
-}
-
+// The grammar (numbers, units) is the object sink's; a config adds its own messages, and reads
+// a bare number as seconds, as ops write durations.
 impl std::str::FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("expected {SIZE_EXPECTED}, found {s:?}");
-        let (n, unit) = split_number(s).ok_or_else(bad)?;
-        let factor: u64 = match unit.to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" => 1_000,
-            "m" | "mb" => 1_000_000,
-            "g" | "gb" => 1_000_000_000,
-            "kib" => 1 << 10,
-            "mib" => 1 << 20,
-            "gib" => 1 << 30,
-            _ => return Err(bad()),
-        };
-        Ok(ByteSize((n * factor as f64) as u64))
+        parse_bytes(s)
+            .map(|b| ByteSize(b as u64))
+            .map_err(|_| format!("expected {SIZE_EXPECTED}, found {s:?}"))
     }
 }
 
@@ -70,15 +51,14 @@ impl std::str::FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("expected {DURATION_EXPECTED}, found {s:?}");
-        let (n, unit) = split_number(s).ok_or_else(bad)?;
-        let secs = match unit {
-            "ms" => n / 1000.0,
-            "" | "s" => n,
-            "m" | "min" => n * 60.0,
-            "h" => n * 3600.0,
-            _ => return Err(bad()),
-        };
-        Ok(HumanDuration(Duration::from_secs_f64(secs)))
+        let t = s.trim();
+        if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            let secs: f64 = t.parse().map_err(|_| bad())?;
+            return Duration::try_from_secs_f64(secs)
+                .map(HumanDuration)
+                .map_err(|_| bad());
+        }
+        parse_duration(t).map(HumanDuration).map_err(|_| bad())
     }
 }
 

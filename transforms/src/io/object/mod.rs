@@ -44,7 +44,7 @@ use sluice::io::{Sink, SinkContext, SinkWriter};
 use sluice::{BoxError, Message};
 
 pub use crate::io::format::OutputFormat;
-pub use config::{BatchConfig, ObjectSinkConfig};
+pub use config::{parse_bytes, parse_duration, BatchConfig, ObjectSinkConfig};
 pub use format::Compression;
 #[cfg(feature = "s3")]
 pub use s3::S3Options;
