@@ -18,7 +18,21 @@ fn visible_objects(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.unwrap().path();
         if p.is_dir() {
             visible_objects(&p, out);
-        } else if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+        } else {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            // The object sink's contract for a local directory: an object appears whole under its
+            // final name; a kill mid-write can leave a staging file `<name>#<digits>`, which no
+            // object name ends with and object_store listings skip.
+            let staging = name
+                .rsplit_once('#')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if staging || name.starts_with('.') {
+                continue;
+            }
+            assert!(
+                name.ends_with(".ndjson.gz"),
+                "unexpected file in the output: {name}"
+            );
             out.push(p);
         }
     }
