@@ -32,7 +32,7 @@ pub const REPLAY_STRIPPED_ATTRIBUTES: &[&str] = &[
 
 /// gcp-ingestion's Decoder: strips the error attributes of replayed dead letters, then
 /// [`ParseUri`] -> [`DecompressPayload`] -> [`LimitPayloadSize`] -> [`ParsePayload`] ->
-/// [`AddMetadata`], returning the decoded messages and every step's dead letters.
+/// [`AddMetadata`](super::AddMetadata), returning the decoded messages and every step's dead letters.
 ///
 /// Steps run fused in pairs (see the source): a payload over the limit once decompressed is
 /// dead-lettered compressed, as it entered `DecompressPayload`. Decoding is idempotent: the decoder's output, decoded again, is unchanged.
