@@ -105,6 +105,10 @@ fn sigkill_mid_run_then_restart_loses_nothing() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    assert!(
+        killed_mid_run,
+        "the job ended before it could be killed: this run proves nothing about crashes"
+    );
     let mut before = Vec::new();
     visible_objects(&out, &mut before);
     for p in &before {
