@@ -154,18 +154,23 @@ enum Source {
 pub struct Prepared {
     config: JobConfig,
     registry: Option<Arc<SchemaRegistry>>,
+    // Built and checked once here; clones share the resolved file list, stdin and sink clients.
+    source: Source,
+    sink: AnySink,
+    dead_letter_sink: AnySink,
 }
 
 impl Prepared {
     /// Loads the schemas and checks that every connector the config names is in this build.
     pub fn new(config: JobConfig) -> Result<Self, JobError> {
-        if let SourceConfig::File { path, format } = &config.source {
-            FileSource::glob(path.clone(), *format)
+        let source = file_or_stdin(&config.source);
+        if let Source::File(files) = &source {
+            files
                 .resolve()
                 .map_err(|e| JobError::Setup(format!("source.path: {e}")))?;
         }
-        sink_for(&config.sink)?;
-        sink_for(&config.dead_letter)?;
+        let sink = sink_for(&config.sink)?;
+        let dead_letter_sink = sink_for(&config.dead_letter)?;
         let registry = match (&config.job, &config.decoder) {
             (JobKind::Decoder, Some(d)) => Some(Arc::new(
                 SchemaRegistry::load(&d.schemas).map_err(|source| JobError::Schemas {
@@ -175,7 +180,13 @@ impl Prepared {
             )),
             _ => None,
         };
-        Ok(Prepared { config, registry })
+        Ok(Prepared {
+            config,
+            registry,
+            source,
+            sink,
+            dead_letter_sink,
+        })
     }
 
     /// The config.
@@ -195,11 +206,13 @@ impl Prepared {
     /// ends or its shutdown flag is set.
     pub fn run(self, pipeline: Pipeline) -> Result<sluice::RunSummary, JobError> {
         let metrics = pipeline.metrics();
-        let Prepared { config, registry } = self;
-        // Built once, cloned into every worker: clones share the resolved file list and stdin.
-        let source = file_or_stdin(&config.source);
-        let sink = sink_for(&config.sink)?;
-        let dead_letter_sink = sink_for(&config.dead_letter)?;
+        let Prepared {
+            config,
+            registry,
+            source,
+            sink,
+            dead_letter_sink,
+        } = self;
         let summary = pipeline.run(move |p| {
             let parts = JobParts {
                 config: &config,
