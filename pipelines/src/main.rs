@@ -245,14 +245,10 @@ fn run(args: RunArgs) -> Result<(), Exit> {
     let prepared = Prepared::new(cfg).map_err(job_exit)?;
     let mut pipeline = prepared.pipeline();
     if let Some(((processes, process), hostfile)) = &args.cluster {
-        let listed = std::fs::read_to_string(hostfile)
-            .map(|t| {
-                t.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .count()
-            })
-            .unwrap_or(0);
+        pipeline = pipeline
+            .hostfile(*process, hostfile)
+            .map_err(|e| Exit(2, anyhow::Error::new(e)))?;
+        let listed = pipeline.processes();
         if listed != *processes {
             return Err(Exit(
                 2,
@@ -262,9 +258,6 @@ fn run(args: RunArgs) -> Result<(), Exit> {
                 ),
             ));
         }
-        pipeline = pipeline
-            .hostfile(*process, hostfile)
-            .map_err(|e| Exit(2, anyhow::Error::new(e)))?;
         tracing::info!(processes, process, "running as part of a cluster");
     }
     let metrics = pipeline.metrics();

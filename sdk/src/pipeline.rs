@@ -203,6 +203,14 @@ impl Pipeline {
         self.metrics.clone()
     }
 
+    /// The number of processes the pipeline runs in: 1, or the cluster's address count.
+    pub fn processes(&self) -> usize {
+        match &self.engine {
+            Engine::Cluster { addresses, .. } => addresses.len(),
+            _ => 1,
+        }
+    }
+
     /// The job's name.
     pub fn job_name(&self) -> &str {
         &self.job_name
