@@ -3,21 +3,14 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
+use sluice_testing::cluster::{free_port, wait_all};
 use support::read_object_lines;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 fn objects(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -70,21 +63,10 @@ fn two_processes_decode_every_record_once() {
                 .unwrap()
         })
         .collect();
-    // Both run before either is waited for: each blocks until its peer connects. A process
-    // that dies at start leaves its peer waiting forever, so a deadline kills both.
+    // Both run before either is waited for: each blocks until its peer connects.
     let mut children = children;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while children.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
-        if std::time::Instant::now() > deadline {
-            for c in &mut children {
-                let _ = c.kill();
-            }
-            panic!("the cluster did not finish within 120 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    for (i, c) in children.iter_mut().enumerate() {
-        let status = c.wait().unwrap();
+    let statuses = wait_all(&mut children, std::time::Duration::from_secs(120));
+    for (i, status) in statuses.iter().enumerate() {
         let stderr = std::fs::read_to_string(tmp.path().join(format!("stderr-{i}"))).unwrap();
         assert!(status.success(), "process {i} failed: {stderr}");
     }

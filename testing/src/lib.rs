@@ -22,6 +22,7 @@
 //! ```
 
 mod assertions;
+pub mod cluster;
 mod sinks;
 pub mod strategies;
 

@@ -2,10 +2,10 @@
 //! serialized exchanges, and on a 2-process timely cluster over loopback, gives the same multiset
 //! of outputs and dead letters as a plain-iterator model of the same logic.
 
-use std::net::TcpListener;
 use std::process::Command;
 
 use sluice::{DeadLetter, Failure, Pipeline, PipelineBuilder};
+use sluice_testing::cluster::{free_port, wait_all};
 use sluice_testing::{assert_that, MemorySink, MemorySource, TestPipeline};
 
 fn input() -> Vec<u64> {
@@ -129,13 +129,6 @@ fn dead_letters_carry_provenance_and_the_untouched_original() {
 
 const CHILD: &str = "SLUICE_ORACLE_CLUSTER_CHILD";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// Runs as one process of the cluster when the parent test starts this binary with `CHILD` set.
 #[test]
 fn cluster_child() {
@@ -194,25 +187,11 @@ fn same_result_on_a_two_process_cluster_over_loopback() {
             (child, out)
         })
         .collect();
-    // A process that dies at start leaves its peer waiting for it forever: a deadline kills both.
-    let mut children = children;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while children
-        .iter_mut()
-        .any(|(c, _)| c.try_wait().unwrap().is_none())
-    {
-        if std::time::Instant::now() > deadline {
-            for (c, _) in &mut children {
-                let _ = c.kill();
-            }
-            panic!("the cluster did not finish within 120 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (mut processes, outputs): (Vec<_>, Vec<_>) = children.into_iter().unzip();
+    let statuses = wait_all(&mut processes, std::time::Duration::from_secs(120));
     let mut got_out = Vec::new();
     let mut got_dead = Vec::new();
-    for (mut child, out) in children {
-        let status = child.wait().unwrap();
+    for (status, out) in statuses.into_iter().zip(outputs) {
         assert!(status.success(), "cluster process failed: {status}");
         for line in std::fs::read_to_string(&out).unwrap().lines() {
             match line.split_once(' ') {
