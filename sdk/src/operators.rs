@@ -24,7 +24,7 @@ use crate::io::{
 use crate::metrics::Counter;
 use crate::pcollection::Provenance;
 use crate::pipeline::{BuildCtx, Finisher};
-use crate::{Element, Original};
+use crate::{Element, Message, Original};
 
 /// Don't hold a worker longer than this in one source activation: other operators need it.
 const READ_SLICE: Duration = Duration::from_millis(2);
@@ -433,8 +433,6 @@ impl FailureContext {
         dl
     }
 }
-
-use crate::Message;
 
 type Split<'s, U> = (StreamVec<'s, Epoch, U>, StreamVec<'s, Epoch, DeadLetter>);
 
