@@ -1,7 +1,7 @@
 //! A typed pipeline on memory IO: parse JSON orders, keep the valid ones, route every failure to
 //! a dead-letter sink (`cargo run -p sluice-examples --example orders`).
 
-use sluice::{Failure, MemorySink, MemorySource, Message, Pipeline};
+use sluice::{Failure, MemorySink, MemorySource, Message, Original, Pipeline};
 
 /// A typed record: the steps after parsing work on orders, not on bytes, and a sink of orders
 /// cannot be handed a collection of messages.
@@ -9,6 +9,13 @@ use sluice::{Failure, MemorySink, MemorySource, Message, Pipeline};
 struct Order {
     id: String,
     cents: u64,
+}
+
+/// How an order is kept in a dead letter if a sink refuses it: as the JSON it was read from.
+impl Original for Order {
+    fn to_original(&self) -> Message {
+        Message::new(serde_json::json!({"id": self.id, "cents": self.cents}).to_string())
+    }
 }
 
 fn parse(m: &Message) -> Result<Order, Failure> {

@@ -106,6 +106,58 @@ impl DeadLetter {
     pub fn payload(&self) -> &Bytes {
         &self.original.payload
     }
+
+    /// This dead letter with its payload cut to `max_payload_bytes`, for a dead-letter sink
+    /// that refused it whole (see [`reduce_message`]). Error attributes are kept.
+    pub fn reduced(mut self, max_payload_bytes: usize) -> DeadLetter {
+        self.original = reduce_message(self.original, max_payload_bytes);
+        self
+    }
+}
+
+/// `message` with its payload cut to at most `max_payload_bytes` and attributes that say what
+/// was cut: `payload_sha256` (hex, of the whole payload), `payload_bytes` (its length) and
+/// `payload_truncated = "true"`. Attribute values are cut to [`MAX_ATTRIBUTE_BYTES`]. This is
+/// how a dead letter too large for its sink is still written, identifiable and replayable up
+/// to the cut.
+///
+/// ```
+/// use sluice::{reduce_message, Message};
+/// let m = reduce_message(Message::new(vec![b'x'; 100]), 10);
+/// assert_eq!(m.payload.len(), 10);
+/// assert_eq!(m.attribute("payload_bytes"), Some("100"));
+/// assert_eq!(m.attribute("payload_truncated"), Some("true"));
+/// assert_eq!(m.attribute("payload_sha256").unwrap().len(), 64);
+/// ```
+pub fn reduce_message(mut message: Message, max_payload_bytes: usize) -> Message {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(&message.payload);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    let total = message.payload.len();
+    message.payload = message.payload.slice(..total.min(max_payload_bytes));
+    for v in message.attributes.values_mut() {
+        if v.len() > MAX_ATTRIBUTE_BYTES {
+            let cut = truncate_utf8(v, MAX_ATTRIBUTE_BYTES).len();
+            v.truncate(cut);
+        }
+    }
+    message.attributes.insert("payload_sha256".to_string(), hex);
+    message
+        .attributes
+        .insert("payload_bytes".to_string(), total.to_string());
+    message
+        .attributes
+        .insert("payload_truncated".to_string(), "true".to_string());
+    message
+}
+
+impl crate::Original for DeadLetter {
+    fn to_original(&self) -> Message {
+        self.to_message()
+    }
 }
 
 impl From<DeadLetter> for Message {
@@ -140,6 +192,12 @@ impl Failure {
             exception_class: "sluice::Failure".to_string(),
             error_type: None,
         }
+    }
+
+    /// Sets the `exception_class` (a type path naming the kind of error).
+    pub fn with_exception_class(mut self, class: impl Into<String>) -> Self {
+        self.exception_class = class.into();
+        self
     }
 
     /// Sets the `error_type` the dead letter gets instead of the step's name.

@@ -46,6 +46,14 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+    /// Another process of the cluster failed; this one stopped without acknowledging.
+    #[error("process {process} of the cluster failed: {message}")]
+    Peer {
+        /// The failed process's index.
+        process: usize,
+        /// Its error.
+        message: String,
+    },
     /// Timely could not start (bad cluster configuration, address in use, ...).
     #[error("could not start the dataflow: {0}")]
     Startup(String),

@@ -27,7 +27,7 @@ pub struct Output<U> {
 pub fn run<T, U, F>(input: Vec<T>, step: F) -> Output<U>
 where
     T: Element,
-    U: Element + Ord,
+    U: Element + Ord + crate::Original,
     F: for<'s> Fn(PCollection<'s, T>, &mut DeadLetters<'s>) -> PCollection<'s, U>
         + Send
         + Sync

@@ -5,18 +5,117 @@
 //! durably written; the runner holds the epoch open until then. The source is told which epochs
 //! are done on every sink of every worker ([`SourceReader::ack`]) and acknowledges its input
 //! (commits offsets, acks messages) for those only: at-least-once delivery by construction.
+//!
+//! ## Rejections: a sink may refuse single records
+//!
+//! A service can refuse one record and take the rest (a BigQuery row error, a Kafka message over
+//! `message.max.bytes`, an object path that cannot exist). A write therefore resolves with the
+//! records it refused, each with a reason ([`Rejection`]); the runner turns them into dead
+//! letters (the record as the original message, `error_type` the sink step's name unless the
+//! failure names one) on the stream [`PCollection::write`](crate::PCollection::write) returns,
+//! which must be routed like any failure stream. An epoch is durable when each of its records
+//! is written or durably dead-lettered. A failure of the whole write (the service is down)
+//! is an `Err`: the pipeline stops without acknowledging, never dead letters.
+//!
+//! When the dead-letter sink itself refuses a dead letter, it is retried once reduced (payload
+//! cut, plus `payload_sha256`, `payload_bytes`, `payload_truncated`); only a refusal of that
+//! stops the pipeline.
+//!
+//! A sink that refuses records says so with [`Sink::can_reject`]; the runner stops the pipeline
+//! with an error if one that said it never rejects does, so nothing is dropped silently.
+//!
+//! ```
+//! use sluice::{Epoch, Failure, MemorySink, Pipeline, Rejection, Sink, SinkContext, SinkWriter, WriteFuture, BoxError};
+//!
+//! /// Keeps even numbers, refuses odd ones.
+//! #[derive(Clone)]
+//! struct EvenOnly(MemorySink<u64>);
+//! impl Sink for EvenOnly {
+//!     type Input = u64;
+//!     fn kind(&self) -> &str { "even" }
+//!     fn can_reject(&self) -> bool { true }
+//!     fn open(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<u64>>, BoxError> {
+//!         Ok(Box::new(self.clone()))
+//!     }
+//! }
+//! impl SinkWriter<u64> for EvenOnly {
+//!     fn write(&mut self, epoch: Epoch, records: Vec<u64>) -> WriteFuture<u64> {
+//!         let (even, odd): (Vec<u64>, Vec<u64>) = records.into_iter().partition(|x| x % 2 == 0);
+//!         let write = self.0.write(epoch, even);
+//!         Box::pin(async move {
+//!             write.await?;
+//!             Ok(odd.into_iter().map(|x| Rejection::new(x, Failure::new("odd"))).collect())
+//!         })
+//!     }
+//! }
+//!
+//! let (out, dead) = (MemorySink::new(), MemorySink::new());
+//! let (o, d) = (out.clone(), dead.clone());
+//! Pipeline::new("even").run(move |p| {
+//!     let mut dead_letters = p.dead_letters();
+//!     p.read("read", sluice::MemorySource::from(vec![1u64, 2, 3]))
+//!         .write("write", EvenOnly(o.clone()))
+//!         .failures_to(&mut dead_letters);
+//!     dead_letters.write("dead_letters", d.clone());
+//!     Ok(())
+//! }).unwrap();
+//! assert_eq!(out.records(), vec![2]);
+//! let refused: Vec<_> = dead.records().iter().map(|d| d.original.payload.clone()).collect();
+//! assert_eq!(refused.len(), 2);
+//! assert!(dead.records().iter().all(|d| d.error_type == "write" && d.error_message == "odd"));
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::dead_letter::Failure;
 use crate::error::BoxError;
 use crate::Element;
 
 /// A timely timestamp: epochs are numbered in increasing order.
 pub type Epoch = u64;
 
-/// The future a sink returns for a write: resolves when the records are durable.
-pub type WriteFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'static>>;
+/// The future a sink returns for a write: resolves when the records are durable, with the
+/// records the service refused (empty when it took them all). `Err` means the write as a whole
+/// failed: nothing of it may be acknowledged.
+pub type WriteFuture<T> =
+    Pin<Box<dyn Future<Output = Result<Vec<Rejection<T>>, BoxError>> + Send + 'static>>;
+
+/// A record a sink refused, handed back with the reason; it becomes a dead letter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection<T> {
+    /// The record, as the sink was given it.
+    pub record: T,
+    /// Why it was refused (`error_type` defaults to the sink step's name).
+    pub failure: Failure,
+}
+
+impl<T> Rejection<T> {
+    /// A refusal of `record` because of `failure`.
+    pub fn new(record: T, failure: impl Into<Failure>) -> Self {
+        Rejection {
+            record,
+            failure: failure.into(),
+        }
+    }
+}
+
+/// What [`Source::check`] and [`Sink::check`] may use: the runtime for async clients.
+#[derive(Clone)]
+pub struct CheckContext {
+    runtime: tokio::runtime::Handle,
+}
+
+impl CheckContext {
+    /// A context on this tokio runtime.
+    pub fn new(runtime: tokio::runtime::Handle) -> Self {
+        CheckContext { runtime }
+    }
+    /// The runtime for async clients (use `block_on` from a non-async caller).
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+}
 
 /// A bounded or unbounded input, opened once per worker.
 pub trait Source: Send + Sync + 'static {
@@ -28,6 +127,14 @@ pub trait Source: Send + Sync + 'static {
 
     /// The input itself, reported as a dead letter's `input` (topic names, a path pattern).
     fn describe(&self) -> String;
+
+    /// Verifies, before any record is read, what can be verified without data: that inputs
+    /// exist, credentials work, the service is reachable. Health checks and `validate --check`
+    /// call it; the default checks nothing.
+    fn check(&self, ctx: &CheckContext) -> Result<(), BoxError> {
+        let _ = ctx;
+        Ok(())
+    }
 
     /// Opens this worker's share of the input (`ctx.worker_index()` of `ctx.peers()`).
     /// Called on the worker thread after the pipeline has built; must not block for long.
@@ -147,6 +254,20 @@ pub trait Sink: Send + Sync + 'static {
     /// The kind of output (`file`, `s3`, `memory`).
     fn kind(&self) -> &str;
 
+    /// Whether writes may refuse single records ([`Rejection`]). The stream of refusals that
+    /// [`PCollection::write`](crate::PCollection::write) returns must then be routed, or the
+    /// pipeline does not build; a sink that says `false` and refuses a record stops the run.
+    fn can_reject(&self) -> bool {
+        false
+    }
+
+    /// Verifies, before any record is written, what can be verified without data: credentials,
+    /// reachability, fixed (non-templated) destinations. The default checks nothing.
+    fn check(&self, ctx: &CheckContext) -> Result<(), BoxError> {
+        let _ = ctx;
+        Ok(())
+    }
+
     /// Opens this worker's writer. Called on the worker thread after the pipeline has built.
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Self::Input>>, BoxError>;
 }
@@ -156,8 +277,9 @@ pub trait SinkWriter<T>: 'static {
     /// Takes the complete records of `epoch` (called once per epoch that has records here) and
     /// returns a future that resolves when they are durable. The future runs on the runner's
     /// tokio runtime. A batching writer may resolve it only when the batch holding these records
-    /// is written, so it must honour [`SinkWriter::flush`].
-    fn write(&mut self, epoch: Epoch, records: Vec<T>) -> WriteFuture;
+    /// is written, so it must honour [`SinkWriter::flush`]. Records the service refused come
+    /// back as [`Rejection`]s: each record is either durable or handed back, never both.
+    fn write(&mut self, epoch: Epoch, records: Vec<T>) -> WriteFuture<T>;
 
     /// Start making everything accepted so far durable without waiting for more input: called
     /// at the end of input, on shutdown, and when sources wait on unacknowledged epochs.

@@ -43,16 +43,18 @@ mod operators;
 mod pcollection;
 mod pipeline;
 
-pub use dead_letter::{truncate_utf8, DeadLetter, Failure, MAX_ATTRIBUTE_BYTES};
+pub use dead_letter::{reduce_message, truncate_utf8, DeadLetter, Failure, MAX_ATTRIBUTE_BYTES};
 pub use error::{BoxError, Error, Result};
 pub use io::{
-    Epoch, ReadState, ReadStatus, Sink, SinkContext, SinkWriter, Source, SourceContext,
-    SourceReader, SourceWaker, WriteFuture,
+    CheckContext, Epoch, ReadState, ReadStatus, Rejection, Sink, SinkContext, SinkWriter, Source,
+    SourceContext, SourceReader, SourceWaker, WriteFuture,
 };
 pub use memory::{MemoryFeeder, MemorySink, MemorySource, UnboundedMemorySource};
 pub use message::{EnvelopeError, Message, SourcePosition};
 pub use metrics::{Counter, Metrics, MetricsSnapshot, RunSummary};
-pub use pcollection::{DeadLetters, Element, Original, PCollection, PTransform, WithFailures};
+pub use pcollection::{
+    DeadLetters, Element, Original, PCollection, PTransform, WithFailures, WriteResult,
+};
 pub use pipeline::{EpochBounds, InFlightBounds, Pipeline, PipelineBuilder};
 
 /// Re-exported so connectors can name the bytes type of [`Message::payload`].

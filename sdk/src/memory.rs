@@ -4,9 +4,10 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::dead_letter::Failure;
 use crate::error::BoxError;
 use crate::io::{
-    Epoch, ReadState, ReadStatus, Sink, SinkContext, SinkWriter, Source, SourceContext,
+    Epoch, ReadState, ReadStatus, Rejection, Sink, SinkContext, SinkWriter, Source, SourceContext,
     SourceReader, SourceWaker, WriteFuture,
 };
 use crate::Element;
@@ -303,15 +304,23 @@ impl<T: Element> SourceReader<T> for QueueReader<T> {
     }
 }
 
+/// Decides which records a [`MemorySink`] refuses, and why.
+type RejectRule<T> = Arc<dyn Fn(&T) -> Option<String> + Send + Sync + std::panic::RefUnwindSafe>;
+
 /// A sink that keeps what it is given in memory; writes are durable at once.
+///
+/// [`MemorySink::rejecting`] makes it refuse records like a service would (a row error, a
+/// message over a size limit): they come back as [`Rejection`]s and become dead letters.
 #[derive(Clone)]
 pub struct MemorySink<T> {
     state: Arc<Mutex<SinkState<T>>>,
+    reject: Option<RejectRule<T>>,
 }
 
 struct SinkState<T> {
     records: Vec<T>,
     writes: Vec<(Epoch, usize)>,
+    rejected: usize,
     opened: usize,
 }
 
@@ -321,8 +330,10 @@ impl<T: Element> Default for MemorySink<T> {
             state: Arc::new(Mutex::new(SinkState {
                 records: Vec::new(),
                 writes: Vec::new(),
+                rejected: 0,
                 opened: 0,
             })),
+            reject: None,
         }
     }
 }
@@ -331,6 +342,34 @@ impl<T: Element> MemorySink<T> {
     /// An empty sink.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty sink that refuses the records for which `rule` gives a reason.
+    ///
+    /// ```
+    /// use sluice::{MemorySink, MemorySource, Pipeline};
+    /// let out = MemorySink::rejecting(|x: &u64| (*x > 9).then(|| "too big".to_string()));
+    /// let dead = MemorySink::new();
+    /// let (o, d) = (out.clone(), dead.clone());
+    /// Pipeline::new("limits").run(move |p| {
+    ///     let mut dead_letters = p.dead_letters();
+    ///     p.read("read", MemorySource::from(vec![1u64, 20]))
+    ///         .write("write", o.clone())
+    ///         .failures_to(&mut dead_letters);
+    ///     dead_letters.write("dead_letters", d.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(out.records(), vec![1]);
+    /// assert_eq!(dead.records()[0].error_message, "too big");
+    /// assert_eq!(dead.records()[0].original.payload, "20");
+    /// ```
+    pub fn rejecting(
+        rule: impl Fn(&T) -> Option<String> + Send + Sync + std::panic::RefUnwindSafe + 'static,
+    ) -> Self {
+        MemorySink {
+            reject: Some(Arc::new(rule)),
+            ..Self::default()
+        }
     }
 
     /// Everything written, in write order.
@@ -358,6 +397,11 @@ impl<T: Element> MemorySink<T> {
         self.len() == 0
     }
 
+    /// Records refused so far.
+    pub fn rejected(&self) -> usize {
+        lock(&self.state).rejected
+    }
+
     /// Each write as `(epoch, records)`, in order.
     pub fn writes(&self) -> Vec<(Epoch, usize)> {
         lock(&self.state).writes.clone()
@@ -374,6 +418,9 @@ impl<T: Element> Sink for MemorySink<T> {
     fn kind(&self) -> &str {
         "memory"
     }
+    fn can_reject(&self) -> bool {
+        self.reject.is_some()
+    }
     fn open(&self, _ctx: &SinkContext) -> Result<Box<dyn SinkWriter<T>>, BoxError> {
         lock(&self.state).opened += 1;
         Ok(Box::new(self.clone()))
@@ -381,10 +428,22 @@ impl<T: Element> Sink for MemorySink<T> {
 }
 
 impl<T: Element> SinkWriter<T> for MemorySink<T> {
-    fn write(&mut self, epoch: Epoch, mut records: Vec<T>) -> WriteFuture {
+    fn write(&mut self, epoch: Epoch, mut records: Vec<T>) -> WriteFuture<T> {
+        let mut refused = Vec::new();
+        if let Some(rule) = &self.reject {
+            let mut kept = Vec::with_capacity(records.len());
+            for r in records {
+                match rule(&r) {
+                    Some(reason) => refused.push(Rejection::new(r, Failure::new(reason))),
+                    None => kept.push(r),
+                }
+            }
+            records = kept;
+        }
         let mut s = lock(&self.state);
         s.writes.push((epoch, records.len()));
         s.records.append(&mut records);
-        Box::pin(std::future::ready(Ok(())))
+        s.rejected += refused.len();
+        Box::pin(std::future::ready(Ok(refused)))
     }
 }

@@ -15,6 +15,8 @@ pub enum Counter {
     ReadBytes,
     /// Records durably written, by sink step.
     Written,
+    /// Records a sink refused (turned into dead letters or retried reduced), by sink step.
+    Rejected,
     /// Records a fallible step passed on, by step.
     StepOk,
     /// Records a fallible step turned into dead letters, by step.
@@ -34,6 +36,7 @@ impl Counter {
             Counter::Read => "records_read",
             Counter::ReadBytes => "bytes_read",
             Counter::Written => "records_written",
+            Counter::Rejected => "records_rejected",
             Counter::StepOk => "step_records_ok",
             Counter::StepFailed => "step_records_failed",
             Counter::DeadLettered => "records_dead_lettered",

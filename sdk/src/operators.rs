@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline as Local;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{source, Operator};
+use timely::dataflow::operators::generic::{source, Operator, OutputBuilder};
 use timely::dataflow::operators::{Capability, OkErr};
 use timely::dataflow::StreamVec;
+use timely::scheduling::SyncActivator;
 
 use crate::dead_letter::{DeadLetter, Failure};
 use crate::error::{BoxError, Error, Result};
 use crate::io::{
-    Epoch, ReadState, Sink, SinkContext, SinkWriter, Source, SourceContext, SourceReader,
-    SourceWaker,
+    Epoch, ReadState, Rejection, Sink, SinkContext, SinkWriter, Source, SourceContext,
+    SourceReader, SourceWaker, WriteFuture,
 };
 use crate::metrics::Counter;
 use crate::pcollection::Provenance;
@@ -28,6 +29,8 @@ use crate::{Element, Message, Original};
 
 /// Don't hold a worker longer than this in one source activation: other operators need it.
 const READ_SLICE: Duration = Duration::from_millis(2);
+/// How often a source held back by the in-flight bound checks the shutdown flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 struct SourceDriver<T: 'static> {
     step: String,
@@ -210,6 +213,8 @@ pub(crate) fn read<'s, S: Source>(
                 // The watcher behind the probe wakes us when an epoch is done; meanwhile ask
                 // batching sinks to write what they hold, or nothing would ever be done.
                 shared.request_flush();
+                // Look at the stop flag now and then: a shutdown must not wait for an epoch.
+                activator.activate_after(STOP_POLL);
                 return;
             }
 
@@ -289,18 +294,83 @@ pub(crate) fn read<'s, S: Source>(
     })
 }
 
+/// What the runner does with the records a sink refused.
+pub(crate) enum OnReject<T> {
+    /// They become dead letters on the stream the write returns.
+    DeadLetter(Box<dyn Fn(T, Failure) -> DeadLetter>),
+    /// The dead-letter sink's own refusals: retried once reduced; a second refusal stops the
+    /// pipeline without acknowledging.
+    RetryReduced(Box<dyn Fn(T) -> T>),
+}
+
+/// One write in flight: the epoch's capability, held until the write is durable.
+struct Writing {
+    held: Capability<Epoch>,
+    records: usize,
+    retry: bool,
+}
+
+type Done<T> = (u64, std::result::Result<Vec<Rejection<T>>, BoxError>);
+
+/// A sink operator's writes in flight, by id.
+struct Writes<T> {
+    writing: HashMap<u64, Writing>,
+    next: u64,
+    done: std::sync::mpsc::Sender<Done<T>>,
+    wake: SyncActivator,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<T: Send + 'static> Writes<T> {
+    /// Hands `records` of the epoch `held` stands for to the writer; `held` is kept until the
+    /// write resolves.
+    fn start(
+        &mut self,
+        w: &mut dyn SinkWriter<T>,
+        held: Capability<Epoch>,
+        records: Vec<T>,
+        retry: bool,
+    ) {
+        let id = self.next;
+        self.next += 1;
+        let t = *held.time();
+        let n = records.len();
+        spawn_write(
+            &self.runtime,
+            w.write(t, records),
+            id,
+            self.done.clone(),
+            self.wake.clone(),
+        );
+        self.writing.insert(
+            id,
+            Writing {
+                held,
+                records: n,
+                retry,
+            },
+        );
+    }
+}
+
+/// Runs a sink's writer: stashes each epoch until its input is complete, hands it to the
+/// writer, and keeps the epoch's capability until the write resolves. Returns the refused
+/// records as dead letters, emitted at their epoch before it is released, so the epoch is not
+/// done until they are durable too.
 pub(crate) fn write<'s, S: Sink>(
     ctx: &Rc<BuildCtx<'s>>,
     step: &str,
     stream: StreamVec<'s, Epoch, S::Input>,
     sink: Arc<S>,
-) {
+    on_reject: OnReject<S::Input>,
+) -> StreamVec<'s, Epoch, DeadLetter> {
     let scope = ctx.scope;
     let shared = ctx.shared.clone();
     let mut builder = OperatorBuilder::new(step.to_string(), scope);
     let info = builder.operator_info();
     let mut input = builder.new_input(stream, Local);
-    let (output, out_stream) = builder.new_output::<Vec<()>>();
+    let (output, out_stream) = builder.new_output::<Vec<DeadLetter>>();
+    let mut output = OutputBuilder::<_, CapacityContainerBuilder<Vec<DeadLetter>>>::from(output);
     let sync = scope.worker().sync_activator_for(info.address.to_vec());
     shared
         .sink_wakers
@@ -308,7 +378,9 @@ pub(crate) fn write<'s, S: Sink>(
         .unwrap_or_else(|e| e.into_inner())
         .push(sync.clone());
     let written = shared.metrics.counter(Counter::Written, step);
+    let rejected = shared.metrics.counter(Counter::Rejected, step);
     let step = step.to_string();
+    let can_reject = sink.can_reject();
     let open_ctx = SinkContext {
         worker_index: scope.index(),
         peers: scope.peers(),
@@ -321,30 +393,42 @@ pub(crate) fn write<'s, S: Sink>(
     builder.build(move |initial_caps| {
         // Holding these would keep the probe at epoch 0 forever.
         drop(initial_caps);
-        let _output = output;
         let mut writer: Option<Box<dyn SinkWriter<S::Input>>> = None;
         let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<S::Input>)> = BTreeMap::new();
-        let mut writing: HashMap<u64, (Capability<Epoch>, usize)> = HashMap::new();
-        let mut next_write = 0u64;
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, Result<(), BoxError>)>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Done<S::Input>>();
+        let mut writes = Writes {
+            writing: HashMap::new(),
+            next: 0,
+            done: done_tx,
+            wake: sync,
+            runtime: shared.runtime.clone(),
+        };
         let mut flushed_at_end = false;
         let mut seen_flush = 0u64;
+        let sink_error = {
+            let step = step.clone();
+            move |e: BoxError| Error::Sink {
+                step: step.clone(),
+                source: e,
+            }
+        };
 
         move |frontiers| {
             if shared.aborted() {
                 input.for_each(|_, _| {});
                 stash.clear();
-                writing.clear();
+                // Never release an epoch of a failed run: a peer process must not see it done.
+                // The abort broadcast (see `pipeline`) tells the peers to stop instead.
+                for (_, w) in writes.writing.drain() {
+                    std::mem::forget(w.held);
+                }
                 return;
             }
             if writer.is_none() {
                 match sink.open(&open_ctx) {
                     Ok(w) => writer = Some(w),
                     Err(e) => {
-                        shared.fail(Error::Sink {
-                            step: step.clone(),
-                            source: e,
-                        });
+                        shared.fail(sink_error(e));
                         input.for_each(|_, _| {});
                         return;
                     }
@@ -365,18 +449,72 @@ pub(crate) fn write<'s, S: Sink>(
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
-                let (t, (held, records)) = entry.remove_entry();
-                let id = next_write;
-                next_write += 1;
-                writing.insert(id, (held, records.len()));
-                let future = w.write(t, records);
-                let tx = done_tx.clone();
-                let wake = sync.clone();
-                shared.runtime.spawn(async move {
-                    let result = future.await;
-                    let _ = tx.send((id, result));
-                    let _ = wake.activate();
-                });
+                let (held, records) = entry.remove();
+                writes.start(w.as_mut(), held, records, false);
+            }
+            while let Ok((id, result)) = done_rx.try_recv() {
+                let Some(done) = writes.writing.remove(&id) else {
+                    continue;
+                };
+                let refused = match result {
+                    Ok(refused) => refused,
+                    Err(e) => {
+                        std::mem::forget(done.held);
+                        shared.fail(sink_error(e));
+                        return;
+                    }
+                };
+                written.fetch_add(
+                    (done.records - refused.len().min(done.records)) as u64,
+                    Ordering::Relaxed,
+                );
+                if refused.is_empty() {
+                    drop(done.held);
+                    continue;
+                }
+                rejected.fetch_add(refused.len() as u64, Ordering::Relaxed);
+                let give_up = |why: String| {
+                    shared.fail(sink_error(why.into()));
+                };
+                match &on_reject {
+                    _ if !can_reject => {
+                        std::mem::forget(done.held);
+                        give_up(format!(
+                            "refused {} records ({}) but does not declare rejections",
+                            refused.len(),
+                            refused[0].failure.message
+                        ));
+                        return;
+                    }
+                    OnReject::DeadLetter(to_dead_letter) => {
+                        let mut out = output.activate();
+                        let mut session = out.session(&done.held);
+                        for r in refused {
+                            session.give(to_dead_letter(r.record, r.failure));
+                        }
+                        drop(session);
+                        drop(out);
+                        drop(done.held);
+                    }
+                    OnReject::RetryReduced(_) if done.retry => {
+                        std::mem::forget(done.held);
+                        give_up(format!(
+                            "refused a reduced dead letter: {}",
+                            refused[0].failure.message
+                        ));
+                        return;
+                    }
+                    OnReject::RetryReduced(reduce) => {
+                        tracing::warn!(
+                            step = %step,
+                            records = refused.len(),
+                            reason = %refused[0].failure.message,
+                            "the dead-letter sink refused dead letters: retrying them reduced"
+                        );
+                        let reduced = refused.into_iter().map(|r| reduce(r.record)).collect();
+                        writes.start(w.as_mut(), done.held, reduced, true);
+                    }
+                }
             }
             let generation = shared.flush_generation.load(Ordering::SeqCst);
             if frontier.frontier().is_empty() && !flushed_at_end {
@@ -384,31 +522,39 @@ pub(crate) fn write<'s, S: Sink>(
                 w.flush();
             } else if generation != seen_flush {
                 seen_flush = generation;
-                if !writing.is_empty() {
+                if !writes.writing.is_empty() {
                     w.flush();
-                }
-            }
-            while let Ok((id, result)) = done_rx.try_recv() {
-                let Some((held, n)) = writing.remove(&id) else {
-                    continue;
-                };
-                match result {
-                    Ok(()) => {
-                        written.fetch_add(n as u64, Ordering::Relaxed);
-                        drop(held);
-                    }
-                    Err(e) => {
-                        shared.fail(Error::Sink {
-                            step: step.clone(),
-                            source: e,
-                        });
-                        return;
-                    }
                 }
             }
         }
     });
-    ctx.sink_outputs.borrow_mut().push(out_stream);
+    ctx.sink_outputs.borrow_mut().push(out_stream.clone());
+    out_stream
+}
+
+/// Runs a write on the IO runtime and reports its outcome, a panic included (a panicking write
+/// future must end the run with an error, not hold its epoch forever).
+fn spawn_write<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    future: WriteFuture<T>,
+    id: u64,
+    done: std::sync::mpsc::Sender<Done<T>>,
+    wake: SyncActivator,
+) {
+    let task = runtime.spawn(future);
+    runtime.spawn(async move {
+        let result = match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => Err(format!(
+                "the write panicked: {}",
+                crate::pipeline::panic_message(&e.into_panic())
+            )
+            .into()),
+            Err(e) => Err(format!("the write was cancelled: {e}").into()),
+        };
+        let _ = done.send((id, result));
+        let _ = wake.activate();
+    });
 }
 
 /// What a fallible step needs to make dead letters.

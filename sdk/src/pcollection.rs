@@ -10,7 +10,7 @@ use timely::dataflow::StreamVec;
 use crate::dead_letter::{DeadLetter, Failure};
 use crate::io::{Epoch, Sink};
 use crate::metrics::Counter;
-use crate::operators::FailureContext;
+use crate::operators::{FailureContext, OnReject};
 use crate::pipeline::{BuildCtx, FailureObligation};
 use crate::Message;
 
@@ -295,12 +295,55 @@ impl<'s, T: Element> PCollection<'s, T> {
 
     /// Writes every record to `sink` as step `name`. The sink holds each epoch until its
     /// records are durable; only then may the sources acknowledge it.
-    pub fn write<S: Sink<Input = T>>(self, name: &str, sink: S) {
+    ///
+    /// Records the sink refuses come back as dead letters (`error_type` = `name`, unless the
+    /// sink's failure names one) in the returned [`WriteResult`]; for a sink that can refuse
+    /// records ([`Sink::can_reject`]) they must be routed to the dead-letter sink, or the
+    /// pipeline does not build.
+    pub fn write<S: Sink<Input = T>>(self, name: &str, sink: S) -> WriteResult<'s>
+    where
+        T: Original,
+    {
+        let failures = FailureContext {
+            error_type: name.to_string(),
+            job_name: self.ctx.shared.job_name.clone(),
+            provenance: self.provenance.clone(),
+            stack_traces: self.ctx.shared.stack_traces,
+        };
+        let on_reject = OnReject::DeadLetter(Box::new(move |record: T, failure: Failure| {
+            failures.dead_letter(record.to_original(), failure)
+        }));
+        self.write_with(name, sink, on_reject)
+    }
+
+    pub(crate) fn write_with<S: Sink<Input = T>>(
+        self,
+        name: &str,
+        sink: S,
+        on_reject: OnReject<T>,
+    ) -> WriteResult<'s> {
         for o in &self.obligations {
             o.discharge();
         }
         let step = self.ctx.step_name(name);
-        crate::operators::write(&self.ctx, &step, self.stream, std::sync::Arc::new(sink));
+        let can_reject = sink.can_reject();
+        let refused = crate::operators::write(
+            &self.ctx,
+            &step,
+            self.stream,
+            std::sync::Arc::new(sink),
+            on_reject,
+        );
+        let mut failures = PCollection {
+            stream: refused,
+            ctx: self.ctx.clone(),
+            obligations: Vec::new(),
+            provenance: self.provenance.clone(),
+        };
+        if can_reject {
+            failures = failures.with_obligation(self.ctx.obligation(&step));
+        }
+        WriteResult { failures }
     }
 
     /// Moves records between workers by a key, so that equal keys meet on one worker
@@ -409,6 +452,20 @@ impl<'s, T: Element> WithFailures<'s, T> {
     }
 }
 
+/// What [`PCollection::write`] gives back (Beam's `WriteResult`): the records the sink
+/// refused, as dead letters. For a sink that can refuse records they must be routed.
+pub struct WriteResult<'s> {
+    /// The refused records, as dead letters holding the record as it was given to the sink.
+    pub failures: PCollection<'s, DeadLetter>,
+}
+
+impl<'s> WriteResult<'s> {
+    /// Sends the refused records to `dead_letters`.
+    pub fn failures_to(self, dead_letters: &mut DeadLetters<'s>) {
+        dead_letters.push(self.failures);
+    }
+}
+
 /// The failure streams of a pipeline (or of a composite step), to be written to its one
 /// dead-letter sink.
 pub struct DeadLetters<'s> {
@@ -440,14 +497,27 @@ impl<'s> DeadLetters<'s> {
     }
 
     /// Writes every collected failure to `sink`, counting dead letters per `error_type`.
+    ///
+    /// A dead letter the sink refuses is retried once reduced ([`DeadLetter::reduced`], to
+    /// the pipeline's [`dead_letter_payload_limit`](crate::Pipeline::dead_letter_payload_limit));
+    /// a refusal of that stops the pipeline without acknowledging.
     pub fn write<S: Sink<Input = DeadLetter>>(self, name: &str, sink: S) {
-        self.counted().write(name, sink)
+        let limit = self.ctx.shared.dead_letter_payload_limit;
+        let retry = OnReject::RetryReduced(Box::new(move |d: DeadLetter| d.reduced(limit)));
+        self.counted().write_with(name, sink, retry);
     }
 
     /// Writes every collected failure to a sink of messages, in the dead-letter message form
-    /// ([`DeadLetter::to_message`]).
+    /// ([`DeadLetter::to_message`]); refusals are retried reduced as [`DeadLetters::write`]
+    /// does.
     pub fn write_messages<S: Sink<Input = Message>>(self, name: &str, sink: S) {
-        self.counted().map(|d| d.to_message()).write(name, sink)
+        let limit = self.ctx.shared.dead_letter_payload_limit;
+        let retry = OnReject::RetryReduced(Box::new(move |m: Message| {
+            crate::dead_letter::reduce_message(m, limit)
+        }));
+        self.counted()
+            .map(|d| d.to_message())
+            .write_with(name, sink, retry);
     }
 
     fn counted(self) -> PCollection<'s, DeadLetter> {

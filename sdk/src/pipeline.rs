@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use timely::dataflow::operators::{Concatenate, Operator, Probe};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, Concatenate, Operator, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use timely::scheduling::{Activator, SyncActivator};
 
@@ -16,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::io::{Epoch, Sink, Source};
 use crate::metrics::Counter;
 use crate::metrics::{Metrics, RunSummary};
-use crate::pcollection::{DeadLetters, PCollection, Provenance, WithFailures};
+use crate::pcollection::{DeadLetters, PCollection, Provenance, WithFailures, WriteResult};
 use crate::DeadLetter;
 use crate::Element;
 
@@ -99,9 +101,13 @@ pub struct Pipeline {
     stack_traces: bool,
     epoch: EpochBounds,
     in_flight: InFlightBounds,
+    dead_letter_payload_limit: usize,
     stop: Arc<AtomicBool>,
     metrics: Metrics,
 }
+
+/// The payload a dead letter keeps when the dead-letter sink refused it whole.
+pub const DEFAULT_DEAD_LETTER_PAYLOAD_LIMIT: usize = 64 << 10;
 
 impl Pipeline {
     /// A pipeline named `job_name` (reported in dead letters), one worker thread.
@@ -112,6 +118,7 @@ impl Pipeline {
             stack_traces: true,
             epoch: EpochBounds::default(),
             in_flight: InFlightBounds::default(),
+            dead_letter_payload_limit: DEFAULT_DEAD_LETTER_PAYLOAD_LIMIT,
             stop: Arc::new(AtomicBool::new(false)),
             metrics: Metrics::new(),
         }
@@ -192,6 +199,13 @@ impl Pipeline {
         self
     }
 
+    /// How many payload bytes a dead letter keeps when the dead-letter sink refused it whole
+    /// and it is retried reduced (default 64 KiB; see [`DeadLetter::reduced`]).
+    pub fn dead_letter_payload_limit(mut self, bytes: usize) -> Self {
+        self.dead_letter_payload_limit = bytes;
+        self
+    }
+
     /// A flag that, once set, stops the sources, flushes the sinks, acknowledges what is
     /// written and ends the run with `Ok` (wire it to SIGINT/SIGTERM).
     pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
@@ -227,6 +241,7 @@ impl Pipeline {
         F: for<'s> Fn(&mut PipelineBuilder<'s>) -> Result<()> + Send + Sync + 'static,
     {
         let started = Instant::now();
+        self.check_bounds()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sluice-io")
@@ -241,6 +256,7 @@ impl Pipeline {
             stack_traces: self.stack_traces,
             epoch: self.epoch,
             in_flight: self.in_flight,
+            dead_letter_payload_limit: self.dead_letter_payload_limit,
             metrics: self.metrics.clone(),
             runtime: runtime.handle().clone(),
             abort: AtomicBool::new(false),
@@ -248,6 +264,8 @@ impl Pipeline {
             stop: self.stop.clone(),
             flush_generation: AtomicU64::new(0),
             sink_wakers: Mutex::new(Vec::new()),
+            abort_wakers: Mutex::new(Vec::new()),
+            abort_sent: AtomicBool::new(false),
             started,
         });
         let worker_shared = shared.clone();
@@ -299,6 +317,36 @@ impl Pipeline {
         ))
     }
 
+    /// Zero bounds would never close an epoch or never let one be in flight.
+    fn check_bounds(&self) -> Result<()> {
+        let mut bad = Vec::new();
+        let e = &self.epoch;
+        let f = &self.in_flight;
+        for (name, zero) in [
+            ("epoch max_records", e.max_records == 0),
+            ("epoch max_bytes", e.max_bytes == 0),
+            ("epoch max_age", e.max_age.is_zero()),
+            ("in-flight max_epochs", f.max_epochs == 0),
+            ("in-flight max_bytes", f.max_bytes == 0),
+            (
+                "dead-letter payload limit",
+                self.dead_letter_payload_limit == 0,
+            ),
+        ] {
+            if zero {
+                bad.push(name);
+            }
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidPipeline(format!(
+                "{} must be greater than zero",
+                bad.join(", ")
+            )))
+        }
+    }
+
     fn timely_config(&self) -> Result<(timely::Config, usize)> {
         let communication = match &self.engine {
             Engine::Threads(1) => timely::CommunicationConfig::Thread,
@@ -345,7 +393,7 @@ fn run_id() -> String {
     format!("{}{:09}", now.as_secs(), now.subsec_nanos())
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = panic.downcast_ref::<String>() {
@@ -383,6 +431,16 @@ where
         worker.step_or_park(Some(Duration::from_millis(50)));
     }
     let aborted = shared.aborted();
+    if aborted {
+        // Let this worker's abort guard tell the other processes before the dataflow goes.
+        let deadline = Instant::now() + ABORT_BROADCAST_GRACE;
+        while !shared.abort_sent.load(Ordering::SeqCst) && Instant::now() < deadline {
+            worker.step_or_park(Some(Duration::from_millis(5)));
+        }
+        for _ in 0..8 {
+            worker.step();
+        }
+    }
     for f in finishers {
         if let Err(e) = f.finish(!aborted) {
             shared.fail(e);
@@ -395,6 +453,9 @@ where
     }
 }
 
+/// How long a failing worker keeps stepping so the abort reaches the other processes.
+const ABORT_BROADCAST_GRACE: Duration = Duration::from_millis(500);
+
 /// Process-wide state of one run, shared by its workers and IO tasks.
 pub(crate) struct Shared {
     pub(crate) job_name: String,
@@ -403,6 +464,7 @@ pub(crate) struct Shared {
     pub(crate) stack_traces: bool,
     pub(crate) epoch: EpochBounds,
     pub(crate) in_flight: InFlightBounds,
+    pub(crate) dead_letter_payload_limit: usize,
     pub(crate) metrics: Metrics,
     pub(crate) runtime: tokio::runtime::Handle,
     abort: AtomicBool,
@@ -411,6 +473,9 @@ pub(crate) struct Shared {
     /// Bumped by a source that waits on unacknowledged epochs: sinks then flush their batches.
     pub(crate) flush_generation: AtomicU64,
     pub(crate) sink_wakers: Mutex<Vec<SyncActivator>>,
+    /// The abort guards of this process's workers: woken by `fail`.
+    pub(crate) abort_wakers: Mutex<Vec<SyncActivator>>,
+    pub(crate) abort_sent: AtomicBool,
     pub(crate) started: Instant,
 }
 
@@ -421,7 +486,29 @@ impl Shared {
         if slot.is_none() {
             *slot = Some(error);
         }
+        drop(slot);
         self.abort.store(true, Ordering::SeqCst);
+        for waker in self
+            .abort_wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = waker.activate();
+        }
+    }
+
+    /// The message another process's abort guard sends: its first error.
+    fn abort_message(&self) -> String {
+        match self
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some(e) => e.to_string(),
+            None => "stopped".to_string(),
+        }
     }
 
     pub(crate) fn aborted(&self) -> bool {
@@ -478,7 +565,7 @@ pub(crate) struct BuildCtx<'s> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) probe: ProbeHandle<Epoch>,
     obligations: RefCell<Vec<FailureObligation>>,
-    pub(crate) sink_outputs: RefCell<Vec<StreamVec<'s, Epoch, ()>>>,
+    pub(crate) sink_outputs: RefCell<Vec<StreamVec<'s, Epoch, DeadLetter>>>,
     pub(crate) source_activators: Rc<RefCell<Vec<Activator>>>,
     pub(crate) finishers: RefCell<Vec<Rc<dyn Finisher>>>,
     pub(crate) step_prefix: RefCell<Vec<String>>,
@@ -604,7 +691,15 @@ impl<'s> PipelineBuilder<'s> {
     }
 
     /// Writes `collection` to `sink` (same as [`PCollection::write`]).
-    pub fn write<S: Sink>(&mut self, name: &str, collection: PCollection<'s, S::Input>, sink: S) {
+    pub fn write<S: Sink>(
+        &mut self,
+        name: &str,
+        collection: PCollection<'s, S::Input>,
+        sink: S,
+    ) -> WriteResult<'s>
+    where
+        S::Input: crate::Original,
+    {
         collection.write(name, sink)
     }
 
@@ -627,11 +722,12 @@ impl<'s> PipelineBuilder<'s> {
             ));
         }
         // One probe after every sink tells which epochs are durably done everywhere; the
-        // watcher behind it wakes the sources so they acknowledge and read on.
+        // watcher behind it wakes the sources so they acknowledge and read on. The abort guard
+        // sits in front of the probe so that no process sees a failed epoch done.
         let activators = self.ctx.source_activators.clone();
-        self.ctx
-            .scope
-            .concatenate(outputs)
+        let written = self.ctx.scope.concatenate(outputs);
+        abort_guard(&self.ctx, written.clone())
+            .concat(written.map(|_| ()))
             .probe_with(&self.ctx.probe)
             .sink(
                 timely::dataflow::channels::pact::Pipeline,
@@ -645,4 +741,73 @@ impl<'s> PipelineBuilder<'s> {
             );
         Ok(())
     }
+}
+
+/// Makes a failure anywhere stop every process before any of them acknowledges a failed epoch.
+///
+/// The guard holds a capability at the frontier of what the sinks made durable. When this
+/// process fails, it broadcasts its error at that time, which is no later than any epoch a
+/// failed write still holds (a failed write never releases its epoch). Every worker's
+/// receiver sets its process's abort flag on that message before the probe may pass it, and
+/// sources read the probe before the abort flag: so no source anywhere acknowledges the
+/// failed epoch, and every process stops with the first error.
+fn abort_guard<'s>(
+    ctx: &Rc<BuildCtx<'s>>,
+    written: StreamVec<'s, Epoch, DeadLetter>,
+) -> StreamVec<'s, Epoch, ()> {
+    use timely::dataflow::operators::vec::Broadcast;
+    let shared = ctx.shared.clone();
+    let process = shared.process_index;
+    let scope = ctx.scope;
+    let alarms = written.unary_frontier::<CapacityContainerBuilder<Vec<(usize, String)>>, _, _, _>(
+        timely::dataflow::channels::pact::Pipeline,
+        "AbortGuard",
+        move |cap, info| {
+            let waker = scope.worker().sync_activator_for(info.address.to_vec());
+            shared
+                .abort_wakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(waker);
+            let mut cap = Some(cap);
+            move |(input, frontier), output| {
+                input.for_each(|_, _| {});
+                let Some(c) = cap.as_mut() else { return };
+                if shared.aborted() {
+                    output.session(&*c).give((process, shared.abort_message()));
+                    shared.abort_sent.store(true, Ordering::SeqCst);
+                    // Keep the capability: nothing after a failure may look done.
+                    if let Some(c) = cap.take() {
+                        std::mem::forget(c);
+                    }
+                    return;
+                }
+                match frontier.frontier().iter().min() {
+                    Some(t) if t > c.time() => c.downgrade(t),
+                    Some(_) => {}
+                    None => cap = None,
+                }
+            }
+        },
+    );
+    let shared = ctx.shared.clone();
+    alarms.broadcast().unary(
+        timely::dataflow::channels::pact::Pipeline,
+        "AbortReceiver",
+        move |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    for (from, message) in data.drain(..) {
+                        if from != shared.process_index || !shared.aborted() {
+                            shared.fail(Error::Peer {
+                                process: from,
+                                message,
+                            });
+                        }
+                    }
+                    output.session(&cap).give(());
+                });
+            }
+        },
+    )
 }

@@ -27,7 +27,7 @@ mod sinks;
 pub mod strategies;
 
 pub use assertions::{assert_that, SinkAssert};
-pub use sinks::{FailingSink, InjectedFailure, SlowSink, SlowSinkStats};
+pub use sinks::{FailingSink, InjectedFailure, PanickingSink, SlowSink, SlowSinkStats};
 pub use sluice::{MemoryFeeder, MemorySink, MemorySource, UnboundedMemorySource};
 
 use std::time::Duration;

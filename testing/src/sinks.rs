@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice::io::{Epoch, Sink, SinkContext, SinkWriter, WriteFuture};
+use sluice::io::{CheckContext, Epoch, Rejection, Sink, SinkContext, SinkWriter, WriteFuture};
 use sluice::BoxError;
 
 /// The error a [`FailingSink`] returns for the writes it fails.
@@ -62,6 +62,12 @@ impl<S: Sink> Sink for FailingSink<S> {
     fn kind(&self) -> &str {
         self.inner.kind()
     }
+    fn can_reject(&self) -> bool {
+        self.inner.can_reject()
+    }
+    fn check(&self, ctx: &CheckContext) -> Result<(), BoxError> {
+        self.inner.check(ctx)
+    }
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<S::Input>>, BoxError> {
         Ok(Box::new(FailingWriter {
             inner: self.inner.open(ctx)?,
@@ -79,8 +85,8 @@ struct FailingWriter<T> {
     failed: Arc<AtomicUsize>,
 }
 
-impl<T: 'static> SinkWriter<T> for FailingWriter<T> {
-    fn write(&mut self, epoch: Epoch, records: Vec<T>) -> WriteFuture {
+impl<T: Send + 'static> SinkWriter<T> for FailingWriter<T> {
+    fn write(&mut self, epoch: Epoch, records: Vec<T>) -> WriteFuture<T> {
         let write = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
         let fail = match self.policy {
             FailurePolicy::First(n) => write <= n,
@@ -88,9 +94,9 @@ impl<T: 'static> SinkWriter<T> for FailingWriter<T> {
         };
         if fail {
             self.failed.fetch_add(1, Ordering::SeqCst);
-            return Box::pin(std::future::ready(Err::<(), BoxError>(Box::new(
-                InjectedFailure { write },
-            ))));
+            return Box::pin(std::future::ready(Err::<Vec<Rejection<T>>, BoxError>(
+                Box::new(InjectedFailure { write }),
+            )));
         }
         self.inner.write(epoch, records)
     }
@@ -153,6 +159,12 @@ impl<S: Sink> Sink for SlowSink<S> {
     fn kind(&self) -> &str {
         self.inner.kind()
     }
+    fn can_reject(&self) -> bool {
+        self.inner.can_reject()
+    }
+    fn check(&self, ctx: &CheckContext) -> Result<(), BoxError> {
+        self.inner.check(ctx)
+    }
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<S::Input>>, BoxError> {
         Ok(Box::new(SlowWriter {
             inner: self.inner.open(ctx)?,
@@ -168,8 +180,8 @@ struct SlowWriter<T> {
     state: Arc<SlowState>,
 }
 
-impl<T: 'static> SinkWriter<T> for SlowWriter<T> {
-    fn write(&mut self, epoch: Epoch, records: Vec<T>) -> WriteFuture {
+impl<T: Send + 'static> SinkWriter<T> for SlowWriter<T> {
+    fn write(&mut self, epoch: Epoch, records: Vec<T>) -> WriteFuture<T> {
         let n = records.len();
         let state = self.state.clone();
         let writes = state.pending_writes.fetch_add(1, Ordering::SeqCst) + 1;
@@ -185,6 +197,66 @@ impl<T: 'static> SinkWriter<T> for SlowWriter<T> {
             state.pending_records.fetch_sub(n, Ordering::SeqCst);
             state.writes.fetch_add(1, Ordering::SeqCst);
             result
+        })
+    }
+    fn flush(&mut self) {
+        self.inner.flush()
+    }
+}
+
+/// Wraps a sink and makes the `n`th write's future panic (counted over all workers, from 1):
+/// the runner must end the run with an error naming the sink, not hold the epoch forever.
+#[derive(Clone)]
+pub struct PanickingSink<S> {
+    inner: S,
+    nth: usize,
+    writes: Arc<AtomicUsize>,
+}
+
+impl<S: Sink> PanickingSink<S> {
+    /// Panics inside the future of the `nth` write.
+    pub fn nth(nth: usize, inner: S) -> Self {
+        PanickingSink {
+            inner,
+            nth: nth.max(1),
+            writes: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl<S: Sink> Sink for PanickingSink<S> {
+    type Input = S::Input;
+    fn kind(&self) -> &str {
+        self.inner.kind()
+    }
+    fn can_reject(&self) -> bool {
+        self.inner.can_reject()
+    }
+    fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<S::Input>>, BoxError> {
+        Ok(Box::new(PanickingWriter {
+            inner: self.inner.open(ctx)?,
+            nth: self.nth,
+            writes: self.writes.clone(),
+        }))
+    }
+}
+
+struct PanickingWriter<T> {
+    inner: Box<dyn SinkWriter<T>>,
+    nth: usize,
+    writes: Arc<AtomicUsize>,
+}
+
+impl<T: Send + 'static> SinkWriter<T> for PanickingWriter<T> {
+    fn write(&mut self, epoch: Epoch, records: Vec<T>) -> WriteFuture<T> {
+        let write = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let inner = self.inner.write(epoch, records);
+        let nth = self.nth;
+        Box::pin(async move {
+            if write == nth {
+                panic!("injected panic in write #{write}");
+            }
+            inner.await
         })
     }
     fn flush(&mut self) {

@@ -411,7 +411,7 @@ struct LineWriter {
 }
 
 impl SinkWriter<Message> for LineWriter {
-    fn write(&mut self, _epoch: Epoch, records: Vec<Message>) -> WriteFuture {
+    fn write(&mut self, _epoch: Epoch, records: Vec<Message>) -> WriteFuture<Message> {
         let (done, confirmed) = tokio::sync::oneshot::channel();
         let gone = StdioError::WriterGone(self.name.clone());
         if self.jobs.send(Job { records, done }).is_err() {
@@ -419,7 +419,7 @@ impl SinkWriter<Message> for LineWriter {
         }
         Box::pin(async move {
             match confirmed.await {
-                Ok(result) => result.map_err(Into::into),
+                Ok(result) => result.map(|()| Vec::new()).map_err(Into::into),
                 Err(_) => Err(gone.into()),
             }
         })

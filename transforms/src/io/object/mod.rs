@@ -295,6 +295,11 @@ impl Sink for ObjectSink {
         &self.kind
     }
 
+    /// A record whose rendered path cannot be an object name is refused, not the batch.
+    fn can_reject(&self) -> bool {
+        true
+    }
+
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
         let names = ObjectNames::new(ctx.job_name(), ctx.run_id(), ctx.worker_index());
         Ok(Box::new(self.open_writer(ctx.runtime().clone(), names)))

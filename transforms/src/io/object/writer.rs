@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use sluice::io::{Epoch, SinkWriter, WriteFuture};
-use sluice::Message;
+use sluice::io::{Epoch, Rejection, SinkWriter, WriteFuture};
+use sluice::{Failure, Message};
 use tokio::sync::oneshot;
 
 use super::format::Body;
@@ -39,6 +39,32 @@ impl ObjectNames {
     }
 }
 
+/// Prefixes remembered as valid per writer; past this the set starts over (a template with
+/// a high-cardinality attribute must not grow memory without bound).
+const MAX_CHECKED_PREFIXES: usize = 4096;
+
+/// The longest path segment local file systems take.
+const MAX_SEGMENT_BYTES: usize = 255;
+/// The longest key S3 takes.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// Whether `name` can be an object's name on every store the sink writes to.
+fn check_object_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "the object name is {} bytes, over the limit of {MAX_KEY_BYTES}",
+            name.len()
+        ));
+    }
+    if let Some(long) = name.split('/').find(|s| s.len() > MAX_SEGMENT_BYTES) {
+        return Err(format!(
+            "a path segment is {} bytes, over the limit of {MAX_SEGMENT_BYTES}",
+            long.len()
+        ));
+    }
+    Path::parse(name).map(|_| ()).map_err(|e| e.to_string())
+}
+
 fn clean(s: &str) -> String {
     let c: String = s
         .chars()
@@ -60,6 +86,8 @@ fn clean(s: &str) -> String {
 /// One worker's writer of an [`ObjectSink`]; see the module docs for the contract.
 pub struct ObjectWriter {
     shared: Arc<Shared>,
+    /// Rendered prefixes already checked to make valid object names.
+    valid_prefixes: std::collections::HashSet<String>,
     prefix: String,
     line: Vec<u8>,
     scratch: String,
@@ -119,6 +147,7 @@ impl ObjectWriter {
         runtime.spawn(age_timer(Arc::downgrade(&shared), max_age));
         ObjectWriter {
             shared,
+            valid_prefixes: Default::default(),
             prefix: String::new(),
             line: Vec::new(),
             scratch: String::new(),
@@ -131,7 +160,10 @@ impl ObjectWriter {
     }
 
     /// Appends `records` of `epoch`; see [`SinkWriter::write`].
-    pub fn write_records(&mut self, epoch: Epoch, records: Vec<Message>) -> WriteFuture {
+    /// Records whose rendered prefix cannot make an object name (a segment over 255 bytes, a
+    /// key over 1024 bytes, characters the store refuses) are refused, each on its own: one
+    /// poison record never fails a batch.
+    pub fn write_records(&mut self, epoch: Epoch, records: Vec<Message>) -> WriteFuture<Message> {
         let shared = self.shared.clone();
         let bounds = shared.sink.bounds;
         let mut st = shared.lock();
@@ -139,8 +171,31 @@ impl ObjectWriter {
             let e = ObjectSinkError::Stopped(Box::new(e.clone()));
             return Box::pin(async move { Err(e.into()) });
         }
-        for m in &records {
-            shared.sink.template.render_into(m, &mut self.prefix);
+        let mut refused = Vec::new();
+        for m in records {
+            shared.sink.template.render_into(&m, &mut self.prefix);
+            if !self.valid_prefixes.contains(self.prefix.as_str()) {
+                let sample = format!("{}{}", self.prefix, shared.names.name(0, &shared.extension));
+                match check_object_name(&sample) {
+                    Ok(()) => {
+                        if self.valid_prefixes.len() >= MAX_CHECKED_PREFIXES {
+                            self.valid_prefixes.clear();
+                        }
+                        self.valid_prefixes.insert(self.prefix.clone());
+                    }
+                    Err(why) => {
+                        refused.push(Rejection::new(
+                            m,
+                            Failure::new(format!("cannot write to `{}`: {why}", self.prefix))
+                                .with_exception_class(
+                                    "sluice_transforms::io::object::InvalidObjectName",
+                                ),
+                        ));
+                        continue;
+                    }
+                }
+            }
+            let m = &m;
             self.line.clear();
             shared
                 .sink
@@ -178,14 +233,14 @@ impl ObjectWriter {
             }
         }
         let Some(wait) = st.epochs.get_mut(&epoch) else {
-            return Box::pin(async { Ok(()) });
+            return Box::pin(async { Ok(refused) });
         };
         let (tx, rx) = oneshot::channel();
         wait.waiters.push(tx);
         drop(st);
         Box::pin(async move {
             match rx.await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => Ok(refused),
                 Ok(Err(e)) => Err(e.into()),
                 // The writer went away with the batch unwritten: the epoch is not durable.
                 Err(_) => Err(ObjectSinkError::Closed(epoch).into()),
@@ -200,7 +255,7 @@ impl ObjectWriter {
 }
 
 impl SinkWriter<Message> for ObjectWriter {
-    fn write(&mut self, epoch: Epoch, records: Vec<Message>) -> WriteFuture {
+    fn write(&mut self, epoch: Epoch, records: Vec<Message>) -> WriteFuture<Message> {
         self.write_records(epoch, records)
     }
 
