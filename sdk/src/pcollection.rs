@@ -326,7 +326,8 @@ impl<'s, T: Element> PCollection<'s, T> {
             o.discharge();
         }
         let step = self.ctx.step_name(name);
-        let can_reject = sink.can_reject();
+        // Refusals of the dead-letter sink are retried inside the write, never emitted.
+        let emits = sink.can_reject() && matches!(on_reject, OnReject::DeadLetter(_));
         let refused = crate::operators::write(
             &self.ctx,
             &step,
@@ -340,7 +341,7 @@ impl<'s, T: Element> PCollection<'s, T> {
             obligations: Vec::new(),
             provenance: self.provenance.clone(),
         };
-        if can_reject {
+        if emits {
             failures = failures.with_obligation(self.ctx.obligation(&step));
         }
         WriteResult { failures }

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use sluice::{MemorySource, Message, Pipeline};
+use sluice::{DeadLetter, MemorySink, MemorySource, Message, Pipeline};
 use sluice_transforms::io::object::{BatchBounds, ObjectSink, OutputFormat, PathTemplate};
 
 fn input(n: usize) -> Vec<Message> {
@@ -56,14 +56,21 @@ fn run(dir: &Path, workers: usize, records: Vec<Message>) -> BTreeMap<Message, u
     let n = records.len();
     let source = MemorySource::from(records);
     let acked = source.clone();
+    let refused = MemorySink::<DeadLetter>::new();
+    let none_refused = refused.clone();
     let summary = Pipeline::new("local-test")
         .workers(workers)
         .run(move |p| {
-            p.read("in", source.clone()).write("out", sink.clone());
+            let mut dead_letters = p.dead_letters();
+            p.read("in", source.clone())
+                .write("out", sink.clone())
+                .failures_to(&mut dead_letters);
+            dead_letters.write("dead_letters", refused.clone());
             Ok(())
         })
         .unwrap();
     assert!(acked.all_acked());
+    assert!(none_refused.is_empty(), "{:?}", none_refused.records());
     let mut seen = BTreeMap::new();
     for f in files(dir) {
         let rel = f.strip_prefix(dir).unwrap().to_string_lossy().to_string();
@@ -125,4 +132,61 @@ fn a_second_run_into_the_same_directory_adds_objects_without_overwriting() {
     twice.values_mut().for_each(|n| *n *= 2);
     assert_eq!(run(dir.path(), 2, records), twice);
     assert_eq!(files(dir.path()).len(), first * 2);
+}
+
+#[test]
+fn a_record_whose_path_cannot_exist_is_refused_alone_and_the_rest_lands() {
+    // A 300-byte path segment (an attacker-chosen document type) cannot be a file name: that
+    // record becomes a dead letter holding it untouched; the others in its batch are written and
+    // the run succeeds and acknowledges everything.
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = input(20);
+    let poison = Message::new("{\"id\":\"poison\"}")
+        .with_attribute("document_type", "x".repeat(300))
+        .with_attribute("submission_timestamp", "2024-03-01T10:00:00Z");
+    records.insert(7, poison.clone());
+    let sink = ObjectSink::local(
+        dir.path(),
+        PathTemplate::parse("${document_type:-none}/${submission_date:-unknown}/").unwrap(),
+    )
+    .unwrap()
+    .with_format(OutputFormat::Json);
+    let source = MemorySource::from(records.clone());
+    let acked = source.clone();
+    let refused = MemorySink::<DeadLetter>::new();
+    let dead = refused.clone();
+    let summary = Pipeline::new("poison")
+        .workers(2)
+        .stack_traces(false)
+        .run(move |p| {
+            let mut dead_letters = p.dead_letters();
+            p.read("in", source.clone())
+                .write("out", sink.clone())
+                .failures_to(&mut dead_letters);
+            dead_letters.write("dead_letters", refused.clone());
+            Ok(())
+        })
+        .unwrap();
+    assert!(acked.all_acked());
+    let dead = dead.records();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].original, poison);
+    assert_eq!(dead[0].error_type, "out");
+    assert!(
+        dead[0].error_message.contains("over the limit of 255"),
+        "{}",
+        dead[0].error_message
+    );
+    assert_eq!(summary.written["out"], 20);
+    let written: usize = files(dir.path())
+        .iter()
+        .map(|f| {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap())
+                .read_to_string(&mut text)
+                .unwrap();
+            text.lines().count()
+        })
+        .sum();
+    assert_eq!(written, 20);
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use sluice::{MemorySource, Message, Pipeline};
+use sluice::{DeadLetter, MemorySink, MemorySource, Message, Pipeline};
 use sluice_transforms::io::object::{
     BatchBounds, Compression, ObjectSink, OutputFormat, PathTemplate, S3Options,
 };
@@ -92,15 +92,22 @@ fn run(sink: ObjectSink, records: Vec<Message>, workers: usize) {
     let n = records.len() as u64;
     let source = MemorySource::from(records);
     let acked = source.clone();
+    let refused = MemorySink::<DeadLetter>::new();
+    let none_refused = refused.clone();
     let summary = Pipeline::new("s3-test")
         .workers(workers)
         .run(move |p| {
-            p.read("in", source.clone()).write("out", sink.clone());
+            let mut dead_letters = p.dead_letters();
+            p.read("in", source.clone())
+                .write("out", sink.clone())
+                .failures_to(&mut dead_letters);
+            dead_letters.write("dead_letters", refused.clone());
             Ok(())
         })
         .unwrap();
     assert_eq!(summary.written.values().sum::<u64>(), n);
     assert!(acked.all_acked());
+    assert!(none_refused.is_empty(), "{:?}", none_refused.records());
 }
 
 fn multiset<I: IntoIterator<Item = Message>>(records: I) -> BTreeMap<Message, usize> {
@@ -207,9 +214,14 @@ fn an_unreachable_bucket_fails_the_pipeline_without_acknowledging() {
     let sink = ObjectSink::s3(&options, PathTemplate::parse("x/").unwrap()).unwrap();
     let source = MemorySource::from(input(5));
     let acked = source.clone();
+    let refused = MemorySink::<DeadLetter>::new();
     let err = Pipeline::new("s3-fail")
         .run(move |p| {
-            p.read("in", source.clone()).write("out", sink.clone());
+            let mut dead_letters = p.dead_letters();
+            p.read("in", source.clone())
+                .write("out", sink.clone())
+                .failures_to(&mut dead_letters);
+            dead_letters.write("dead_letters", refused.clone());
             Ok(())
         })
         .unwrap_err();

@@ -69,6 +69,22 @@ impl Sink for AnySink {
             AnySink::Memory(s) => s.kind(),
         }
     }
+    fn can_reject(&self) -> bool {
+        match self {
+            AnySink::Stdout(s) => s.can_reject(),
+            AnySink::Stderr(s) => s.can_reject(),
+            AnySink::Objects(s) => s.can_reject(),
+            AnySink::Memory(s) => s.can_reject(),
+        }
+    }
+    fn check(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
+        match self {
+            AnySink::Stdout(s) => s.check(ctx),
+            AnySink::Stderr(s) => s.check(ctx),
+            AnySink::Objects(s) => s.check(ctx),
+            AnySink::Memory(s) => s.check(ctx),
+        }
+    }
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
         match self {
             AnySink::Stdout(s) => s.open(ctx),
@@ -329,7 +345,9 @@ fn build(
             .failures_to(&mut dead_letters),
         (JobKind::Sink, _) => input,
     };
-    count_outputs(output, metrics).write("write", parts.sink);
+    count_outputs(output, metrics)
+        .write("write", parts.sink)
+        .failures_to(&mut dead_letters);
     dead_letters.write_messages("write_dead_letters", parts.dead_letter_sink);
     Ok(())
 }
@@ -357,7 +375,9 @@ pub fn decode_in_memory(
             .read("read", source.clone())
             .apply("decode", Decoder::new(registry.clone()))
             .failures_to(&mut dl);
-        count_outputs(decoded, &metrics).write("write", o.clone());
+        count_outputs(decoded, &metrics)
+            .write("write", o.clone())
+            .failures_to(&mut dl);
         dl.write_messages("write_dead_letters", d.clone());
         Ok(())
     })?;
