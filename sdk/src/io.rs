@@ -298,6 +298,27 @@ pub struct SinkContext {
 }
 
 impl SinkContext {
+    /// A context for opening a writer outside a pipeline (tools, conformance tests): worker
+    /// `worker_index` of `peers`, process 0, the IO futures on `runtime`.
+    pub fn standalone(
+        runtime: tokio::runtime::Handle,
+        job_name: impl Into<String>,
+        worker_index: usize,
+        peers: usize,
+    ) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        SinkContext {
+            worker_index,
+            peers: peers.max(1),
+            process_index: 0,
+            runtime,
+            job_name: job_name.into(),
+            run_id: format!("{}{:09}", now.as_secs(), now.subsec_nanos()),
+        }
+    }
+
     /// This worker's global index, in `0..peers()`.
     pub fn worker_index(&self) -> usize {
         self.worker_index

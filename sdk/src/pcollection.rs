@@ -47,6 +47,16 @@ impl Original for String {
         Message::new(self.clone().into_bytes())
     }
 }
+/// A source's framed record or the dead letter it made of input it could not frame.
+impl<T: Original> Original for Result<T, DeadLetter> {
+    fn to_original(&self) -> Message {
+        match self {
+            Ok(t) => t.to_original(),
+            Err(d) => d.original.clone(),
+        }
+    }
+}
+
 macro_rules! original_by_display {
     ($($t:ty),*) => {$(
         impl Original for $t {

@@ -23,6 +23,7 @@
 
 mod assertions;
 pub mod cluster;
+pub mod conformance;
 mod sinks;
 pub mod strategies;
 
