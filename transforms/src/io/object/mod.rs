@@ -139,19 +139,31 @@ impl Default for BatchBounds {
 /// ```
 /// use std::sync::Arc;
 /// use object_store::memory::InMemory;
-/// use sluice::{MemorySource, Message, Pipeline};
+/// use sluice::{DeadLetter, MemorySink, MemorySource, Message, Pipeline};
 /// use sluice_transforms::io::object::{Compression, ObjectSink, PathTemplate};
 ///
 /// let store = Arc::new(InMemory::new());
 /// let sink = ObjectSink::new(store.clone(), PathTemplate::parse("out/${kind:-none}/").unwrap())
 ///     .with_compression(Compression::None);
-/// let input = vec![Message::new("a").with_attribute("kind", "x"), Message::new("b")];
+/// let input = vec![
+///     Message::new("a").with_attribute("kind", "x"),
+///     Message::new("b"),
+///     // a 300-byte folder name cannot exist: this record is refused, alone
+///     Message::new("c").with_attribute("kind", "k".repeat(300)),
+/// ];
+/// let refused = MemorySink::<DeadLetter>::new();
+/// let dead = refused.clone();
 /// Pipeline::new("doc")
 ///     .run(move |p| {
-///         p.read("in", MemorySource::from(input.clone())).write("out", sink.clone());
+///         let mut dead_letters = p.dead_letters();
+///         p.read("in", MemorySource::from(input.clone()))
+///             .write("out", sink.clone())
+///             .failures_to(&mut dead_letters);
+///         dead_letters.write("dead_letters", dead.clone());
 ///         Ok(())
 ///     })
 ///     .unwrap();
+/// assert_eq!(refused.records()[0].original.payload, "c");
 /// ```
 #[derive(Clone, Debug)]
 pub struct ObjectSink {
