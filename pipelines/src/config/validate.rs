@@ -1,141 +1,119 @@
-//! The validation pass: walks the TOML tree against the known keys of every section and
-//! collects every problem, so `sluice validate` reports them all at once (serde alone stops at
-//! the first).
+//! The validation pass: checks the TOML tree through the typed config itself (the connectors'
+//! structs and the job's), collecting every problem with its key path, so `sluice validate`
+//! reports them all at once (serde alone stops at the first).
+//!
+//! How: each section is deserialised with `serde_path_to_error`; on an error the offending key
+//! is recorded and removed from the tree, and the section is read again, until it reads or
+//! nothing more can be removed. Serde checks required keys after every present key, so only a
+//! second missing required key of one table can go unreported (no table has two today). A
+//! tagged section (`[source]`, `[sink]`, `[dead_letter]`) is read in two steps: its `type`
+//! picks the connector, then the rest of the table is that connector's struct, so errors keep
+//! their paths (serde's internally tagged enums would buffer the table and lose them).
+//! Validation reads files' metadata (`decoder.schemas` must exist) and nothing else.
 
 use std::path::Path;
 
+use serde::de::{self, DeserializeOwned, IgnoredAny, Visitor};
+use serde::Deserialize;
 use toml::Value;
 
-use super::units::{check_duration, check_size};
+use super::model::{JobConfig, SinkConfig, SourceConfig};
 use super::ConfigError;
-use sluice_transforms::io::object::PathTemplate;
 
-/// The type a key expects.
-#[derive(Clone, Copy)]
-enum Ty {
-    Str,
-    Bool,
-    /// An integer at least this large.
-    UInt(i64),
-    Size,
-    Duration,
-    Enum(&'static [&'static str]),
-    /// A path template for objects (`${attr}`, `${attr:-default}`).
-    Template,
-    /// An existing file or directory (the schema registry).
-    ExistingPath,
-    Table(&'static [Field]),
+/// A tagged config section: one struct per `type`.
+pub trait Connector: Sized {
+    /// The `type`s this build supports.
+    const KINDS: &'static [&'static str];
+    /// `type`s that are known but not in this build (a clearer error than "unknown").
+    const PLANNED: &'static [&'static str];
+
+    /// Checks `table` (without its `type` key) as the struct of `kind`, pushing every
+    /// problem; `None` when `kind` is not one of [`Connector::KINDS`], `Some(None)` when the
+    /// table has problems.
+    fn check(
+        kind: &str,
+        table: toml::Table,
+        key: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Option<Self>>;
 }
 
-#[derive(Clone, Copy)]
-struct Field {
-    key: &'static str,
-    ty: Ty,
-    required: bool,
+/// Checks a connector's table as its config struct `T`, every problem pushed with its path
+/// under `key`.
+pub fn check_connector<T: DeserializeOwned>(
+    table: toml::Table,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    check_as(Value::Table(table), key, &[], errors)
 }
 
-const fn opt(key: &'static str, ty: Ty) -> Field {
-    Field {
-        key,
-        ty,
-        required: false,
-    }
-}
-
-const fn req(key: &'static str, ty: Ty) -> Field {
-    Field {
-        key,
-        ty,
-        required: true,
-    }
-}
-
-const INPUT_FORMATS: &[&str] = &["json", "text", "heka"];
-const OUTPUT_FORMATS: &[&str] = &["decoded", "json", "text"];
-const COMPRESSIONS: &[&str] = &["gzip", "none"];
-
-const SOURCE_KINDS: &[(&str, &[Field])] = &[
-    (
-        "file",
-        &[req("path", Ty::Str), opt("format", Ty::Enum(INPUT_FORMATS))],
-    ),
-    ("stdin", &[opt("format", Ty::Enum(INPUT_FORMATS))]),
-];
-const SOURCE_UNSUPPORTED: &[&str] = &["kafka", "pubsub", "memory"];
-
-const BATCH: &[Field] = &[
-    opt("max_bytes", Ty::Size),
-    opt("max_records", Ty::UInt(1)),
-    opt("max_age", Ty::Duration),
-];
-
-const SINK_KINDS: &[(&str, &[Field])] = &[
-    (
-        "file",
-        &[
-            req("dir", Ty::Str),
-            opt("path", Ty::Template),
-            opt("format", Ty::Enum(OUTPUT_FORMATS)),
-            opt("compression", Ty::Enum(COMPRESSIONS)),
-            opt("batch", Ty::Table(BATCH)),
-        ],
-    ),
-    (
-        "s3",
-        &[
-            req("bucket", Ty::Str),
-            opt("path", Ty::Template),
-            opt("endpoint", Ty::Str),
-            opt("region", Ty::Str),
-            opt("credentials", Ty::Enum(&["env"])),
-            opt("allow_http", Ty::Bool),
-            opt("format", Ty::Enum(OUTPUT_FORMATS)),
-            opt("compression", Ty::Enum(COMPRESSIONS)),
-            opt("batch", Ty::Table(BATCH)),
-        ],
-    ),
-    ("stdout", &[opt("format", Ty::Enum(OUTPUT_FORMATS))]),
-    ("stderr", &[opt("format", Ty::Enum(OUTPUT_FORMATS))]),
-];
-const SINK_UNSUPPORTED: &[&str] = &["kafka", "pubsub", "bigquery", "memory"];
-
-const DECODER: &[Field] = &[
-    req("schemas", Ty::ExistingPath),
-    opt("max_payload_bytes", Ty::Size),
-];
-
-const PIPELINE: &[Field] = &[
-    opt(
-        "epoch",
-        Ty::Table(&[
-            opt("max_records", Ty::UInt(1)),
-            opt("max_bytes", Ty::Size),
-            opt("max_age", Ty::Duration),
-        ]),
-    ),
-    opt(
-        "in_flight",
-        Ty::Table(&[opt("max_epochs", Ty::UInt(1)), opt("max_bytes", Ty::Size)]),
-    ),
-    opt("stack_traces", Ty::Bool),
-];
-
-/// Top-level keys other than the tagged sections, which are walked by hand.
-const TOP: &[Field] = &[
-    req("job", Ty::Enum(&["decoder", "sink"])),
-    opt("workers", Ty::UInt(1)),
-    opt("decompress", Ty::Bool),
-    opt("decoder", Ty::Table(DECODER)),
-    opt("pipeline", Ty::Table(PIPELINE)),
-];
 const TAGGED: &[&str] = &["source", "sink", "dead_letter"];
 
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}.{key}")
+/// The top level, its sections taken as anything: they are checked on their own.
+type TopLevel = JobConfig<IgnoredAny, IgnoredAny>;
+
+/// The keys a config file may have at its top level (sections included).
+pub(super) fn top_level_keys() -> &'static [&'static str] {
+    struct_fields::<TopLevel>()
+}
+
+/// Checks the whole tree; relative paths are relative to the working directory, like every
+/// CLI's.
+pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
+    // Missing sections are reported below, with the kinds they may have.
+    let missing: Vec<Vec<String>> = TAGGED.iter().map(|s| vec![s.to_string()]).collect();
+    check_as::<TopLevel>(Value::Table(root.clone()), "", &missing, errors);
+    check_tagged::<SourceConfig>(root, "source", errors);
+    check_tagged::<SinkConfig>(root, "sink", errors);
+    check_tagged::<SinkConfig>(root, "dead_letter", errors);
+
+    // Rules across keys.
+    match root.get("job").and_then(Value::as_str) {
+        Some("decoder") => {
+            if !root.contains_key("decoder") {
+                errors.push(ConfigError::new(
+                    "decoder",
+                    "missing required section `[decoder]` for job = \"decoder\" (it needs at least `schemas`)",
+                ));
+            }
+            if root.get("decompress").and_then(Value::as_bool) == Some(true) {
+                errors.push(ConfigError::new(
+                    "decompress",
+                    "only the sink job takes `decompress` (the decoder always decompresses)",
+                ));
+            }
+        }
+        Some("sink") if root.contains_key("decoder") => errors.push(ConfigError::new(
+            "decoder",
+            "the sink job does not decode: remove `[decoder]` or set job = \"decoder\"",
+        )),
+        _ => {}
     }
+    if let Some(Value::String(s)) = root.get("decoder").and_then(|d| d.get("schemas")) {
+        if !Path::new(s).exists() {
+            errors.push(ConfigError::new(
+                "decoder.schemas",
+                format!("schemas path {s:?} does not exist (expected a directory or a .tar.gz)"),
+            ));
+        }
+    }
+    if let Some(Value::String(f)) = root.get("dead_letter").and_then(|d| d.get("format")) {
+        if f != "json" {
+            errors.push(ConfigError::new(
+                "dead_letter.format",
+                format!("dead letters are written in the replayable `json` envelope (their error attributes would be lost), found {f:?}"),
+            ));
+        }
+    }
+}
+
+fn quoted(values: &[&str]) -> String {
+    values
+        .iter()
+        .map(|v| format!("\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -150,212 +128,17 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// The keys a config file may have at its top level (sections included).
-pub(super) fn top_level_keys() -> impl Iterator<Item = &'static str> {
-    TOP.iter().map(|f| f.key).chain(TAGGED.iter().copied())
-}
-
-/// Checks the whole tree, relative paths resolved against `base` (the config file's directory
-/// is not used: paths are relative to the working directory, like every CLI).
-pub(super) fn validate(root: &toml::Table, base: &Path, errors: &mut Vec<ConfigError>) {
-    let known: Vec<&str> = TOP
-        .iter()
-        .map(|f| f.key)
-        .chain(TAGGED.iter().copied())
-        .collect();
-    check_unknown(root, "", &known, errors);
-    check_fields(root, "", TOP, base, errors);
-    check_tagged(
-        root,
-        "source",
-        SOURCE_KINDS,
-        SOURCE_UNSUPPORTED,
-        base,
-        errors,
-    );
-    check_tagged(root, "sink", SINK_KINDS, SINK_UNSUPPORTED, base, errors);
-    check_tagged(
-        root,
-        "dead_letter",
-        SINK_KINDS,
-        SINK_UNSUPPORTED,
-        base,
-        errors,
-    );
-
-    // Rules across sections.
-    match root.get("job").and_then(Value::as_str) {
-        Some("decoder") => {
-            if !root.contains_key("decoder") {
-                errors.push(ConfigError::new(
-                    "decoder",
-                    "missing required section `[decoder]` for job = \"decoder\" (it needs at least `schemas`)",
-                ));
-            }
-            if root.contains_key("decompress") {
-                errors.push(ConfigError::new(
-                    "decompress",
-                    "only the sink job takes `decompress` (the decoder always decompresses)",
-                ));
-            }
-        }
-        Some("sink") if root.contains_key("decoder") => errors.push(ConfigError::new(
-            "decoder",
-            "the sink job does not decode: remove `[decoder]` or set job = \"decoder\"",
-        )),
-        _ => {}
-    }
-    if let Some(Value::Table(dl)) = root.get("dead_letter") {
-        if let Some(Value::String(f)) = dl.get("format") {
-            if f != "json" {
-                errors.push(ConfigError::new(
-                    "dead_letter.format",
-                    format!("dead letters are written in the replayable `json` envelope (their error attributes would be lost), found {f:?}"),
-                ));
-            }
-        }
-    }
-}
-
-fn check_unknown(table: &toml::Table, prefix: &str, known: &[&str], errors: &mut Vec<ConfigError>) {
-    for key in table.keys() {
-        if !known.contains(&key.as_str()) {
-            errors.push(ConfigError::new(
-                join(prefix, key),
-                format!("unknown key; expected one of: {}", known.join(", ")),
-            ));
-        }
-    }
-}
-
-fn check_fields(
-    table: &toml::Table,
-    prefix: &str,
-    fields: &[Field],
-    base: &Path,
-    errors: &mut Vec<ConfigError>,
-) {
-    for f in fields {
-        let path = join(prefix, f.key);
-        match table.get(f.key) {
-            None if f.required => errors.push(ConfigError::new(
-                path,
-                format!("missing required key (expected {})", describe(f.ty)),
-            )),
-            None => {}
-            Some(v) => check_value(v, &path, f.ty, base, errors),
-        }
-    }
-}
-
-fn describe(ty: Ty) -> String {
-    match ty {
-        Ty::Str => "a string".into(),
-        Ty::Bool => "true or false".into(),
-        Ty::UInt(min) => format!("an integer >= {min}"),
-        Ty::Size => super::units::SIZE_EXPECTED.into(),
-        Ty::Duration => super::units::DURATION_EXPECTED.into(),
-        Ty::Enum(values) => format!("one of {}", quoted(values)),
-        Ty::Template => {
-            "a path template like \"${document_type}/${submission_date:-unknown}/\"".into()
-        }
-        Ty::ExistingPath => "the path of an existing directory or .tar.gz".into(),
-        Ty::Table(_) => "a table".into(),
-    }
-}
-
-fn quoted(values: &[&str]) -> String {
-    values
-        .iter()
-        .map(|v| format!("\"{v}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn check_value(v: &Value, path: &str, ty: Ty, base: &Path, errors: &mut Vec<ConfigError>) {
-    let mismatch = |errors: &mut Vec<ConfigError>| {
-        errors.push(ConfigError::new(
-            path,
-            format!("expected {}, found {}", describe(ty), type_name(v)),
-        ))
-    };
-    match (ty, v) {
-        (Ty::Str, Value::String(_)) | (Ty::Bool, Value::Boolean(_)) => {}
-        (Ty::UInt(min), Value::Integer(n)) => {
-            if *n < min {
-                errors.push(ConfigError::new(
-                    path,
-                    format!("expected {}, found {n}", describe(ty)),
-                ));
-            }
-        }
-        (Ty::Size, _) => {
-            if let Err(e) = check_size(v) {
-                errors.push(ConfigError::new(path, e));
-            }
-        }
-        (Ty::Duration, _) => {
-            if let Err(e) = check_duration(v) {
-                errors.push(ConfigError::new(path, e));
-            }
-        }
-        (Ty::Enum(values), Value::String(s)) => {
-            if !values.contains(&s.as_str()) {
-                errors.push(ConfigError::new(
-                    path,
-                    format!("expected one of {}, found {s:?}", quoted(values)),
-                ));
-            }
-        }
-        (Ty::Template, Value::String(s)) => {
-            if let Err(e) = PathTemplate::parse(s) {
-                errors.push(ConfigError::new(
-                    path,
-                    format!("bad path template {s:?}: {e}"),
-                ));
-            }
-        }
-        (Ty::ExistingPath, Value::String(s)) => {
-            let p = base.join(s);
-            if !p.exists() {
-                errors.push(ConfigError::new(
-                    path,
-                    format!(
-                        "schemas path {s:?} does not exist (expected a directory or a .tar.gz)"
-                    ),
-                ));
-            }
-        }
-        (Ty::Table(fields), Value::Table(t)) => {
-            let known: Vec<&str> = fields.iter().map(|f| f.key).collect();
-            check_unknown(t, path, &known, errors);
-            check_fields(t, path, fields, base, errors);
-        }
-        _ => mismatch(errors),
-    }
-}
-
-fn check_tagged(
-    root: &toml::Table,
-    section: &str,
-    kinds: &[(&str, &[Field])],
-    unsupported: &[&str],
-    base: &Path,
-    errors: &mut Vec<ConfigError>,
-) {
-    let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
-    let table = match root.get(section) {
+fn check_tagged<C: Connector>(root: &toml::Table, section: &str, errors: &mut Vec<ConfigError>) {
+    let kinds = quoted(C::KINDS);
+    let mut table = match root.get(section) {
         None => {
             errors.push(ConfigError::new(
                 section,
-                format!(
-                    "missing required section `[{section}]` (with `type` one of {})",
-                    quoted(&names)
-                ),
+                format!("missing required section `[{section}]` (with `type` one of {kinds})"),
             ));
             return;
         }
-        Some(Value::Table(t)) => t,
+        Some(Value::Table(t)) => t.clone(),
         Some(other) => {
             errors.push(ConfigError::new(
                 section,
@@ -364,42 +147,201 @@ fn check_tagged(
             return;
         }
     };
-    let type_path = join(section, "type");
-    let kind = match table.get("type") {
+    let type_key = format!("{section}.type");
+    let kind = match table.remove("type") {
+        Some(Value::String(s)) => s,
         None => {
             errors.push(ConfigError::new(
-                type_path,
-                format!("missing required key (expected one of {})", quoted(&names)),
+                type_key,
+                format!("missing required key (expected one of {kinds})"),
             ));
             return;
         }
-        Some(Value::String(s)) => s.as_str(),
         Some(other) => {
             errors.push(ConfigError::new(
-                type_path,
-                format!(
-                    "expected one of {}, found {}",
-                    quoted(&names),
-                    type_name(other)
-                ),
+                type_key,
+                format!("expected one of {kinds}, found {}", type_name(&other)),
             ));
             return;
         }
     };
-    let Some((_, fields)) = kinds.iter().find(|(k, _)| *k == kind) else {
-        let message = if unsupported.contains(&kind) {
-            format!(
-                "{section} type {kind:?} is not supported by this build (supported: {})",
-                quoted(&names)
-            )
+    if C::check(&kind, table, section, errors).is_none() {
+        let message = if C::PLANNED.contains(&kind.as_str()) {
+            format!("{section} type {kind:?} is not supported by this build (supported: {kinds})")
         } else {
-            format!("expected one of {}, found {kind:?}", quoted(&names))
+            format!("expected one of {kinds}, found {kind:?}")
         };
-        errors.push(ConfigError::new(type_path, message));
-        return;
+        errors.push(ConfigError::new(type_key, message));
+    }
+}
+
+/// Reads `value` as `T`, pushing every problem found (see the module docs); `Some` only when
+/// there was none. Missing keys at the paths in `reported` are left to the caller.
+fn check_as<T: DeserializeOwned>(
+    mut value: Value,
+    prefix: &str,
+    reported: &[Vec<String>],
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let mut removed: Vec<Vec<String>> = reported.to_vec();
+    let mut failed = false;
+    loop {
+        let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return (!failed).then_some(v),
+            Err(e) => e,
+        };
+        failed = true;
+        let path: Vec<String> = error
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let message = error.into_inner().message().to_string();
+        if let Some(field) = between(&message, "missing field `", "`") {
+            let mut at = path.clone();
+            at.push(field.to_string());
+            if !removed.contains(&at) {
+                errors.push(ConfigError::new(join(prefix, &at), "missing required key"));
+            }
+        } else {
+            errors.push(ConfigError::new(join(prefix, &path), explain(&message)));
+        }
+        // Go on without the bad key (or the table missing a key), if it can be removed.
+        if path.is_empty() || !remove(&mut value, &path) {
+            return None;
+        }
+        removed.push(path);
+    }
+}
+
+fn join(prefix: &str, path: &[String]) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    if !prefix.is_empty() {
+        parts.push(prefix);
+    }
+    parts.extend(path.iter().map(String::as_str));
+    parts.join(".")
+}
+
+fn remove(value: &mut Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
     };
-    let mut known: Vec<&str> = fields.iter().map(|f| f.key).collect();
-    known.push("type");
-    check_unknown(table, section, &known, errors);
-    check_fields(table, section, fields, base, errors);
+    let mut at = value;
+    for key in parents {
+        match at.get_mut(key.as_str()) {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    at.as_table_mut()
+        .is_some_and(|t| t.remove(last.as_str()).is_some())
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = text.strip_prefix(start)?;
+    rest.find(end).map(|i| &rest[..i])
+}
+
+/// The names serde lists after `expected` (`` `a`, `b` or `c` ``).
+fn listed(expected: &str) -> Vec<&str> {
+    expected.split('`').skip(1).step_by(2).collect()
+}
+
+/// Serde's messages, said as the rest of the config errors say things.
+fn explain(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let expected = rest.split_once(", expected ").map_or("", |(_, e)| e);
+        return format!(
+            "unknown key; expected one of: {}",
+            listed(expected).join(", ")
+        );
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        if let Some((found, expected)) = rest.split_once("`, expected ") {
+            return format!(
+                "expected one of {}, found {found:?}",
+                quoted(&listed(expected))
+            );
+        }
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            return format!("expected {expected}, found {found}");
+        }
+    }
+    message.to_string()
+}
+
+/// The field names of a struct, as its `Deserialize` impl declares them.
+fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> de::Deserializer<'de> for Fields<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("fields recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_keys_come_from_the_struct() {
+        let keys = top_level_keys();
+        for k in [
+            "job",
+            "workers",
+            "source",
+            "sink",
+            "dead_letter",
+            "pipeline",
+        ] {
+            assert!(keys.contains(&k), "{k} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn serde_messages_are_explained() {
+        assert_eq!(
+            explain("unknown field `bukket`, expected one of `dir`, `path`"),
+            "unknown key; expected one of: dir, path"
+        );
+        assert_eq!(
+            explain("unknown variant `csv`, expected `json` or `text`"),
+            "expected one of \"json\", \"text\", found \"csv\""
+        );
+        assert_eq!(
+            explain("invalid type: integer `5`, expected a string"),
+            "expected a string, found integer `5`"
+        );
+    }
 }
