@@ -486,7 +486,21 @@ fn bad_type_keys_and_sections_name_their_paths() {
         "expected one of \"decoder\", \"sink\", found \"decode\"",
     );
     let e = errors(&BASE.replace("job = \"decoder\"\n", ""));
-    assert_one(&e, "job", "missing required key");
+    assert_one(
+        &e,
+        "job",
+        "missing required key (expected one of \"decoder\", \"sink\")",
+    );
+    let e = errors(&BASE.replace("dir = \"out\"\n", ""));
+    assert_one(&e, "sink.dir", "missing required key (expected a path)");
+    let e = errors(&BASE.replace("path = \"examples/data/*.ndjson\"\n", ""));
+    assert_one(
+        &e,
+        "source.path",
+        "missing required key (expected a string)",
+    );
+    let e = errors(&with("[pipeline]\nepoch = 5"));
+    assert_one(&e, "pipeline.epoch", "expected a table, found integer `5`");
 }
 
 /// A bare duration is seconds and a bare size is bytes, wherever it is written.

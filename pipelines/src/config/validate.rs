@@ -205,7 +205,11 @@ fn check_as<T: DeserializeOwned>(
             let mut at = path.clone();
             at.push(field.to_string());
             if !removed.contains(&at) {
-                errors.push(ConfigError::new(join(prefix, &at), "missing required key"));
+                let message = match expected_at::<T>(&value, &at) {
+                    Some(expected) => format!("missing required key (expected {expected})"),
+                    None => "missing required key".to_string(),
+                };
+                errors.push(ConfigError::new(join(prefix, &at), message));
             }
         } else {
             errors.push(ConfigError::new(join(prefix, &path), explain(&message)));
@@ -215,6 +219,44 @@ fn check_as<T: DeserializeOwned>(
             return None;
         }
         removed.push(path);
+    }
+}
+
+/// What `T` expects at `path`, learnt by putting values there that it refuses (an empty array,
+/// then an empty string for the names of an enum) and reading serde's complaint.
+fn expected_at<T: DeserializeOwned>(value: &Value, path: &[String]) -> Option<String> {
+    let complaint = |probe_value: Value| -> Option<String> {
+        let (last, parents) = path.split_last()?;
+        let mut probe = value.clone();
+        let mut at = &mut probe;
+        for key in parents {
+            at = at.get_mut(key.as_str())?;
+        }
+        at.as_table_mut()?.insert(last.clone(), probe_value);
+        let error = serde_path_to_error::deserialize::<_, T>(probe).err()?;
+        Some(error.into_inner().message().to_string())
+    };
+    let message = complaint(Value::Array(Vec::new()))?;
+    if let Some(expected) = message.strip_prefix("invalid type: sequence, expected ") {
+        if !expected.contains("variant") {
+            return Some(plain(expected).to_string());
+        }
+    }
+    let message = complaint(Value::String(String::new()))?;
+    let (_, expected) = message
+        .strip_prefix("unknown variant ``")?
+        .split_once("expected ")?;
+    Some(format!("one of {}", quoted(&listed(expected))))
+}
+
+/// Serde's names of types, as a config file calls them.
+fn plain(expected: &str) -> &str {
+    if expected.starts_with("struct ") || expected.starts_with("a map") {
+        "a table"
+    } else if expected == "path string" {
+        "a path"
+    } else {
+        expected
     }
 }
 
@@ -271,7 +313,7 @@ fn explain(message: &str) -> String {
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
         if let Some((found, expected)) = rest.split_once(", expected ") {
-            return format!("expected {expected}, found {found}");
+            return format!("expected {}, found {found}", plain(expected));
         }
     }
     message.to_string()
