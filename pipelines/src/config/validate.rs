@@ -4,9 +4,9 @@
 //!
 //! How: each section is deserialised with `serde_path_to_error`; on an error the offending key
 //! is recorded and removed from the tree, and the section is read again, until it reads or
-//! nothing more can be removed. Serde checks required keys after every present key, so only a
-//! second missing required key of one table can go unreported (no table has two today). A
-//! tagged section (`[source]`, `[sink]`, `[dead_letter]`) is read in two steps: its `type`
+//! nothing more can be removed. Serde checks required keys after every present key and names
+//! one at a time: a missing key is filled in with a simple value the type accepts (`""`, `1`,
+//! an enum's first name, ...) to hear of the next. A tagged section (`[source]`, `[sink]`, `[dead_letter]`) is read in two steps: its `type`
 //! picks the connector, then the rest of the table is that connector's struct, so errors keep
 //! their paths (serde's internally tagged enums would buffer the table and lose them).
 //! Validation reads files' metadata (`decoder.schemas` must exist) and nothing else.
@@ -108,10 +108,10 @@ pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
     }
 }
 
-fn quoted(values: &[&str]) -> String {
+fn quoted(values: &[impl AsRef<str>]) -> String {
     values
         .iter()
-        .map(|v| format!("\"{v}\""))
+        .map(|v| format!("\"{}\"", v.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -185,22 +185,14 @@ fn check_as<T: DeserializeOwned>(
 ) -> Option<T> {
     let mut removed: Vec<Vec<String>> = reported.to_vec();
     let mut failed = false;
-    loop {
-        let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+    // Each round removes a key or fills one in; the bound is a guard, never reached by a
+    // config a person wrote.
+    for _ in 0..1000 {
+        let (path, message) = match read::<T>(value.clone()) {
             Ok(v) => return (!failed).then_some(v),
             Err(e) => e,
         };
         failed = true;
-        let path: Vec<String> = error
-            .path()
-            .iter()
-            .filter_map(|s| match s {
-                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-                _ => None,
-            })
-            .collect();
-        let message = error.into_inner().message().to_string();
         if let Some(field) = between(&message, "missing field `", "`") {
             let mut at = path.clone();
             at.push(field.to_string());
@@ -211,6 +203,12 @@ fn check_as<T: DeserializeOwned>(
                 };
                 errors.push(ConfigError::new(join(prefix, &at), message));
             }
+            // Serde names one missing key at a time: fill this one in, to hear of the next.
+            if let Some(filled) = filled_in::<T>(&value, &at) {
+                value = filled;
+                removed.push(at);
+                continue;
+            }
         } else {
             errors.push(ConfigError::new(join(prefix, &path), explain(&message)));
         }
@@ -220,33 +218,94 @@ fn check_as<T: DeserializeOwned>(
         }
         removed.push(path);
     }
+    None
+}
+
+/// Reads `value` as `T`; an error is its key path and serde's message.
+fn read<T: DeserializeOwned>(value: Value) -> Result<T, (Vec<String>, String)> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
+        let path = error
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        (path, error.into_inner().message().to_string())
+    })
+}
+
+/// `value` with `new` at `path` (whose parent tables exist).
+fn with_value(value: &Value, path: &[String], new: Value) -> Option<Value> {
+    let (last, parents) = path.split_last()?;
+    let mut copy = value.clone();
+    let mut at = &mut copy;
+    for key in parents {
+        at = at.get_mut(key.as_str())?;
+    }
+    at.as_table_mut()?.insert(last.clone(), new);
+    Some(copy)
+}
+
+/// Serde's complaint about `probe` at `path`, if it has one there.
+fn complaint_at<T: DeserializeOwned>(
+    value: &Value,
+    path: &[String],
+    probe: Value,
+) -> Option<String> {
+    match read::<T>(with_value(value, path, probe)?) {
+        Err((at, message)) if at == path => Some(message),
+        _ => None,
+    }
 }
 
 /// What `T` expects at `path`, learnt by putting values there that it refuses (an empty array,
 /// then an empty string for the names of an enum) and reading serde's complaint.
 fn expected_at<T: DeserializeOwned>(value: &Value, path: &[String]) -> Option<String> {
-    let complaint = |probe_value: Value| -> Option<String> {
-        let (last, parents) = path.split_last()?;
-        let mut probe = value.clone();
-        let mut at = &mut probe;
-        for key in parents {
-            at = at.get_mut(key.as_str())?;
-        }
-        at.as_table_mut()?.insert(last.clone(), probe_value);
-        let error = serde_path_to_error::deserialize::<_, T>(probe).err()?;
-        Some(error.into_inner().message().to_string())
-    };
-    let message = complaint(Value::Array(Vec::new()))?;
+    let message = complaint_at::<T>(value, path, Value::Array(Vec::new()))?;
     if let Some(expected) = message.strip_prefix("invalid type: sequence, expected ") {
         if !expected.contains("variant") {
             return Some(plain(expected).to_string());
         }
     }
-    let message = complaint(Value::String(String::new()))?;
+    Some(format!(
+        "one of {}",
+        quoted(&variants_at::<T>(value, path)?)
+    ))
+}
+
+/// The names an enum at `path` takes.
+fn variants_at<T: DeserializeOwned>(value: &Value, path: &[String]) -> Option<Vec<String>> {
+    let message = complaint_at::<T>(value, path, Value::String(String::new()))?;
     let (_, expected) = message
         .strip_prefix("unknown variant ``")?
         .split_once("expected ")?;
-    Some(format!("one of {}", quoted(&listed(expected))))
+    Some(listed(expected).into_iter().map(String::from).collect())
+}
+
+/// `value` with some value `T` accepts at `path`, if one of a few simple ones is.
+fn filled_in<T: DeserializeOwned>(value: &Value, path: &[String]) -> Option<Value> {
+    let variant = variants_at::<T>(value, path)
+        .and_then(|v| v.into_iter().next())
+        .map(Value::String);
+    [
+        Value::String(String::new()),
+        Value::Integer(1),
+        Value::Boolean(true),
+        Value::Table(toml::Table::new()),
+        Value::Array(Vec::new()),
+    ]
+    .into_iter()
+    .chain(variant)
+    .find_map(|candidate| {
+        let filled = with_value(value, path, candidate)?;
+        match read::<T>(filled.clone()) {
+            Err((at, _)) if at == path => None,
+            _ => Some(filled),
+        }
+    })
 }
 
 /// Serde's names of types, as a config file calls them.
@@ -369,6 +428,54 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} in {keys:?}");
         }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Two {
+        name: String,
+        kind: super::super::JobKind,
+        count: u32,
+        #[serde(default)]
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        flag: bool,
+    }
+
+    fn check_text(text: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        let value = Value::Table(toml::from_str(text).unwrap());
+        assert!(check_as::<Two>(value, "t", &[], &mut errors).is_none());
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn every_missing_and_bad_key_of_a_table_is_reported() {
+        assert_eq!(
+            check_text("extra = 1"),
+            [
+                "`t.extra`: unknown key; expected one of: name, kind, count, inner",
+                "`t.name`: missing required key (expected a string)",
+                "`t.kind`: missing required key (expected one of \"decoder\", \"sink\")",
+                "`t.count`: missing required key (expected u32)",
+            ]
+        );
+        assert_eq!(
+            check_text("name = 3\ncount = -1\ninner = { flag = \"yes\", other = 2 }"),
+            [
+                "`t.count`: invalid value: integer `-1`, expected u32",
+                "`t.inner.flag`: expected a boolean, found string \"yes\"",
+                "`t.inner.other`: unknown key; expected one of: flag",
+                "`t.name`: expected a string, found integer `3`",
+                "`t.kind`: missing required key (expected one of \"decoder\", \"sink\")",
+            ]
+        );
     }
 
     #[test]
