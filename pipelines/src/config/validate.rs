@@ -6,9 +6,12 @@
 //! is recorded and removed from the tree, and the section is read again, until it reads or
 //! nothing more can be removed. Serde checks required keys after every present key and names
 //! one at a time: a missing key is filled in with a simple value the type accepts (`""`, `1`,
-//! an enum's first name, ...) to hear of the next. A tagged section (`[source]`, `[sink]`, `[dead_letter]`) is read in two steps: its `type`
+//! an enum's first name, ...) to hear of the next.
+//!
+//! A tagged section (`[source]`, `[sink]`, `[dead_letter]`) is read in two steps: its `type`
 //! picks the connector, then the rest of the table is that connector's struct, so errors keep
-//! their paths (serde's internally tagged enums would buffer the table and lose them).
+//! their paths (serde's internally tagged enums would buffer the table and lose them). The
+//! top level is read as `JobConfig<IgnoredAny, IgnoredAny>`, its sections taken as anything.
 //! Validation reads files' metadata (`decoder.schemas` must exist) and nothing else.
 
 use std::path::Path;
