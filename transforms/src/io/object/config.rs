@@ -358,6 +358,14 @@ mod tests {
         assert!(e.to_string().contains("unknown variant `file`"), "{e}");
     }
 
+    #[cfg(feature = "s3")]
+    #[test]
+    fn s3_options_refuse_unknown_keys() {
+        let e = toml::from_str::<super::super::S3Options>("bucket = \"b\"\nbukket = \"c\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `bukket`"), "{e}");
+    }
+
     #[test]
     fn check_creates_nothing_and_refuses_a_file_as_dir() {
         let tmp = tempfile::tempdir().unwrap();
