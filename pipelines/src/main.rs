@@ -26,6 +26,7 @@ Examples:
   sluice run job.toml --set sink.dir=/tmp/out --set workers=4
   SLUICE_SINK__BUCKET=telemetry sluice run examples/configs/decoder-s3.toml
   sluice validate job.toml
+  sluice validate --print job.toml --set pipeline.epoch.max_age=1
   sluice generate --count 2000 --seed 1 --error-rate 0.1 --output data.ndjson
   sluice bench --count 100000 --workers 2
 
@@ -77,6 +78,9 @@ enum Command {
         /// Override a key: `section.key=value` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Print the config as it will run (overrides and defaults applied) as TOML.
+        #[arg(long)]
+        print: bool,
     },
     /// Write realistic telemetry-like test submissions.
     Generate {
@@ -161,7 +165,7 @@ fn main() -> ExitCode {
             metrics_addr,
             no_progress,
         }),
-        Command::Validate { config, set } => validate(&config, &set),
+        Command::Validate { config, set, print } => validate(&config, &set, print),
         Command::Generate {
             count,
             seed,
@@ -211,10 +215,15 @@ fn config_exit(errors: ConfigErrors, path: &std::path::Path) -> Exit {
     )
 }
 
-fn validate(path: &std::path::Path, set: &[String]) -> Result<(), Exit> {
+fn validate(path: &std::path::Path, set: &[String], print: bool) -> Result<(), Exit> {
     let cfg = config::load(path, &overrides(set)).map_err(|e| config_exit(e, path))?;
-    Prepared::new(cfg).map_err(job_exit)?;
-    println!("{}: ok", path.display());
+    jobs::check(&cfg).map_err(job_exit)?;
+    if print {
+        let text = toml::to_string(&cfg).context("cannot print the config as TOML")?;
+        print!("{text}");
+    } else {
+        println!("{}: ok", path.display());
+    }
     Ok(())
 }
 
@@ -241,7 +250,7 @@ fn run(args: RunArgs) -> Result<(), Exit> {
     }
     let cfg =
         config::load(&args.config, &overrides(&set)).map_err(|e| config_exit(e, &args.config))?;
-    let bounded = matches!(cfg.source, config::SourceConfig::File { .. });
+    let bounded = matches!(cfg.source, config::SourceConfig::File(_));
     let prepared = Prepared::new(cfg).map_err(job_exit)?;
     let mut pipeline = prepared.pipeline();
     if let Some(((processes, process), hostfile)) = &args.cluster {

@@ -2,8 +2,12 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use sluice_pipelines::config::{self, ConfigErrors, Overrides, SinkConfig, SourceConfig};
+use sluice_pipelines::config::{
+    self, ConfigErrors, LocalSinkConfig, Overrides, SinkConfig, SourceConfig,
+};
+use sluice_pipelines::jobs;
 
 const BASE: &str = r#"
 job = "decoder"
@@ -48,7 +52,7 @@ fn base_config_is_valid() {
     std::env::set_current_dir(root()).unwrap();
     let job = config::parse_str(BASE, &Overrides::new()).unwrap();
     assert_eq!(job.workers, 1);
-    assert!(matches!(job.source, SourceConfig::File { .. }));
+    assert!(matches!(job.source, SourceConfig::File(_)));
 }
 
 #[test]
@@ -138,9 +142,9 @@ fn set_and_env_overrides_apply_before_checks() {
     let job = config::parse_str(BASE, &o).unwrap();
     assert_eq!(job.workers, 5, "--set wins over the environment");
     match job.sink {
-        SinkConfig::File { dir, batch, .. } => {
-            assert_eq!(dir, Path::new("/tmp/elsewhere"));
-            assert_eq!(batch.max_records, 10);
+        SinkConfig::File(c) => {
+            assert_eq!(c.dir, Path::new("/tmp/elsewhere"));
+            assert_eq!(c.batch.max_records, 10);
         }
         other => panic!("{other:?}"),
     }
@@ -175,7 +179,7 @@ fn sluice_variables_that_name_no_config_key_are_not_overrides() {
     );
     let job = config::parse_str(BASE, &o).expect("foreign SLUICE_ variables are no config error");
     match job.sink {
-        SinkConfig::File { batch, .. } => assert_eq!(batch.max_records, 10),
+        SinkConfig::File(c) => assert_eq!(c.batch.max_records, 10),
         other => panic!("{other:?}"),
     }
     // a key inside a known section is still checked: a typo there is an error
@@ -238,4 +242,349 @@ fn validate_command_lists_every_problem_and_exits_2() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+}
+
+#[test]
+fn every_example_config_round_trips_and_checks_without_touching_anything() {
+    std::env::set_current_dir(root()).unwrap();
+    for entry in std::fs::read_dir(root().join("examples/configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let mut job = config::load(&path, &Overrides::new()).unwrap();
+        let text = toml::to_string(&job).unwrap();
+        let back = config::parse_str(&text, &Overrides::new())
+            .unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+        assert_eq!(back, job, "{}:\n{text}", path.display());
+        // point local sinks at a directory that does not exist: checking must not create it
+        for sink in [&mut job.sink, &mut job.dead_letter] {
+            if let SinkConfig::File(c) = sink {
+                c.dir = out.clone();
+            }
+        }
+        jobs::check(&job).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            !out.exists(),
+            "{}: checking created {out:?}",
+            path.display()
+        );
+    }
+}
+
+/// One config error per key set to zero (or below): the key path and the range expected.
+#[test]
+fn zero_and_negative_bounds_are_config_errors() {
+    for (extra, key, expected) in [
+        (
+            "[pipeline]\nepoch = { max_records = 0 }",
+            "pipeline.epoch.max_records",
+            "expected an integer >= 1, found 0",
+        ),
+        (
+            "[pipeline]\nepoch = { max_bytes = 0 }",
+            "pipeline.epoch.max_bytes",
+            "expected a size above zero, found 0",
+        ),
+        (
+            "[pipeline]\nepoch = { max_age = 0 }",
+            "pipeline.epoch.max_age",
+            "expected a duration above zero, found 0",
+        ),
+        (
+            "[pipeline]\nepoch = { max_age = \"0ms\" }",
+            "pipeline.epoch.max_age",
+            "expected a duration above zero, found \"0ms\"",
+        ),
+        (
+            "[pipeline]\nin_flight = { max_epochs = 0 }",
+            "pipeline.in_flight.max_epochs",
+            "expected an integer >= 1, found 0",
+        ),
+        (
+            "[pipeline]\nin_flight = { max_bytes = \"0MB\" }",
+            "pipeline.in_flight.max_bytes",
+            "expected a size above zero, found \"0MB\"",
+        ),
+        (
+            "[pipeline]\nin_flight = { max_bytes = -1 }",
+            "pipeline.in_flight.max_bytes",
+            "expected a size like",
+        ),
+    ] {
+        let e = errors(&with(extra));
+        assert_one(&e, key, expected);
+        assert_eq!(e.0.len(), 1, "{extra}: {e}");
+    }
+    for (workers, expected) in [
+        ("workers = 0", "expected an integer >= 1, found 0"),
+        ("workers = -2", "expected an integer >= 1, found -2"),
+    ] {
+        let e = errors(&format!("{workers}\n{BASE}"));
+        assert_one(&e, "workers", expected);
+        assert_eq!(e.0.len(), 1, "{workers}: {e}");
+    }
+    for (batch, key, expected) in [
+        (
+            "max_records = 0",
+            "sink.batch.max_records",
+            "expected an integer >= 1, found 0",
+        ),
+        (
+            "max_bytes = 0",
+            "sink.batch.max_bytes",
+            "expected a size above zero",
+        ),
+        (
+            "max_age = 0",
+            "sink.batch.max_age",
+            "expected a duration above zero",
+        ),
+    ] {
+        let e = errors(&BASE.replace("[sink]\n", &format!("[sink]\nbatch = {{ {batch} }}\n")));
+        assert_one(&e, key, expected);
+        assert_eq!(e.0.len(), 1, "{batch}: {e}");
+    }
+    let e = errors(&BASE.replace(
+        "schemas = \"schemas/json\"",
+        "schemas = \"schemas/json\"\nmax_payload_bytes = 0",
+    ));
+    assert_one(
+        &e,
+        "decoder.max_payload_bytes",
+        "expected a size above zero",
+    );
+}
+
+/// One negative test per `deny_unknown_fields` struct a config file reaches.
+#[test]
+fn every_table_refuses_unknown_keys() {
+    let sink_job = |source: &str, sink: &str, extra: &str| {
+        let (top, extra) = if extra.contains('[') {
+            ("", extra)
+        } else {
+            (extra, "")
+        };
+        format!(
+            "job = \"sink\"\n{top}\n[source]\n{source}\n[sink]\n{sink}\n[dead_letter]\ntype = \"stderr\"\n{extra}"
+        )
+    };
+    let file_source = "type = \"file\"\npath = \"examples/data/*.ndjson\"";
+    let stdout = "type = \"stdout\"";
+    for (text, key) in [
+        (sink_job(file_source, stdout, "wrkers = 2"), "wrkers"),
+        (
+            sink_job(&format!("{file_source}\npaht = \"x\""), stdout, ""),
+            "source.paht",
+        ),
+        (
+            sink_job("type = \"stdin\"\npath = \"x\"", stdout, ""),
+            "source.path",
+        ),
+        (
+            sink_job(
+                file_source,
+                "type = \"file\"\ndir = \"o\"\nbukket = \"b\"",
+                "",
+            ),
+            "sink.bukket",
+        ),
+        (
+            sink_job(
+                file_source,
+                "type = \"s3\"\nbucket = \"b\"\ndir = \"o\"",
+                "",
+            ),
+            "sink.dir",
+        ),
+        (
+            sink_job(
+                file_source,
+                "type = \"s3\"\nbucket = \"b\"\naccess_key_id = \"k\"",
+                "",
+            ),
+            "sink.access_key_id",
+        ),
+        (
+            sink_job(file_source, "type = \"stdout\"\ndir = \"o\"", ""),
+            "sink.dir",
+        ),
+        (
+            sink_job(file_source, stdout, "").replace(
+                "[dead_letter]\ntype = \"stderr\"",
+                "[dead_letter]\ntype = \"stderr\"\ncompression = \"gzip\"",
+            ),
+            "dead_letter.compression",
+        ),
+        (
+            sink_job(
+                file_source,
+                "type = \"file\"\ndir = \"o\"\nbatch = { max_size = 1 }",
+                "",
+            ),
+            "sink.batch.max_size",
+        ),
+        (
+            sink_job(file_source, stdout, "[pipeline]\nstack_trace = false"),
+            "pipeline.stack_trace",
+        ),
+        (
+            sink_job(file_source, stdout, "[pipeline]\nepoch = { max_recs = 3 }"),
+            "pipeline.epoch.max_recs",
+        ),
+        (
+            sink_job(
+                file_source,
+                stdout,
+                "[pipeline]\nin_flight = { epochs = 3 }",
+            ),
+            "pipeline.in_flight.epochs",
+        ),
+        (
+            BASE.replace(
+                "schemas = \"schemas/json\"",
+                "schemas = \"schemas/json\"\nstrict = true",
+            ),
+            "decoder.strict",
+        ),
+    ] {
+        let e = errors(&text);
+        assert_one(&e, key, "unknown key; expected one of: ");
+        assert_eq!(e.0.len(), 1, "{text}\n{e}");
+    }
+}
+
+#[test]
+fn bad_type_keys_and_sections_name_their_paths() {
+    let e = errors(&BASE.replace("type = \"stderr\"", "format = \"json\""));
+    assert_one(
+        &e,
+        "dead_letter.type",
+        "missing required key (expected one of \"file\"",
+    );
+    let e = errors(&BASE.replace("type = \"stderr\"", "type = 3"));
+    assert_one(&e, "dead_letter.type", "found an integer");
+    let e = errors(&BASE.replace("type = \"stderr\"", "type = \"stdrr\""));
+    assert_one(
+        &e,
+        "dead_letter.type",
+        "expected one of \"file\", \"s3\", \"stdout\", \"stderr\", found \"stdrr\"",
+    );
+    let e = errors(&BASE.replace("dir = \"out\"", "dir = 7"));
+    assert_one(&e, "sink.dir", "found integer `7`");
+    assert_eq!(
+        e.0.len(),
+        1,
+        "a bad required key is not also reported missing: {e}"
+    );
+    let e = errors(&BASE.replace("job = \"decoder\"", "job = \"decode\""));
+    assert_one(
+        &e,
+        "job",
+        "expected one of \"decoder\", \"sink\", found \"decode\"",
+    );
+    let e = errors(&BASE.replace("job = \"decoder\"\n", ""));
+    assert_one(
+        &e,
+        "job",
+        "missing required key (expected one of \"decoder\", \"sink\")",
+    );
+    let e = errors(&BASE.replace("dir = \"out\"\n", ""));
+    assert_one(&e, "sink.dir", "missing required key (expected a path)");
+    let e = errors(&BASE.replace("path = \"examples/data/*.ndjson\"\n", ""));
+    assert_one(
+        &e,
+        "source.path",
+        "missing required key (expected a string)",
+    );
+    let e = errors(&with("[pipeline]\nepoch = 5"));
+    assert_one(&e, "pipeline.epoch", "expected a table, found integer `5`");
+}
+
+/// A bare duration is seconds and a bare size is bytes, wherever it is written.
+#[test]
+fn bare_numbers_are_seconds_and_bytes() {
+    std::env::set_current_dir(root()).unwrap();
+    // the CLI path: file, --set and environment overrides
+    let job = config::parse_str(
+        &with("[pipeline]\nepoch = { max_age = 2, max_bytes = 1000 }"),
+        &Overrides::new()
+            .env([("SLUICE_SINK__BATCH__MAX_AGE".into(), "7".into())])
+            .set("pipeline.in_flight.max_bytes=\"4096\"")
+            .set("decoder.max_payload_bytes=\"1.5\""),
+    )
+    .unwrap();
+    assert_eq!(job.pipeline.epoch.max_age, Some(Duration::from_secs(2)));
+    assert_eq!(job.pipeline.epoch.max_bytes, Some(1000));
+    assert_eq!(job.pipeline.in_flight.max_bytes, Some(4096));
+    assert_eq!(
+        job.decoder.unwrap().max_payload_bytes,
+        2,
+        "1.5 bytes round to 2"
+    );
+    match job.sink {
+        SinkConfig::File(c) => assert_eq!(c.batch.max_age, Duration::from_secs(7)),
+        other => panic!("{other:?}"),
+    }
+    // the Rust-level config struct of the connector, read on its own
+    let c: LocalSinkConfig =
+        toml::from_str("dir = \"d\"\nbatch = { max_age = 60, max_bytes = 100 }").unwrap();
+    assert_eq!(c.batch.max_age, Duration::from_secs(60));
+    assert_eq!(c.batch.max_bytes, 100);
+    // and the printed config says so
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(root())
+        .args([
+            "validate",
+            "--print",
+            "examples/configs/sink-local.toml",
+            "--set",
+            "sink.batch.max_age=5",
+            "--set",
+            "pipeline.epoch.max_bytes=\"2KB\"",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("max_age = \"5s\""), "{printed}");
+    assert!(printed.contains("max_bytes = 2000\n"), "{printed}");
+}
+
+#[test]
+fn validate_command_creates_no_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("new-dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(root())
+        .args(["validate", "examples/configs/decoder-local.toml", "--set"])
+        .arg(format!("sink.dir={}", new.display()))
+        .arg("--set")
+        .arg(format!("dead_letter.dir={}", new.display()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!new.exists(), "validate created {new:?}");
+    // a file where the directory should be is a setup error, found by validate
+    std::fs::write(&new, "x").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(root())
+        .args(["validate", "examples/configs/decoder-local.toml", "--set"])
+        .arg(format!("sink.dir={}", new.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
 }

@@ -14,21 +14,21 @@
 //! "#;
 //! let overrides = Overrides::new().set("sink.format=\"decoded\"");
 //! let job = config::parse_str(text, &overrides).unwrap();
-//! assert!(matches!(job.sink, SinkConfig::Stdout { format: config::OutputFormat::Decoded }));
+//! assert!(matches!(job.sink, SinkConfig::Stdout(s) if s.format == config::OutputFormat::Decoded));
 //!
 //! let errors = config::parse_str("job = \"decoder\"\nwrkers = 2", &Overrides::new()).unwrap_err();
 //! assert!(errors.to_string().contains("`wrkers`: unknown key"));
 //! ```
 
 mod model;
-mod units;
 mod validate;
 
 use std::fmt;
 use std::path::Path;
 
 pub use model::*;
-pub use units::{ByteSize, HumanDuration};
+/// The grammar of sizes and durations (a bare number is bytes or seconds).
+pub use sluice_transforms::io::units;
 
 /// One problem in a config, at a key path (`sink.batch.max_bytes`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl Overrides {
             .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.len() > ENV_PREFIX.len())
             .collect();
         found.sort();
-        let top: Vec<&str> = validate::top_level_keys().collect();
+        let top = validate::top_level_keys();
         for (name, value) in found {
             let key = name[ENV_PREFIX.len()..]
                 .to_ascii_lowercase()
@@ -208,7 +208,7 @@ pub fn parse_str(text: &str, overrides: &Overrides) -> Result<JobConfig, ConfigE
     })?;
     let mut errors = Vec::new();
     overrides.apply(&mut root, &mut errors);
-    validate::validate(&root, Path::new("."), &mut errors);
+    validate::validate(&root, &mut errors);
     if !errors.is_empty() {
         errors.sort_by(|a, b| a.key.cmp(&b.key));
         errors.dedup();

@@ -1,35 +1,46 @@
-//! The typed config of one job, deserialised after [`super::validate`] has checked the tree.
+//! The typed config of one job. Sources and sinks are the connectors' own config structs
+//! (`sluice_transforms::io::<name>::*Config`): this crate keeps no copy of their keys.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use sluice_transforms::io::file::FileSourceConfig;
 pub use sluice_transforms::io::format::{InputFormat, OutputFormat};
-pub use sluice_transforms::io::object::Compression;
+pub use sluice_transforms::io::object::{
+    BatchConfig, Compression, Credentials, LocalSinkConfig, S3SinkConfig,
+};
+pub use sluice_transforms::io::stdio::{StdinSourceConfig, StdioSinkConfig};
+use sluice_transforms::io::units;
 
-use super::units::{ByteSize, HumanDuration};
+use super::validate::{check_connector, Connector};
+use super::ConfigError;
 
 /// One job, as described by one TOML file.
-#[derive(Clone, Debug, Deserialize)]
+///
+/// `Src` and `Snk` are only ever changed by validation, which reads the top level with
+/// `serde::de::IgnoredAny` sections so that it can check each section on its own.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct JobConfig {
+pub struct JobConfig<Src = SourceConfig, Snk = SinkConfig> {
     /// Which named job runs: `decoder` or `sink`.
     pub job: JobKind,
-    /// Worker threads in this process.
-    #[serde(default = "default_workers")]
+    /// Worker threads in this process (at least 1).
+    #[serde(default = "default_workers", with = "units::count")]
     pub workers: usize,
-    /// Where records come from.
-    pub source: SourceConfig,
-    /// The decoder's settings (required by the `decoder` job, refused by the `sink` job).
-    #[serde(default)]
-    pub decoder: Option<DecoderConfig>,
-    /// Where records go.
-    pub sink: SinkConfig,
-    /// Where every dead letter goes, in dead-letter message form.
-    pub dead_letter: SinkConfig,
     /// Sink job only: gunzip gzipped payloads before writing them (`DecompressPayload`).
     #[serde(default)]
     pub decompress: bool,
+    /// Where records come from.
+    pub source: Src,
+    /// The decoder's settings (required by the `decoder` job, refused by the `sink` job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<DecoderConfig>,
+    /// Where records go.
+    pub sink: Snk,
+    /// Where every dead letter goes, in dead-letter message form.
+    pub dead_letter: Snk,
     /// Engine tuning: epochs and backpressure.
     #[serde(default)]
     pub pipeline: PipelineTuning,
@@ -60,188 +71,104 @@ pub fn default_workers() -> usize {
     1
 }
 
-/// A source, chosen by `type`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// Files matching a glob pattern, read once (a bounded input).
-    File {
-        /// A path or a glob pattern (`data/*.ndjson`).
-        path: String,
-        /// How the bytes are framed into messages.
-        #[serde(default = "default_input_format")]
-        format: InputFormat,
-    },
-    /// Standard input, read until it closes.
-    Stdin {
-        /// How the bytes are framed into messages.
-        #[serde(default = "default_input_format")]
-        format: InputFormat,
-    },
+/// Declares a tagged connector enum (`type = "<kind>"` picks the arm) and its [`Connector`]
+/// impl, from one line per arm, so that the arm is the only thing to add.
+macro_rules! connectors {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$arm_meta:meta])* $kind:literal => $arm:ident($config:ty), )+
+        }
+        planned = [$($planned:literal),* $(,)?];
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+        #[serde(tag = "type")]
+        pub enum $name {
+            $( $(#[$arm_meta])* #[serde(rename = $kind)] $arm($config), )+
+        }
+
+        impl $name {
+            /// The kind's name, as `type` spells it.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( $name::$arm(_) => $kind, )+
+                }
+            }
+        }
+
+        impl Connector for $name {
+            const KINDS: &'static [&'static str] = &[$($kind),+];
+            const PLANNED: &'static [&'static str] = &[$($planned),*];
+
+            fn check(
+                kind: &str,
+                table: toml::Table,
+                key: &str,
+                errors: &mut Vec<ConfigError>,
+            ) -> Option<Option<Self>> {
+                match kind {
+                    $( $kind => Some(check_connector::<$config>(table, key, errors).map($name::$arm)), )+
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-/// Sources read the gcp-ingestion ndjson envelope unless told otherwise.
-pub fn default_input_format() -> InputFormat {
-    InputFormat::Json
+connectors! {
+    /// A source, chosen by `type`; each arm holds its connector's own config struct.
+    ///
+    /// **Adding a connector** (source or sink) is: a folder `transforms/src/io/<name>/` with
+    /// the runtime and a `config.rs` struct (`#[serde(deny_unknown_fields)]`, a doc comment on
+    /// every field, named `default_*` functions), one arm here or in [`SinkConfig`] (`validate`
+    /// checks through it, and the compiler then points at the one match in `jobs` that builds
+    /// the runtime from it), and tests: the config's negative tests in its folder, an example
+    /// under `examples/configs/` (which `pipelines/tests/config.rs` parses, validates and
+    /// round-trips).
+    pub enum SourceConfig {
+        /// Files matching a glob pattern, read once (a bounded input).
+        "file" => File(FileSourceConfig),
+        /// Standard input, read until it closes.
+        "stdin" => Stdin(StdinSourceConfig),
+    }
+    planned = ["kafka", "pubsub", "memory"];
+}
+
+connectors! {
+    /// A sink, chosen by `type`; each arm holds its connector's own config struct. Adding
+    /// one: see [`SourceConfig`].
+    pub enum SinkConfig {
+        /// Whole objects (batches) written under a local directory.
+        "file" => File(LocalSinkConfig),
+        /// Whole objects (batches) written to an S3 (or S3-compatible) bucket.
+        "s3" => S3(S3SinkConfig),
+        /// One record per line on standard output.
+        "stdout" => Stdout(StdioSinkConfig),
+        /// One record per line on standard error.
+        "stderr" => Stderr(StdioSinkConfig),
+    }
+    planned = ["kafka", "pubsub", "bigquery", "memory"];
 }
 
 /// The decoder's settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecoderConfig {
-    /// The schema registry: a directory or a `.tar.gz`.
+    /// The schema registry: a directory or a `.tar.gz` (it must exist).
     pub schemas: PathBuf,
-    /// Larger decompressed payloads are dead letters (`LimitPayloadSize`).
-    #[serde(default = "default_max_payload_bytes")]
-    pub max_payload_bytes: ByteSize,
+    /// Larger decompressed payloads are dead letters (`LimitPayloadSize`): bytes or `"8MB"`.
+    #[serde(default = "default_max_payload_bytes", with = "units::size")]
+    pub max_payload_bytes: usize,
 }
 
 /// 8 MB, the edge's limit.
-pub fn default_max_payload_bytes() -> ByteSize {
-    ByteSize(8_000_000)
-}
-
-/// A sink, chosen by `type`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// Whole objects (batches) written under a local directory.
-    File {
-        /// The directory objects are written under.
-        dir: PathBuf,
-        /// The object key prefix inside `dir`, a template of `${attr}` / `${attr:-default}`.
-        #[serde(default)]
-        path: String,
-        /// How each record is written.
-        #[serde(default = "default_output_format")]
-        format: OutputFormat,
-        /// Object compression.
-        #[serde(default = "default_compression")]
-        compression: Compression,
-        /// When a batch becomes an object.
-        #[serde(default)]
-        batch: BatchConfig,
-    },
-    /// Whole objects (batches) written to an S3 (or S3-compatible) bucket.
-    S3 {
-        /// The bucket.
-        bucket: String,
-        /// The object key prefix, a template of `${attr}` / `${attr:-default}`.
-        #[serde(default)]
-        path: String,
-        /// A custom endpoint (MinIO, localstack); AWS when absent.
-        #[serde(default)]
-        endpoint: Option<String>,
-        /// The region; from `AWS_REGION` / `AWS_DEFAULT_REGION` when absent.
-        #[serde(default)]
-        region: Option<String>,
-        /// Where credentials come from: `env` (`AWS_ACCESS_KEY_ID`, ...), the default.
-        #[serde(default = "default_credentials")]
-        credentials: Credentials,
-        /// Allow a plain-http endpoint (tests against a local server).
-        #[serde(default)]
-        allow_http: bool,
-        /// How each record is written.
-        #[serde(default = "default_output_format")]
-        format: OutputFormat,
-        /// Object compression.
-        #[serde(default = "default_compression")]
-        compression: Compression,
-        /// When a batch becomes an object.
-        #[serde(default)]
-        batch: BatchConfig,
-    },
-    /// One record per line on standard output.
-    Stdout {
-        /// How each record is written.
-        #[serde(default = "default_output_format")]
-        format: OutputFormat,
-    },
-    /// One record per line on standard error.
-    Stderr {
-        /// How each record is written.
-        #[serde(default = "default_output_format")]
-        format: OutputFormat,
-    },
-}
-
-impl SinkConfig {
-    /// The kind's name (`file`, `s3`, `stdout`, `stderr`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SinkConfig::File { .. } => "file",
-            SinkConfig::S3 { .. } => "s3",
-            SinkConfig::Stdout { .. } => "stdout",
-            SinkConfig::Stderr { .. } => "stderr",
-        }
-    }
-}
-
-/// Records are written in the replayable envelope unless told otherwise.
-pub fn default_output_format() -> OutputFormat {
-    OutputFormat::Json
-}
-
-/// Objects are gzipped unless told otherwise.
-pub fn default_compression() -> Compression {
-    Compression::Gzip
-}
-
-/// Where S3 credentials come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Credentials {
-    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` and the usual chain.
-    Env,
-}
-
-/// Credentials come from the environment unless told otherwise.
-pub fn default_credentials() -> Credentials {
-    Credentials::Env
-}
-
-/// When a batch of records becomes an object: the first bound reached closes it.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchConfig {
-    /// Uncompressed bytes of a batch.
-    #[serde(default = "default_batch_max_bytes")]
-    pub max_bytes: ByteSize,
-    /// Records of a batch.
-    #[serde(default = "default_batch_max_records")]
-    pub max_records: u64,
-    /// Age of a batch.
-    #[serde(default = "default_batch_max_age")]
-    pub max_age: HumanDuration,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        BatchConfig {
-            max_bytes: default_batch_max_bytes(),
-            max_records: default_batch_max_records(),
-            max_age: default_batch_max_age(),
-        }
-    }
-}
-
-/// 100 MB of records, as the Hindsight loader wrote.
-pub fn default_batch_max_bytes() -> ByteSize {
-    ByteSize(100_000_000)
-}
-
-/// A million records.
-pub fn default_batch_max_records() -> u64 {
-    1_000_000
-}
-
-/// One minute.
-pub fn default_batch_max_age() -> HumanDuration {
-    HumanDuration(std::time::Duration::from_secs(60))
+pub fn default_max_payload_bytes() -> usize {
+    8_000_000
 }
 
 /// Engine tuning (see `sluice::EpochBounds`, `sluice::InFlightBounds`).
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineTuning {
     /// How sources cut epochs.
@@ -270,29 +197,49 @@ pub fn default_stack_traces() -> bool {
     true
 }
 
-/// Epoch bounds; absent keys keep the engine's defaults.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+/// Epoch bounds; absent keys keep the engine's defaults, set ones are above zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpochTuning {
     /// Records per epoch, per worker.
-    #[serde(default)]
-    pub max_records: Option<u64>,
-    /// Bytes per epoch, per worker.
-    #[serde(default)]
-    pub max_bytes: Option<ByteSize>,
-    /// Age of an epoch.
-    #[serde(default)]
-    pub max_age: Option<HumanDuration>,
+    #[serde(
+        default,
+        with = "units::option_count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_records: Option<usize>,
+    /// Bytes per epoch, per worker: bytes or `"1MB"`.
+    #[serde(
+        default,
+        with = "units::option_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_bytes: Option<usize>,
+    /// Age of an epoch: seconds or `"250ms"`.
+    #[serde(
+        default,
+        with = "units::option_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_age: Option<Duration>,
 }
 
-/// Backpressure bounds; absent keys keep the engine's defaults.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+/// Backpressure bounds; absent keys keep the engine's defaults, set ones are above zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InFlightTuning {
     /// Epochs read but not yet durably written, per worker.
-    #[serde(default)]
-    pub max_epochs: Option<u64>,
-    /// Bytes read but not yet durably written, per worker.
-    #[serde(default)]
-    pub max_bytes: Option<ByteSize>,
+    #[serde(
+        default,
+        with = "units::option_count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_epochs: Option<usize>,
+    /// Bytes read but not yet durably written, per worker: bytes or `"128MB"`.
+    #[serde(
+        default,
+        with = "units::option_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_bytes: Option<usize>,
 }

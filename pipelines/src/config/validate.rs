@@ -1,141 +1,122 @@
-//! The validation pass: walks the TOML tree against the known keys of every section and
-//! collects every problem, so `sluice validate` reports them all at once (serde alone stops at
-//! the first).
+//! The validation pass: checks the TOML tree through the typed config itself (the connectors'
+//! structs and the job's), collecting every problem with its key path, so `sluice validate`
+//! reports them all at once (serde alone stops at the first).
+//!
+//! How: each section is deserialised with `serde_path_to_error`; on an error the offending key
+//! is recorded and removed from the tree, and the section is read again, until it reads or
+//! nothing more can be removed. Serde checks required keys after every present key and names
+//! one at a time: a missing key is filled in with a simple value the type accepts (`""`, `1`,
+//! an enum's first name, ...) to hear of the next.
+//!
+//! A tagged section (`[source]`, `[sink]`, `[dead_letter]`) is read in two steps: its `type`
+//! picks the connector, then the rest of the table is that connector's struct, so errors keep
+//! their paths (serde's internally tagged enums would buffer the table and lose them). The
+//! top level is read as `JobConfig<IgnoredAny, IgnoredAny>`, its sections taken as anything.
+//! Validation reads files' metadata (`decoder.schemas` must exist) and nothing else.
 
 use std::path::Path;
 
+use serde::de::{self, DeserializeOwned, IgnoredAny, Visitor};
+use serde::Deserialize;
 use toml::Value;
 
-use super::units::{check_duration, check_size};
+use super::model::{JobConfig, SinkConfig, SourceConfig};
 use super::ConfigError;
-use sluice_transforms::io::object::PathTemplate;
 
-/// The type a key expects.
-#[derive(Clone, Copy)]
-enum Ty {
-    Str,
-    Bool,
-    /// An integer at least this large.
-    UInt(i64),
-    Size,
-    Duration,
-    Enum(&'static [&'static str]),
-    /// A path template for objects (`${attr}`, `${attr:-default}`).
-    Template,
-    /// An existing file or directory (the schema registry).
-    ExistingPath,
-    Table(&'static [Field]),
+/// A tagged config section: one struct per `type`.
+pub trait Connector: Sized {
+    /// The `type`s this build supports.
+    const KINDS: &'static [&'static str];
+    /// `type`s that are known but not in this build (a clearer error than "unknown").
+    const PLANNED: &'static [&'static str];
+
+    /// Checks `table` (without its `type` key) as the struct of `kind`, pushing every
+    /// problem; `None` when `kind` is not one of [`Connector::KINDS`], `Some(None)` when the
+    /// table has problems.
+    fn check(
+        kind: &str,
+        table: toml::Table,
+        key: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Option<Self>>;
 }
 
-#[derive(Clone, Copy)]
-struct Field {
-    key: &'static str,
-    ty: Ty,
-    required: bool,
+/// Checks a connector's table as its config struct `T`, every problem pushed with its path
+/// under `key`.
+pub fn check_connector<T: DeserializeOwned>(
+    table: toml::Table,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    check_as(Value::Table(table), key, &[], errors)
 }
 
-const fn opt(key: &'static str, ty: Ty) -> Field {
-    Field {
-        key,
-        ty,
-        required: false,
-    }
-}
-
-const fn req(key: &'static str, ty: Ty) -> Field {
-    Field {
-        key,
-        ty,
-        required: true,
-    }
-}
-
-const INPUT_FORMATS: &[&str] = &["json", "text", "heka"];
-const OUTPUT_FORMATS: &[&str] = &["decoded", "json", "text"];
-const COMPRESSIONS: &[&str] = &["gzip", "none"];
-
-const SOURCE_KINDS: &[(&str, &[Field])] = &[
-    (
-        "file",
-        &[req("path", Ty::Str), opt("format", Ty::Enum(INPUT_FORMATS))],
-    ),
-    ("stdin", &[opt("format", Ty::Enum(INPUT_FORMATS))]),
-];
-const SOURCE_UNSUPPORTED: &[&str] = &["kafka", "pubsub", "memory"];
-
-const BATCH: &[Field] = &[
-    opt("max_bytes", Ty::Size),
-    opt("max_records", Ty::UInt(1)),
-    opt("max_age", Ty::Duration),
-];
-
-const SINK_KINDS: &[(&str, &[Field])] = &[
-    (
-        "file",
-        &[
-            req("dir", Ty::Str),
-            opt("path", Ty::Template),
-            opt("format", Ty::Enum(OUTPUT_FORMATS)),
-            opt("compression", Ty::Enum(COMPRESSIONS)),
-            opt("batch", Ty::Table(BATCH)),
-        ],
-    ),
-    (
-        "s3",
-        &[
-            req("bucket", Ty::Str),
-            opt("path", Ty::Template),
-            opt("endpoint", Ty::Str),
-            opt("region", Ty::Str),
-            opt("credentials", Ty::Enum(&["env"])),
-            opt("allow_http", Ty::Bool),
-            opt("format", Ty::Enum(OUTPUT_FORMATS)),
-            opt("compression", Ty::Enum(COMPRESSIONS)),
-            opt("batch", Ty::Table(BATCH)),
-        ],
-    ),
-    ("stdout", &[opt("format", Ty::Enum(OUTPUT_FORMATS))]),
-    ("stderr", &[opt("format", Ty::Enum(OUTPUT_FORMATS))]),
-];
-const SINK_UNSUPPORTED: &[&str] = &["kafka", "pubsub", "bigquery", "memory"];
-
-const DECODER: &[Field] = &[
-    req("schemas", Ty::ExistingPath),
-    opt("max_payload_bytes", Ty::Size),
-];
-
-const PIPELINE: &[Field] = &[
-    opt(
-        "epoch",
-        Ty::Table(&[
-            opt("max_records", Ty::UInt(1)),
-            opt("max_bytes", Ty::Size),
-            opt("max_age", Ty::Duration),
-        ]),
-    ),
-    opt(
-        "in_flight",
-        Ty::Table(&[opt("max_epochs", Ty::UInt(1)), opt("max_bytes", Ty::Size)]),
-    ),
-    opt("stack_traces", Ty::Bool),
-];
-
-/// Top-level keys other than the tagged sections, which are walked by hand.
-const TOP: &[Field] = &[
-    req("job", Ty::Enum(&["decoder", "sink"])),
-    opt("workers", Ty::UInt(1)),
-    opt("decompress", Ty::Bool),
-    opt("decoder", Ty::Table(DECODER)),
-    opt("pipeline", Ty::Table(PIPELINE)),
-];
 const TAGGED: &[&str] = &["source", "sink", "dead_letter"];
 
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}.{key}")
+/// The top level, its sections taken as anything: they are checked on their own.
+type TopLevel = JobConfig<IgnoredAny, IgnoredAny>;
+
+/// The keys a config file may have at its top level (sections included).
+pub(super) fn top_level_keys() -> &'static [&'static str] {
+    struct_fields::<TopLevel>()
+}
+
+/// Checks the whole tree; relative paths are relative to the working directory, like every
+/// CLI's.
+pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
+    // Missing sections are reported below, with the kinds they may have.
+    let missing: Vec<Vec<String>> = TAGGED.iter().map(|s| vec![s.to_string()]).collect();
+    check_as::<TopLevel>(Value::Table(root.clone()), "", &missing, errors);
+    check_tagged::<SourceConfig>(root, "source", errors);
+    check_tagged::<SinkConfig>(root, "sink", errors);
+    check_tagged::<SinkConfig>(root, "dead_letter", errors);
+
+    // Rules across keys.
+    match root.get("job").and_then(Value::as_str) {
+        Some("decoder") => {
+            if !root.contains_key("decoder") {
+                errors.push(ConfigError::new(
+                    "decoder",
+                    "missing required section `[decoder]` for job = \"decoder\" (it needs at least `schemas`)",
+                ));
+            }
+            if root.get("decompress").and_then(Value::as_bool) == Some(true) {
+                errors.push(ConfigError::new(
+                    "decompress",
+                    "only the sink job takes `decompress` (the decoder always decompresses)",
+                ));
+            }
+        }
+        Some("sink") if root.contains_key("decoder") => errors.push(ConfigError::new(
+            "decoder",
+            "the sink job does not decode: remove `[decoder]` or set job = \"decoder\"",
+        )),
+        _ => {}
     }
+    if let Some(Value::String(s)) = root.get("decoder").and_then(|d| d.get("schemas")) {
+        if !Path::new(s).exists() {
+            errors.push(ConfigError::new(
+                "decoder.schemas",
+                format!("schemas path {s:?} does not exist (expected a directory or a .tar.gz)"),
+            ));
+        }
+    }
+    if let Some(Value::String(f)) = root.get("dead_letter").and_then(|d| d.get("format")) {
+        if f != "json" {
+            errors.push(ConfigError::new(
+                "dead_letter.format",
+                format!("dead letters are written in the replayable `json` envelope (their error attributes would be lost), found {f:?}"),
+            ));
+        }
+    }
+}
+
+fn quoted(values: &[impl AsRef<str>]) -> String {
+    values
+        .iter()
+        .map(|v| format!("\"{}\"", v.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -150,212 +131,17 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// The keys a config file may have at its top level (sections included).
-pub(super) fn top_level_keys() -> impl Iterator<Item = &'static str> {
-    TOP.iter().map(|f| f.key).chain(TAGGED.iter().copied())
-}
-
-/// Checks the whole tree, relative paths resolved against `base` (the config file's directory
-/// is not used: paths are relative to the working directory, like every CLI).
-pub(super) fn validate(root: &toml::Table, base: &Path, errors: &mut Vec<ConfigError>) {
-    let known: Vec<&str> = TOP
-        .iter()
-        .map(|f| f.key)
-        .chain(TAGGED.iter().copied())
-        .collect();
-    check_unknown(root, "", &known, errors);
-    check_fields(root, "", TOP, base, errors);
-    check_tagged(
-        root,
-        "source",
-        SOURCE_KINDS,
-        SOURCE_UNSUPPORTED,
-        base,
-        errors,
-    );
-    check_tagged(root, "sink", SINK_KINDS, SINK_UNSUPPORTED, base, errors);
-    check_tagged(
-        root,
-        "dead_letter",
-        SINK_KINDS,
-        SINK_UNSUPPORTED,
-        base,
-        errors,
-    );
-
-    // Rules across sections.
-    match root.get("job").and_then(Value::as_str) {
-        Some("decoder") => {
-            if !root.contains_key("decoder") {
-                errors.push(ConfigError::new(
-                    "decoder",
-                    "missing required section `[decoder]` for job = \"decoder\" (it needs at least `schemas`)",
-                ));
-            }
-            if root.contains_key("decompress") {
-                errors.push(ConfigError::new(
-                    "decompress",
-                    "only the sink job takes `decompress` (the decoder always decompresses)",
-                ));
-            }
-        }
-        Some("sink") if root.contains_key("decoder") => errors.push(ConfigError::new(
-            "decoder",
-            "the sink job does not decode: remove `[decoder]` or set job = \"decoder\"",
-        )),
-        _ => {}
-    }
-    if let Some(Value::Table(dl)) = root.get("dead_letter") {
-        if let Some(Value::String(f)) = dl.get("format") {
-            if f != "json" {
-                errors.push(ConfigError::new(
-                    "dead_letter.format",
-                    format!("dead letters are written in the replayable `json` envelope (their error attributes would be lost), found {f:?}"),
-                ));
-            }
-        }
-    }
-}
-
-fn check_unknown(table: &toml::Table, prefix: &str, known: &[&str], errors: &mut Vec<ConfigError>) {
-    for key in table.keys() {
-        if !known.contains(&key.as_str()) {
-            errors.push(ConfigError::new(
-                join(prefix, key),
-                format!("unknown key; expected one of: {}", known.join(", ")),
-            ));
-        }
-    }
-}
-
-fn check_fields(
-    table: &toml::Table,
-    prefix: &str,
-    fields: &[Field],
-    base: &Path,
-    errors: &mut Vec<ConfigError>,
-) {
-    for f in fields {
-        let path = join(prefix, f.key);
-        match table.get(f.key) {
-            None if f.required => errors.push(ConfigError::new(
-                path,
-                format!("missing required key (expected {})", describe(f.ty)),
-            )),
-            None => {}
-            Some(v) => check_value(v, &path, f.ty, base, errors),
-        }
-    }
-}
-
-fn describe(ty: Ty) -> String {
-    match ty {
-        Ty::Str => "a string".into(),
-        Ty::Bool => "true or false".into(),
-        Ty::UInt(min) => format!("an integer >= {min}"),
-        Ty::Size => super::units::SIZE_EXPECTED.into(),
-        Ty::Duration => super::units::DURATION_EXPECTED.into(),
-        Ty::Enum(values) => format!("one of {}", quoted(values)),
-        Ty::Template => {
-            "a path template like \"${document_type}/${submission_date:-unknown}/\"".into()
-        }
-        Ty::ExistingPath => "the path of an existing directory or .tar.gz".into(),
-        Ty::Table(_) => "a table".into(),
-    }
-}
-
-fn quoted(values: &[&str]) -> String {
-    values
-        .iter()
-        .map(|v| format!("\"{v}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn check_value(v: &Value, path: &str, ty: Ty, base: &Path, errors: &mut Vec<ConfigError>) {
-    let mismatch = |errors: &mut Vec<ConfigError>| {
-        errors.push(ConfigError::new(
-            path,
-            format!("expected {}, found {}", describe(ty), type_name(v)),
-        ))
-    };
-    match (ty, v) {
-        (Ty::Str, Value::String(_)) | (Ty::Bool, Value::Boolean(_)) => {}
-        (Ty::UInt(min), Value::Integer(n)) => {
-            if *n < min {
-                errors.push(ConfigError::new(
-                    path,
-                    format!("expected {}, found {n}", describe(ty)),
-                ));
-            }
-        }
-        (Ty::Size, _) => {
-            if let Err(e) = check_size(v) {
-                errors.push(ConfigError::new(path, e));
-            }
-        }
-        (Ty::Duration, _) => {
-            if let Err(e) = check_duration(v) {
-                errors.push(ConfigError::new(path, e));
-            }
-        }
-        (Ty::Enum(values), Value::String(s)) => {
-            if !values.contains(&s.as_str()) {
-                errors.push(ConfigError::new(
-                    path,
-                    format!("expected one of {}, found {s:?}", quoted(values)),
-                ));
-            }
-        }
-        (Ty::Template, Value::String(s)) => {
-            if let Err(e) = PathTemplate::parse(s) {
-                errors.push(ConfigError::new(
-                    path,
-                    format!("bad path template {s:?}: {e}"),
-                ));
-            }
-        }
-        (Ty::ExistingPath, Value::String(s)) => {
-            let p = base.join(s);
-            if !p.exists() {
-                errors.push(ConfigError::new(
-                    path,
-                    format!(
-                        "schemas path {s:?} does not exist (expected a directory or a .tar.gz)"
-                    ),
-                ));
-            }
-        }
-        (Ty::Table(fields), Value::Table(t)) => {
-            let known: Vec<&str> = fields.iter().map(|f| f.key).collect();
-            check_unknown(t, path, &known, errors);
-            check_fields(t, path, fields, base, errors);
-        }
-        _ => mismatch(errors),
-    }
-}
-
-fn check_tagged(
-    root: &toml::Table,
-    section: &str,
-    kinds: &[(&str, &[Field])],
-    unsupported: &[&str],
-    base: &Path,
-    errors: &mut Vec<ConfigError>,
-) {
-    let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
-    let table = match root.get(section) {
+fn check_tagged<C: Connector>(root: &toml::Table, section: &str, errors: &mut Vec<ConfigError>) {
+    let kinds = quoted(C::KINDS);
+    let mut table = match root.get(section) {
         None => {
             errors.push(ConfigError::new(
                 section,
-                format!(
-                    "missing required section `[{section}]` (with `type` one of {})",
-                    quoted(&names)
-                ),
+                format!("missing required section `[{section}]` (with `type` one of {kinds})"),
             ));
             return;
         }
-        Some(Value::Table(t)) => t,
+        Some(Value::Table(t)) => t.clone(),
         Some(other) => {
             errors.push(ConfigError::new(
                 section,
@@ -364,42 +150,350 @@ fn check_tagged(
             return;
         }
     };
-    let type_path = join(section, "type");
-    let kind = match table.get("type") {
+    let type_key = format!("{section}.type");
+    let kind = match table.remove("type") {
+        Some(Value::String(s)) => s,
         None => {
             errors.push(ConfigError::new(
-                type_path,
-                format!("missing required key (expected one of {})", quoted(&names)),
+                type_key,
+                format!("missing required key (expected one of {kinds})"),
             ));
             return;
         }
-        Some(Value::String(s)) => s.as_str(),
         Some(other) => {
             errors.push(ConfigError::new(
-                type_path,
-                format!(
-                    "expected one of {}, found {}",
-                    quoted(&names),
-                    type_name(other)
-                ),
+                type_key,
+                format!("expected one of {kinds}, found {}", type_name(&other)),
             ));
             return;
         }
     };
-    let Some((_, fields)) = kinds.iter().find(|(k, _)| *k == kind) else {
-        let message = if unsupported.contains(&kind) {
-            format!(
-                "{section} type {kind:?} is not supported by this build (supported: {})",
-                quoted(&names)
-            )
+    if C::check(&kind, table, section, errors).is_none() {
+        let message = if C::PLANNED.contains(&kind.as_str()) {
+            format!("{section} type {kind:?} is not supported by this build (supported: {kinds})")
         } else {
-            format!("expected one of {}, found {kind:?}", quoted(&names))
+            format!("expected one of {kinds}, found {kind:?}")
         };
-        errors.push(ConfigError::new(type_path, message));
-        return;
+        errors.push(ConfigError::new(type_key, message));
+    }
+}
+
+/// Reads `value` as `T`, pushing every problem found (see the module docs); `Some` only when
+/// there was none. Missing keys at the paths in `reported` are left to the caller.
+fn check_as<T: DeserializeOwned>(
+    mut value: Value,
+    prefix: &str,
+    reported: &[Vec<String>],
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let mut removed: Vec<Vec<String>> = reported.to_vec();
+    let mut failed = false;
+    // Each round removes a key or fills one in; the bound is a guard, never reached by a
+    // config a person wrote.
+    for _ in 0..1000 {
+        let (path, message) = match read::<T>(value.clone()) {
+            Ok(v) => return (!failed).then_some(v),
+            Err(e) => e,
+        };
+        failed = true;
+        if let Some(field) = between(&message, "missing field `", "`") {
+            let mut at = path.clone();
+            at.push(field.to_string());
+            if !removed.contains(&at) {
+                let message = match expected_at::<T>(&value, &at) {
+                    Some(expected) => format!("missing required key (expected {expected})"),
+                    None => "missing required key".to_string(),
+                };
+                errors.push(ConfigError::new(join(prefix, &at), message));
+            }
+            // Serde names one missing key at a time: fill this one in, to hear of the next.
+            if let Some(filled) = filled_in::<T>(&value, &at) {
+                value = filled;
+                removed.push(at);
+                continue;
+            }
+        } else {
+            errors.push(ConfigError::new(join(prefix, &path), explain(&message)));
+        }
+        // Go on without the bad key (or the table missing a key), if it can be removed.
+        if path.is_empty() || !remove(&mut value, &path) {
+            return None;
+        }
+        removed.push(path);
+    }
+    None
+}
+
+/// Reads `value` as `T`; an error is its key path and serde's message.
+fn read<T: DeserializeOwned>(value: Value) -> Result<T, (Vec<String>, String)> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
+        let path = error
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        (path, error.into_inner().message().to_string())
+    })
+}
+
+/// `value` with `new` at `path` (whose parent tables exist).
+fn with_value(value: &Value, path: &[String], new: Value) -> Option<Value> {
+    let (last, parents) = path.split_last()?;
+    let mut copy = value.clone();
+    let mut at = &mut copy;
+    for key in parents {
+        at = at.get_mut(key.as_str())?;
+    }
+    at.as_table_mut()?.insert(last.clone(), new);
+    Some(copy)
+}
+
+/// Serde's complaint about `probe` at `path`, if it has one there.
+fn complaint_at<T: DeserializeOwned>(
+    value: &Value,
+    path: &[String],
+    probe: Value,
+) -> Option<String> {
+    match read::<T>(with_value(value, path, probe)?) {
+        Err((at, message)) if at == path => Some(message),
+        _ => None,
+    }
+}
+
+/// What `T` expects at `path`, learnt by putting values there that it refuses (an empty array,
+/// then an empty string for the names of an enum) and reading serde's complaint.
+fn expected_at<T: DeserializeOwned>(value: &Value, path: &[String]) -> Option<String> {
+    let message = complaint_at::<T>(value, path, Value::Array(Vec::new()))?;
+    if let Some(expected) = message.strip_prefix("invalid type: sequence, expected ") {
+        if !expected.contains("variant") {
+            return Some(plain(expected).to_string());
+        }
+    }
+    Some(format!(
+        "one of {}",
+        quoted(&variants_at::<T>(value, path)?)
+    ))
+}
+
+/// The names an enum at `path` takes.
+fn variants_at<T: DeserializeOwned>(value: &Value, path: &[String]) -> Option<Vec<String>> {
+    let message = complaint_at::<T>(value, path, Value::String(String::new()))?;
+    let (_, expected) = message
+        .strip_prefix("unknown variant ``")?
+        .split_once("expected ")?;
+    Some(listed(expected).into_iter().map(String::from).collect())
+}
+
+/// `value` with some value `T` accepts at `path`, if one of a few simple ones is.
+fn filled_in<T: DeserializeOwned>(value: &Value, path: &[String]) -> Option<Value> {
+    let variant = variants_at::<T>(value, path)
+        .and_then(|v| v.into_iter().next())
+        .map(Value::String);
+    [
+        Value::String(String::new()),
+        Value::Integer(1),
+        Value::Boolean(true),
+        Value::Table(toml::Table::new()),
+        Value::Array(Vec::new()),
+    ]
+    .into_iter()
+    .chain(variant)
+    .find_map(|candidate| {
+        let filled = with_value(value, path, candidate)?;
+        match read::<T>(filled.clone()) {
+            Err((at, _)) if at == path => None,
+            _ => Some(filled),
+        }
+    })
+}
+
+/// Serde's names of types, as a config file calls them.
+fn plain(expected: &str) -> &str {
+    if expected.starts_with("struct ") || expected.starts_with("a map") {
+        "a table"
+    } else if expected == "path string" {
+        "a path"
+    } else {
+        expected
+    }
+}
+
+fn join(prefix: &str, path: &[String]) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    if !prefix.is_empty() {
+        parts.push(prefix);
+    }
+    parts.extend(path.iter().map(String::as_str));
+    parts.join(".")
+}
+
+fn remove(value: &mut Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
     };
-    let mut known: Vec<&str> = fields.iter().map(|f| f.key).collect();
-    known.push("type");
-    check_unknown(table, section, &known, errors);
-    check_fields(table, section, fields, base, errors);
+    let mut at = value;
+    for key in parents {
+        match at.get_mut(key.as_str()) {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    at.as_table_mut()
+        .is_some_and(|t| t.remove(last.as_str()).is_some())
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = text.strip_prefix(start)?;
+    rest.find(end).map(|i| &rest[..i])
+}
+
+/// The names serde lists after `expected` (`` `a`, `b` or `c` ``).
+fn listed(expected: &str) -> Vec<&str> {
+    expected.split('`').skip(1).step_by(2).collect()
+}
+
+/// Serde's messages, said as the rest of the config errors say things.
+fn explain(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let expected = rest.split_once(", expected ").map_or("", |(_, e)| e);
+        return format!(
+            "unknown key; expected one of: {}",
+            listed(expected).join(", ")
+        );
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        if let Some((found, expected)) = rest.split_once("`, expected ") {
+            return format!(
+                "expected one of {}, found {found:?}",
+                quoted(&listed(expected))
+            );
+        }
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            return format!("expected {}, found {found}", plain(expected));
+        }
+    }
+    message.to_string()
+}
+
+/// The field names of a struct, as its `Deserialize` impl declares them.
+fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> de::Deserializer<'de> for Fields<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("fields recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_keys_come_from_the_struct() {
+        let keys = top_level_keys();
+        for k in [
+            "job",
+            "workers",
+            "source",
+            "sink",
+            "dead_letter",
+            "pipeline",
+        ] {
+            assert!(keys.contains(&k), "{k} in {keys:?}");
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Two {
+        name: String,
+        kind: super::super::JobKind,
+        count: u32,
+        #[serde(default)]
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        flag: bool,
+    }
+
+    fn check_text(text: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        let value = Value::Table(toml::from_str(text).unwrap());
+        assert!(check_as::<Two>(value, "t", &[], &mut errors).is_none());
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn every_missing_and_bad_key_of_a_table_is_reported() {
+        assert_eq!(
+            check_text("extra = 1"),
+            [
+                "`t.extra`: unknown key; expected one of: name, kind, count, inner",
+                "`t.name`: missing required key (expected a string)",
+                "`t.kind`: missing required key (expected one of \"decoder\", \"sink\")",
+                "`t.count`: missing required key (expected u32)",
+            ]
+        );
+        assert_eq!(
+            check_text("name = 3\ncount = -1\ninner = { flag = \"yes\", other = 2 }"),
+            [
+                "`t.count`: invalid value: integer `-1`, expected u32",
+                "`t.inner.flag`: expected a boolean, found string \"yes\"",
+                "`t.inner.other`: unknown key; expected one of: flag",
+                "`t.name`: expected a string, found integer `3`",
+                "`t.kind`: missing required key (expected one of \"decoder\", \"sink\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn serde_messages_are_explained() {
+        assert_eq!(
+            explain("unknown field `bukket`, expected one of `dir`, `path`"),
+            "unknown key; expected one of: dir, path"
+        );
+        assert_eq!(
+            explain("unknown variant `csv`, expected `json` or `text`"),
+            "expected one of \"json\", \"text\", found \"csv\""
+        );
+        assert_eq!(
+            explain("invalid type: integer `5`, expected a string"),
+            "expected a string, found integer `5`"
+        );
+    }
 }

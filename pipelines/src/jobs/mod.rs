@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use sluice::{
     BoxError, Counter, EpochBounds, InFlightBounds, Message, Metrics, Pipeline, PipelineBuilder,
@@ -18,10 +17,10 @@ use sluice::{
 use sluice_schemas::SchemaRegistry;
 use sluice_transforms::decode::{Decoder, DecompressPayload};
 use sluice_transforms::io::file::FileSource;
-use sluice_transforms::io::object::{BatchBounds, ObjectSink, PathTemplate, S3Options};
+use sluice_transforms::io::object::ObjectSink;
 use sluice_transforms::io::stdio::{StderrSink, StdinSource, StdoutSink};
 
-use crate::config::{BatchConfig, JobConfig, JobKind, PipelineTuning, SinkConfig, SourceConfig};
+use crate::config::{JobConfig, JobKind, PipelineTuning, SinkConfig, SourceConfig};
 
 /// The step name prefix of the per-document-type output counters (`Counter::StepOk`).
 pub const OUTPUT_COUNTER_PREFIX: &str = "output/";
@@ -95,69 +94,66 @@ impl Sink for AnySink {
     }
 }
 
-fn batch_bounds(b: &BatchConfig) -> BatchBounds {
-    BatchBounds {
-        max_bytes: b.max_bytes.0 as usize,
-        max_records: b.max_records as usize,
-        max_age: b.max_age.0,
-    }
-}
-
-/// Builds the sink a config section describes (cheap: connections open later, per worker).
+/// Builds the sink a config section describes (cheap: connections open later, per worker; a
+/// local directory is created here).
 pub fn sink_for(cfg: &SinkConfig) -> Result<AnySink, JobError> {
     let setup = |e: &dyn std::fmt::Display| JobError::Setup(format!("{} sink: {e}", cfg.kind()));
     Ok(match cfg {
-        SinkConfig::Stdout { format } => AnySink::Stdout(StdoutSink::new(*format)),
-        SinkConfig::Stderr { format } => AnySink::Stderr(StderrSink::new(*format)),
-        SinkConfig::File {
-            dir,
-            path,
-            format,
-            compression,
-            batch,
-        } => {
-            let template = PathTemplate::parse(path).map_err(|e| setup(&e))?;
-            let sink = ObjectSink::local(dir, template).map_err(|e| setup(&e))?;
-            AnySink::Objects(
-                sink.with_format(*format)
-                    .with_compression(*compression)
-                    .with_batch(batch_bounds(batch)),
-            )
-        }
-        SinkConfig::S3 {
-            bucket,
-            path,
-            endpoint,
-            region,
-            credentials: _,
-            allow_http,
-            format,
-            compression,
-            batch,
-        } => {
-            let template = PathTemplate::parse(path).map_err(|e| setup(&e))?;
-            let mut options = S3Options::new(bucket.clone());
-            options.endpoint = endpoint.clone();
-            options.region = region.clone();
-            options.allow_http = *allow_http;
-            let sink = ObjectSink::s3(&options, template).map_err(|e| setup(&e))?;
-            AnySink::Objects(
-                sink.with_format(*format)
-                    .with_compression(*compression)
-                    .with_batch(batch_bounds(batch)),
-            )
-        }
+        SinkConfig::Stdout(c) => AnySink::Stdout(c.stdout()),
+        SinkConfig::Stderr(c) => AnySink::Stderr(c.stderr()),
+        SinkConfig::File(c) => AnySink::Objects(c.sink().map_err(|e| setup(&e))?),
+        SinkConfig::S3(c) => AnySink::Objects(c.sink().map_err(|e| setup(&e))?),
     })
 }
 
-/// The source a config section describes.
-fn file_or_stdin(cfg: &SourceConfig) -> Source {
+/// Checks what [`sink_for`] would build, without creating or writing anything.
+fn check_sink(cfg: &SinkConfig) -> Result<(), JobError> {
     match cfg {
-        SourceConfig::File { path, format } => {
-            Source::File(FileSource::glob(path.clone(), *format))
-        }
-        SourceConfig::Stdin { format } => Source::Stdin(StdinSource::new(*format)),
+        SinkConfig::File(c) => c
+            .check()
+            .map_err(|e| JobError::Setup(format!("{} sink: {e}", cfg.kind()))),
+        _ => sink_for(cfg).map(drop),
     }
+}
+
+/// The source a config section describes.
+fn source_for(cfg: &SourceConfig) -> Source {
+    match cfg {
+        SourceConfig::File(c) => Source::File(c.source()),
+        SourceConfig::Stdin(c) => Source::Stdin(c.source()),
+    }
+}
+
+/// Checks, before any record is read and without creating or writing anything, what a
+/// config needs that a config file cannot say: input files match, sinks can be built (an
+/// output directory may not exist yet), schemas load. What `sluice validate` runs.
+pub fn check(config: &JobConfig) -> Result<(), JobError> {
+    resolve(&source_for(&config.source))?;
+    check_sink(&config.sink)?;
+    check_sink(&config.dead_letter)?;
+    registry_for(config)?;
+    Ok(())
+}
+
+fn resolve(source: &Source) -> Result<(), JobError> {
+    if let Source::File(files) = source {
+        files
+            .resolve()
+            .map_err(|e| JobError::Setup(format!("source.path: {e}")))?;
+    }
+    Ok(())
+}
+
+fn registry_for(config: &JobConfig) -> Result<Option<Arc<SchemaRegistry>>, JobError> {
+    Ok(match (&config.job, &config.decoder) {
+        (JobKind::Decoder, Some(d)) => Some(Arc::new(SchemaRegistry::load(&d.schemas).map_err(
+            |source| JobError::Schemas {
+                path: d.schemas.display().to_string(),
+                source,
+            },
+        )?)),
+        _ => None,
+    })
 }
 
 #[derive(Clone)]
@@ -177,25 +173,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Loads the schemas and checks that every connector the config names is in this build.
+    /// Loads the schemas, lists the input files and builds the sinks (creating local output
+    /// directories); [`check`] does the same without touching anything.
     pub fn new(config: JobConfig) -> Result<Self, JobError> {
-        let source = file_or_stdin(&config.source);
-        if let Source::File(files) = &source {
-            files
-                .resolve()
-                .map_err(|e| JobError::Setup(format!("source.path: {e}")))?;
-        }
+        let source = source_for(&config.source);
+        resolve(&source)?;
         let sink = sink_for(&config.sink)?;
         let dead_letter_sink = sink_for(&config.dead_letter)?;
-        let registry = match (&config.job, &config.decoder) {
-            (JobKind::Decoder, Some(d)) => Some(Arc::new(
-                SchemaRegistry::load(&d.schemas).map_err(|source| JobError::Schemas {
-                    path: d.schemas.display().to_string(),
-                    source,
-                })?,
-            )),
-            _ => None,
-        };
+        let registry = registry_for(&config)?;
         Ok(Prepared {
             config,
             registry,
@@ -244,22 +229,23 @@ impl Prepared {
 }
 
 fn tuned(mut pipeline: Pipeline, t: &PipelineTuning) -> Pipeline {
+    // A config read through serde has no zero bounds (they are config errors).
     let mut epoch = EpochBounds::default();
     if let Some(n) = t.epoch.max_records {
-        epoch.max_records = n as usize;
+        epoch.max_records = n;
     }
     if let Some(b) = t.epoch.max_bytes {
-        epoch.max_bytes = b.0 as usize;
+        epoch.max_bytes = b;
     }
     if let Some(d) = t.epoch.max_age {
-        epoch.max_age = d.0.max(Duration::from_millis(1));
+        epoch.max_age = d;
     }
     let mut in_flight = InFlightBounds::default();
     if let Some(n) = t.in_flight.max_epochs {
-        in_flight.max_epochs = n as usize;
+        in_flight.max_epochs = n;
     }
     if let Some(b) = t.in_flight.max_bytes {
-        in_flight.max_bytes = b.0 as usize;
+        in_flight.max_bytes = b;
     }
     pipeline = pipeline
         .epoch_bounds(epoch)
@@ -329,7 +315,7 @@ fn build(
         (JobKind::Decoder, Some(registry)) => {
             let mut decoder = Decoder::new(registry);
             if let Some(d) = &config.decoder {
-                decoder = decoder.with_max_payload_bytes(d.max_payload_bytes.0 as usize);
+                decoder = decoder.with_max_payload_bytes(d.max_payload_bytes);
             }
             input
                 .apply("decode", decoder)

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sluice::Message;
 
 /// How a message is written to a line-oriented output (stdout, files, objects).
@@ -26,7 +26,7 @@ use sluice::Message;
 /// );
 /// assert_eq!("json".parse::<OutputFormat>().unwrap(), OutputFormat::Json);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// The payload, a JSON document, one per line: what a decoder produced. Raw `\r`/`\n`
@@ -114,7 +114,7 @@ impl FromStr for OutputFormat {
 /// assert_eq!("heka".parse::<InputFormat>().unwrap(), InputFormat::Heka);
 /// assert!("xml".parse::<InputFormat>().is_err());
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InputFormat {
     /// One gcp-ingestion envelope per line (`Message::from_json_line`); blank lines are skipped.

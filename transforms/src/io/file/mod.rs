@@ -29,6 +29,7 @@
 //! assert_eq!(dl.source_position["input_line"], "2");
 //! ```
 
+mod config;
 mod reader;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -42,6 +43,7 @@ use sluice::{BoxError, Epoch, ReadState, ReadStatus, Source, SourceContext, Sour
 
 use crate::io::format::InputFormat;
 
+pub use config::FileSourceConfig;
 pub(crate) use reader::{decompressed, record_bytes};
 pub use reader::{Batch, ReadResult, RecordReader, DEFAULT_MAX_LINE_BYTES};
 

@@ -1,62 +1,160 @@
-//! The serde form of the object sink's settings, for the CLI's config file.
+//! The config of the object sink, as a job's config file spells it: `type = "file"` (a local
+//! directory, [`LocalSinkConfig`]) and `type = "s3"` ([`S3SinkConfig`]); both share the object
+//! settings of [`ObjectSinkConfig`].
 //!
-//! Sizes and durations accept plain numbers (bytes, milliseconds) or humane strings
-//! (`"100MB"`, `"64MiB"`, `"60s"`, `"500ms"`, `"5m"`); the Rust API itself takes `usize` and
-//! [`Duration`].
+//! Sizes and durations read as in [`crate::io::units`]: a bare number is bytes or seconds.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{BatchBounds, Compression, ObjectSinkError, OutputFormat};
+use super::{BatchBounds, Compression, ObjectSink, ObjectSinkError, OutputFormat, PathTemplate};
+use crate::io::units;
 
-/// Settings of an object sink, whatever the store (the store's own keys — directory, bucket —
-/// live beside these in the caller's config).
+/// The settings of an object sink whatever the store (the store's own keys, directory or
+/// bucket, are in [`LocalSinkConfig`] and [`S3SinkConfig`]).
 ///
 /// ```
 /// use sluice_transforms::io::object::ObjectSinkConfig;
 /// let c: ObjectSinkConfig = serde_json::from_str(
 ///     r#"{"path": "${document_type:-unknown}/", "compression": "none",
-///         "batch": {"max_bytes": "1MB", "max_age": "5s"}}"#,
+///         "batch": {"max_bytes": "1MB", "max_age": 5}}"#,
 /// ).unwrap();
 /// assert_eq!(c.batch.max_bytes, 1_000_000);
 /// assert_eq!(c.batch.max_age.as_secs(), 5);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectSinkConfig {
     /// Path template of object prefixes, e.g.
     /// `${document_namespace}/${document_type}/v${document_version}/${submission_date:-unknown}/`;
     /// every placeholder needs a default (`${attr:-default}`).
-    pub path: String,
+    #[serde(default = "default_path")]
+    pub path: PathTemplate,
     /// How records become lines: `decoded` (payload JSON), `json` (gcp-ingestion envelope,
     /// replayable) or `text` (raw payload).
-    #[serde(default)]
+    #[serde(default = "default_format")]
     pub format: OutputFormat,
     /// `gzip` or `none`.
-    #[serde(default)]
+    #[serde(default = "default_compression")]
     pub compression: Compression,
     /// When a batch becomes an object.
     #[serde(default)]
     pub batch: BatchConfig,
 }
 
-/// Batch bounds in config form; see [`BatchBounds`].
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// Objects of a local directory: `[sink] type = "file"`.
+///
+/// ```
+/// use sluice_transforms::io::object::LocalSinkConfig;
+/// let c: LocalSinkConfig = toml::from_str(r#"
+///     dir = "out"
+///     path = "${document_type:-unknown}/"
+///     batch = { max_records = 10, max_age = "250ms" }
+/// "#).unwrap();
+/// assert_eq!(c.dir.to_str(), Some("out"));
+/// assert_eq!(c.batch.max_age.as_millis(), 250);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSinkConfig {
+    /// The directory objects are written under; created when the sink runs (never by
+    /// `validate`).
+    pub dir: PathBuf,
+    /// The object key prefix inside `dir`: see [`ObjectSinkConfig::path`].
+    #[serde(default = "default_path")]
+    pub path: PathTemplate,
+    /// How records become lines: see [`ObjectSinkConfig::format`].
+    #[serde(default = "default_format")]
+    pub format: OutputFormat,
+    /// Object compression: see [`ObjectSinkConfig::compression`].
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    /// When a batch becomes an object.
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+/// Objects of an S3 (or S3-compatible) bucket: `[sink] type = "s3"`. Credentials are never in
+/// the config file: they come from the environment.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3SinkConfig {
+    /// The bucket.
+    pub bucket: String,
+    /// The object key prefix: see [`ObjectSinkConfig::path`].
+    #[serde(default = "default_path")]
+    pub path: PathTemplate,
+    /// A custom endpoint (MinIO, localstack, moto); AWS when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The region; from `AWS_REGION` / `AWS_DEFAULT_REGION` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Where credentials come from: `env` (`AWS_ACCESS_KEY_ID`, ..., then instance
+    /// credentials), the only choice today.
+    #[serde(default = "default_credentials")]
+    pub credentials: Credentials,
+    /// Allow a plain-http endpoint (tests against a local server).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// How records become lines: see [`ObjectSinkConfig::format`].
+    #[serde(default = "default_format")]
+    pub format: OutputFormat,
+    /// Object compression: see [`ObjectSinkConfig::compression`].
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    /// When a batch becomes an object.
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+/// Where S3 credentials come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Credentials {
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` and the usual chain.
+    Env,
+}
+
+/// When a batch of records becomes an object: the first bound reached closes it. Every bound
+/// is above zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Uncompressed bytes per object: a number of bytes or `"100MB"`, `"64MiB"`, ...
-    #[serde(default = "default_max_bytes", deserialize_with = "de_bytes")]
+    /// Uncompressed bytes of a batch: bytes or `"100MB"`, `"64 MiB"`, ...
+    #[serde(default = "default_max_bytes", with = "units::size")]
     pub max_bytes: usize,
-    /// Records per object.
-    #[serde(default = "default_max_records")]
+    /// Records of a batch.
+    #[serde(default = "default_max_records", with = "units::count")]
     pub max_records: usize,
-    /// Age of an open batch: milliseconds or `"60s"`, `"500ms"`, `"5m"`, `"1h"`.
-    #[serde(default = "default_max_age", deserialize_with = "de_duration")]
+    /// Age of an open batch: seconds or `"60s"`, `"500ms"`, `"5m"`, ...
+    #[serde(default = "default_max_age", with = "units::duration")]
     pub max_age: Duration,
 }
 
-/// 100 MB.
+/// An empty prefix: objects at the top of the directory or bucket.
+pub fn default_path() -> PathTemplate {
+    PathTemplate::parse("").expect("the empty template parses")
+}
+
+/// The replayable envelope, `json`.
+pub fn default_format() -> OutputFormat {
+    OutputFormat::Json
+}
+
+/// `gzip`.
+pub fn default_compression() -> Compression {
+    Compression::Gzip
+}
+
+/// `env`.
+pub fn default_credentials() -> Credentials {
+    Credentials::Env
+}
+
+/// 100 MB, as the Hindsight loader wrote.
 pub fn default_max_bytes() -> usize {
     BatchBounds::default().max_bytes
 }
@@ -82,7 +180,7 @@ impl Default for BatchConfig {
 }
 
 impl BatchConfig {
-    /// The bounds, or an error naming the key that is zero.
+    /// The bounds, or an error naming the key that is zero (a config read by serde has none).
     pub fn bounds(&self) -> Result<BatchBounds, ObjectSinkError> {
         for (key, zero) in [
             ("batch.max_bytes", self.max_bytes == 0),
@@ -103,86 +201,89 @@ impl BatchConfig {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumOrText {
-    Num(u64),
-    Text(String),
-}
-
-fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    match NumOrText::deserialize(d)? {
-        NumOrText::Num(n) => usize::try_from(n).map_err(serde::de::Error::custom),
-        NumOrText::Text(t) => parse_bytes(&t).map_err(serde::de::Error::custom),
-    }
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    match NumOrText::deserialize(d)? {
-        NumOrText::Num(n) => Ok(Duration::from_millis(n)),
-        NumOrText::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
-    }
-}
-
-fn split_unit(text: &str) -> (&str, &str) {
-    let t = text.trim();
-    let at = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    (t[..at].trim(), t[at..].trim())
-}
-
-/// Parses `"100MB"`, `"64 MiB"`, `"512k"`, `"1000"` (bytes). Decimal units are powers of 1000,
-/// `KiB`/`MiB`/`GiB` powers of 1024.
-pub fn parse_bytes(text: &str) -> Result<usize, String> {
-    let (num, unit) = split_unit(text);
-    let factor: f64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => {
-            return Err(format!(
-                "size `{text}`: unknown unit `{unit}` (B, KB, MB, GB, KiB, MiB, GiB)"
-            ))
+impl LocalSinkConfig {
+    /// The store-independent settings.
+    pub fn object(&self) -> ObjectSinkConfig {
+        ObjectSinkConfig {
+            path: self.path.clone(),
+            format: self.format,
+            compression: self.compression,
+            batch: self.batch,
         }
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("size `{text}`: expected a number with an optional unit"))?;
-    let bytes = (n * factor).round();
-    if !(0.0..=usize::MAX as f64).contains(&bytes) {
-        return Err(format!("size `{text}` is out of range"));
     }
-    Ok(bytes as usize)
+
+    /// Checks, without creating or writing anything, that the sink can be built: `dir` is a
+    /// directory or does not exist yet.
+    pub fn check(&self) -> Result<(), ObjectSinkError> {
+        self.batch.bounds()?;
+        match std::fs::metadata(&self.dir) {
+            Ok(m) if !m.is_dir() => Err(ObjectSinkError::Directory {
+                path: self.dir.display().to_string(),
+                source: std::sync::Arc::new(std::io::Error::other("not a directory")),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The sink; creates `dir` when missing.
+    pub fn sink(&self) -> Result<ObjectSink, ObjectSinkError> {
+        let sink = ObjectSink::local(&self.dir, self.path.clone())?;
+        configured(sink, &self.object())
+    }
 }
 
-/// Parses `"60s"`, `"500ms"`, `"5m"`, `"1h"`, `"1.5s"`; a bare number is milliseconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (num, unit) = split_unit(text);
-    let factor: f64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "ms" => 0.001,
-        "s" | "sec" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "duration `{text}`: unknown unit `{unit}` (ms, s, m, h)"
-            ))
+impl S3SinkConfig {
+    /// The store-independent settings.
+    pub fn object(&self) -> ObjectSinkConfig {
+        ObjectSinkConfig {
+            path: self.path.clone(),
+            format: self.format,
+            compression: self.compression,
+            batch: self.batch,
         }
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("duration `{text}`: expected a number with an optional unit"))?;
-    Duration::try_from_secs_f64(n * factor).map_err(|e| format!("duration `{text}`: {e}"))
+    }
+
+    /// The sink (no request is made until it writes).
+    #[cfg(feature = "s3")]
+    pub fn sink(&self) -> Result<ObjectSink, ObjectSinkError> {
+        let mut options = super::S3Options::new(self.bucket.clone());
+        options.endpoint = self.endpoint.clone();
+        options.region = self.region.clone();
+        options.allow_http = self.allow_http;
+        let sink = ObjectSink::s3(&options, self.path.clone())?;
+        configured(sink, &self.object())
+    }
+}
+
+fn configured(sink: ObjectSink, c: &ObjectSinkConfig) -> Result<ObjectSink, ObjectSinkError> {
+    Ok(sink
+        .with_format(c.format)
+        .with_compression(c.compression)
+        .with_batch(c.batch.bounds()?))
+}
+
+// A template is written and read as its text; a placeholder without a default is refused
+// where it is read, with the key's path.
+impl Serialize for PathTemplate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for PathTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        PathTemplate::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn local(text: &str) -> Result<LocalSinkConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
 
     #[test]
     fn parses_with_defaults() {
@@ -190,46 +291,93 @@ mod tests {
         assert_eq!(c.format, OutputFormat::Json);
         assert_eq!(c.compression, Compression::Gzip);
         assert_eq!(c.batch.bounds().unwrap(), BatchBounds::default());
+        let c = local("dir = \"d\"").unwrap();
+        assert_eq!(c.path.as_str(), "");
+        assert_eq!(c.object().batch, BatchConfig::default());
     }
 
     #[test]
-    fn accepts_numbers_and_humane_strings() {
+    fn bare_numbers_are_bytes_and_seconds() {
         let c: ObjectSinkConfig = serde_json::from_str(
-            r#"{"path": "x/", "format": "decoded", "batch": {"max_bytes": 1024, "max_records": 5, "max_age": 1500}}"#,
+            r#"{"path": "x/", "format": "decoded", "batch": {"max_bytes": 1024, "max_records": 5, "max_age": 15}}"#,
         )
         .unwrap();
         assert_eq!(c.format, OutputFormat::Decoded);
         assert_eq!(c.batch.max_bytes, 1024);
-        assert_eq!(c.batch.max_age, Duration::from_millis(1500));
-        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_bytes("1.5 KB").unwrap(), 1500);
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_bytes("12 parsecs")
-            .unwrap_err()
-            .contains("unknown unit"));
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(c.batch.max_age, Duration::from_secs(15));
+        let c = local("dir = \"d\"\nbatch = { max_age = \"15\", max_bytes = \"64MiB\" }").unwrap();
+        assert_eq!(c.batch.max_age, Duration::from_secs(15));
+        assert_eq!(c.batch.max_bytes, 64 << 20);
     }
 
     #[test]
-    fn unknown_keys_and_zero_bounds_are_errors() {
+    fn round_trips_through_toml() {
+        let c = local(
+            "dir = \"d\"\npath = \"${a:-x}/\"\nformat = \"text\"\ncompression = \"none\"\nbatch = { max_bytes = \"1KB\", max_records = 3, max_age = \"250ms\" }",
+        )
+        .unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(local(&text).unwrap(), c, "{text}");
+        let s: S3SinkConfig =
+            toml::from_str("bucket = \"b\"\nendpoint = \"http://127.0.0.1:1\"\nallow_http = true")
+                .unwrap();
+        let text = toml::to_string(&s).unwrap();
+        assert_eq!(toml::from_str::<S3SinkConfig>(&text).unwrap(), s, "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
         let e = serde_json::from_str::<ObjectSinkConfig>(r#"{"path": "x/", "bucket": "b"}"#)
             .unwrap_err();
         assert!(e.to_string().contains("unknown field `bucket`"), "{e}");
-        let e =
-            serde_json::from_str::<ObjectSinkConfig>(r#"{"path": "x/", "batch": {"max_size": 1}}"#)
-                .unwrap_err();
-        assert!(e.to_string().contains("unknown field `max_size`"), "{e}");
+        let e = local("dir = \"d\"\nbukket = \"x\"").unwrap_err();
+        assert!(e.contains("unknown field `bukket`"), "{e}");
+        let e = toml::from_str::<S3SinkConfig>("bucket = \"b\"\ndir = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("unknown field `dir`"), "{e}");
+        let e = local("dir = \"d\"\nbatch = { max_size = 1 }").unwrap_err();
+        assert!(e.contains("unknown field `max_size`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
         let e = serde_json::from_str::<ObjectSinkConfig>(r#"{"path": "x/", "format": "csv"}"#)
             .unwrap_err();
         assert!(e.to_string().contains("unknown variant `csv`"), "{e}");
-        let c: ObjectSinkConfig =
-            serde_json::from_str(r#"{"path": "x/", "batch": {"max_records": 0}}"#).unwrap();
+        let e = local("dir = \"d\"\npath = \"${a}/\"").unwrap_err();
+        assert!(e.contains("`${a}` without a default"), "{e}");
+        for (batch, needle) in [
+            ("max_records = 0", "expected an integer >= 1"),
+            ("max_bytes = 0", "above zero"),
+            ("max_age = \"0s\"", "above zero"),
+        ] {
+            let e = local(&format!("dir = \"d\"\nbatch = {{ {batch} }}")).unwrap_err();
+            assert!(e.contains(needle), "{batch}: {e}");
+        }
+        let e =
+            toml::from_str::<S3SinkConfig>("bucket = \"b\"\ncredentials = \"file\"").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `file`"), "{e}");
+    }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn s3_options_refuse_unknown_keys() {
+        let e = toml::from_str::<super::super::S3Options>("bucket = \"b\"\nbukket = \"c\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `bukket`"), "{e}");
+    }
+
+    #[test]
+    fn check_creates_nothing_and_refuses_a_file_as_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("new");
+        let c = local(&format!("dir = {:?}", dir.display().to_string())).unwrap();
+        c.check().unwrap();
+        assert!(!dir.exists());
+        std::fs::write(&dir, "x").unwrap();
         assert!(c
-            .batch
-            .bounds()
+            .check()
             .unwrap_err()
             .to_string()
-            .contains("batch.max_records"));
+            .contains("not a directory"));
     }
 }

@@ -3,10 +3,10 @@
 
 use std::io::Write;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Compression of whole objects.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Compression {

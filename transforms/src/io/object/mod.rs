@@ -44,7 +44,7 @@ use sluice::io::{Sink, SinkContext, SinkWriter};
 use sluice::{BoxError, Message};
 
 pub use crate::io::format::OutputFormat;
-pub use config::{parse_bytes, parse_duration, BatchConfig, ObjectSinkConfig};
+pub use config::{BatchConfig, Credentials, LocalSinkConfig, ObjectSinkConfig, S3SinkConfig};
 pub use format::Compression;
 #[cfg(feature = "s3")]
 pub use s3::S3Options;
@@ -231,8 +231,7 @@ impl ObjectSink {
         store: Arc<dyn ObjectStore>,
         config: &ObjectSinkConfig,
     ) -> Result<Self, ObjectSinkError> {
-        let template = PathTemplate::parse(&config.path)?;
-        Ok(ObjectSink::new(store, template)
+        Ok(ObjectSink::new(store, config.path.clone())
             .with_format(config.format)
             .with_compression(config.compression)
             .with_batch(config.batch.bounds()?))

@@ -7,6 +7,7 @@
 //! - [`StdoutSink`], [`StderrSink`] and [`WriterSink`] write one record per line in an
 //!   [`OutputFormat`] on a writer thread per worker; an epoch is durable once its lines are
 //!   written and flushed to the file descriptor.
+//! - [`StdinSourceConfig`] and [`StdioSinkConfig`] are their config-file form.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -22,6 +23,10 @@ use crate::io::file::{
     decompressed, record_bytes, ReadResult, RecordReader, DEFAULT_MAX_LINE_BYTES,
 };
 use crate::io::format::{InputFormat, OutputFormat};
+
+mod config;
+
+pub use config::{StdinSourceConfig, StdioSinkConfig};
 
 /// Records the stdin thread sends per chunk, and chunks it may have in flight.
 const CHUNK_RECORDS: usize = 256;
