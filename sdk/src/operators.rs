@@ -208,7 +208,12 @@ pub(crate) fn read<'s, S: Source>(
                 cap = None;
                 return;
             }
-            if book.in_flight.len() >= limits.max_epochs || book.in_flight_bytes >= limits.max_bytes
+            // Bytes are bounded twice: as read, per worker, and as the sinks hold them after every
+            // step (a gzipped payload counts decompressed), for the workers of this process.
+            let held_by_sinks = shared.metrics.held_bytes() as usize;
+            if book.in_flight.len() >= limits.max_epochs
+                || book.in_flight_bytes >= limits.max_bytes
+                || held_by_sinks >= limits.max_bytes.saturating_mul(shared.local_workers)
             {
                 // The watcher behind the probe wakes us when an epoch is done; meanwhile ask
                 // batching sinks to write what they hold, or nothing would ever be done.
@@ -303,10 +308,19 @@ pub(crate) enum OnReject<T> {
     RetryReduced(Box<dyn Fn(T) -> T>),
 }
 
+/// An epoch a sink is receiving: its capability, its records and the bytes they hold.
+struct Stashed<T> {
+    held: Capability<Epoch>,
+    records: Vec<T>,
+    bytes: u64,
+}
+
 /// One write in flight: the epoch's capability, held until the write is durable.
 struct Writing {
     held: Capability<Epoch>,
     records: usize,
+    /// Bytes of the records, counted in `Metrics::held_bytes` until the write resolves.
+    bytes: u64,
     retry: bool,
 }
 
@@ -329,6 +343,7 @@ impl<T: Send + 'static> Writes<T> {
         w: &mut dyn SinkWriter<T>,
         held: Capability<Epoch>,
         records: Vec<T>,
+        bytes: u64,
         retry: bool,
     ) {
         let id = self.next;
@@ -347,6 +362,7 @@ impl<T: Send + 'static> Writes<T> {
             Writing {
                 held,
                 records: n,
+                bytes,
                 retry,
             },
         );
@@ -394,7 +410,8 @@ pub(crate) fn write<'s, S: Sink>(
         // Holding these would keep the probe at epoch 0 forever.
         drop(initial_caps);
         let mut writer: Option<Box<dyn SinkWriter<S::Input>>> = None;
-        let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<S::Input>)> = BTreeMap::new();
+        // Per epoch: its capability, its records and the bytes they hold.
+        let mut stash: BTreeMap<Epoch, Stashed<S::Input>> = BTreeMap::new();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done<S::Input>>();
         let mut writes = Writes {
             writing: HashMap::new(),
@@ -437,11 +454,15 @@ pub(crate) fn write<'s, S: Sink>(
             let Some(w) = writer.as_mut() else { return };
             input.for_each(|cap, data| {
                 if let (Some(t), Some(held)) = (cap.least().copied(), cap.retain_least(0)) {
-                    stash
-                        .entry(t)
-                        .or_insert_with(|| (held, Vec::new()))
-                        .1
-                        .append(data);
+                    let bytes: u64 = data.iter().map(|r| held_bytes(r) as u64).sum();
+                    shared.metrics.add_held_bytes(bytes);
+                    let entry = stash.entry(t).or_insert_with(|| Stashed {
+                        held,
+                        records: Vec::new(),
+                        bytes: 0,
+                    });
+                    entry.records.append(data);
+                    entry.bytes += bytes;
                 }
             });
             let frontier = &frontiers[0];
@@ -449,13 +470,14 @@ pub(crate) fn write<'s, S: Sink>(
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
-                let (held, records) = entry.remove();
-                writes.start(w.as_mut(), held, records, false);
+                let e = entry.remove();
+                writes.start(w.as_mut(), e.held, e.records, e.bytes, false);
             }
             while let Ok((id, result)) = done_rx.try_recv() {
                 let Some(done) = writes.writing.remove(&id) else {
                     continue;
                 };
+                shared.metrics.sub_held_bytes(done.bytes);
                 let refused = match result {
                     Ok(refused) => refused,
                     Err(e) => {
@@ -511,8 +533,11 @@ pub(crate) fn write<'s, S: Sink>(
                             reason = %refused[0].failure.message,
                             "the dead-letter sink refused dead letters: retrying them reduced"
                         );
-                        let reduced = refused.into_iter().map(|r| reduce(r.record)).collect();
-                        writes.start(w.as_mut(), done.held, reduced, true);
+                        let reduced: Vec<_> =
+                            refused.into_iter().map(|r| reduce(r.record)).collect();
+                        let bytes = reduced.iter().map(|r| held_bytes(r) as u64).sum();
+                        shared.metrics.add_held_bytes(bytes);
+                        writes.start(w.as_mut(), done.held, reduced, bytes, true);
                     }
                 }
             }
@@ -530,6 +555,33 @@ pub(crate) fn write<'s, S: Sink>(
     });
     ctx.sink_outputs.borrow_mut().push(out_stream.clone());
     out_stream
+}
+
+/// The bytes a record holds, for the in-flight byte bound: payload and attributes for the
+/// message types the SDK knows (after every step, so decompressed payloads count as such), the
+/// inline size for other types.
+fn held_bytes<T: 'static>(record: &T) -> usize {
+    let any = record as &dyn std::any::Any;
+    if let Some(m) = any.downcast_ref::<Message>() {
+        m.byte_size()
+    } else if let Some(d) = any.downcast_ref::<DeadLetter>() {
+        d.original.byte_size()
+            + d.error_message.len()
+            + d.stack_trace.as_ref().map_or(0, String::len)
+    } else if let Some(r) = any.downcast_ref::<std::result::Result<Message, DeadLetter>>() {
+        match r {
+            Ok(m) => m.byte_size(),
+            Err(d) => d.original.byte_size(),
+        }
+    } else if let Some(b) = any.downcast_ref::<bytes::Bytes>() {
+        b.len()
+    } else if let Some(s) = any.downcast_ref::<String>() {
+        s.len()
+    } else if let Some(v) = any.downcast_ref::<Vec<u8>>() {
+        v.len()
+    } else {
+        std::mem::size_of::<T>()
+    }
 }
 
 /// Runs a write on the IO runtime and reports its outcome, a panic included (a panicking write
