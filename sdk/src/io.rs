@@ -107,7 +107,8 @@ pub struct CheckContext {
 }
 
 impl CheckContext {
-    /// A context on this tokio runtime.
+    /// A context on this tokio runtime. It must be a multi-thread runtime: checks call
+    /// `Handle::block_on`, which does not drive a current-thread runtime's IO or timers.
     pub fn new(runtime: tokio::runtime::Handle) -> Self {
         CheckContext { runtime }
     }

@@ -281,6 +281,12 @@ impl Source for FileSource {
         self.inputs.join(",")
     }
 
+    /// Lists the input: every pattern must match and every path exist, before any record is
+    /// read.
+    fn check(&self, _ctx: &sluice::CheckContext) -> Result<(), BoxError> {
+        self.resolve().map(drop).map_err(Into::into)
+    }
+
     fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<ReadResult>>, BoxError> {
         let listing = self.listing()?;
         let peers = ctx.peers().max(1);
