@@ -1,7 +1,6 @@
 //! Framing a byte stream into messages: lines (`json`, `text`) or Heka frames, with bounded
 //! memory and a dead letter for every record that does not decode.
 
-use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,7 +67,8 @@ pub struct Batch {
 pub struct RecordReader<R> {
     inner: R,
     format: InputFormat,
-    file: Option<String>,
+    /// Shared by every position this reader makes: one allocation per file, not per record.
+    file: Option<Arc<str>>,
     max_line_bytes: usize,
     /// Lines consumed (json, text).
     lines: u64,
@@ -99,7 +99,7 @@ impl<R: BufRead> RecordReader<R> {
     }
 
     /// Names the input in positions (`input_file`).
-    pub fn with_file_name(mut self, name: impl Into<String>) -> Self {
+    pub fn with_file_name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.file = Some(name.into());
         self
     }
@@ -133,15 +133,6 @@ impl<R: BufRead> RecordReader<R> {
             InputFormat::Json | InputFormat::Text => self.read_lines(out, max_records, max_bytes),
             InputFormat::Heka => self.read_frames(out, max_records, max_bytes),
         }
-    }
-
-    fn position(&self, key: &str, value: u64) -> SourcePosition {
-        let mut p = BTreeMap::new();
-        if let Some(f) = &self.file {
-            p.insert("input_file".to_string(), f.clone());
-        }
-        p.insert(key.to_string(), value.to_string());
-        Arc::new(p)
     }
 
     /// Reads the next line into `self.line` (without its newline, at most `max_line_bytes`);
@@ -196,7 +187,10 @@ impl<R: BufRead> RecordReader<R> {
             if self.line.iter().all(u8::is_ascii_whitespace) && length as usize == self.line.len() {
                 continue;
             }
-            let position = self.position("input_line", self.lines);
+            let position = SourcePosition::Line {
+                file: self.file.clone(),
+                line: self.lines,
+            };
             let raw = Bytes::copy_from_slice(&self.line);
             let record = if length as usize > self.line.len() {
                 Err(FormatError::LineTooLong {
@@ -300,7 +294,10 @@ impl<R: BufRead> RecordReader<R> {
                 self.fill(more)?;
                 continue;
             }
-            let position = self.position("input_offset", self.offset);
+            let position = SourcePosition::Offset {
+                file: self.file.clone(),
+                offset: self.offset,
+            };
             let record = match item {
                 Ok(heka) => match heka_to_message(&heka) {
                     Ok(m) => Ok(m.with_position(position)),
@@ -421,9 +418,12 @@ mod tests {
         assert_eq!(payloads, vec![&b"a"[..], &b"\xffb"[..], &b"last"[..]]);
         let lines: Vec<_> = out
             .iter()
-            .map(|r| r.as_ref().unwrap().position.as_ref().unwrap()["input_line"].clone())
+            .map(|r| match r.as_ref().unwrap().position {
+                Some(SourcePosition::Line { line, .. }) => line,
+                ref p => panic!("not a line position: {p:?}"),
+            })
             .collect();
-        assert_eq!(lines, ["1", "4", "5"]);
+        assert_eq!(lines, [1, 4, 5]);
     }
 
     #[test]
