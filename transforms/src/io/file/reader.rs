@@ -120,6 +120,68 @@ impl<R: BufRead> RecordReader<R> {
         self.offset
     }
 
+    /// Starts counting at a position already passed (the stream was opened there, e.g. by
+    /// seeking a plain file to a checkpoint's offset): `lines` lines and `offset` bytes.
+    pub fn starting_at(mut self, lines: u64, offset: u64) -> Self {
+        self.lines = lines;
+        self.offset = offset;
+        self
+    }
+
+    /// Consumes the stream up to `lines` lines (`json`, `text`) or `offset` bytes (`heka`)
+    /// from its start, without framing records: how a reader resumes at a checkpoint of a
+    /// stream it cannot seek (gzip). Returns false if the stream ended first. Call it before
+    /// the first `read_batch`.
+    pub fn skip_to(&mut self, lines: u64, offset: u64) -> io::Result<bool> {
+        match self.format {
+            InputFormat::Json | InputFormat::Text => {
+                // bytes consumed since the last newline: a last line without one still counts
+                let mut partial = false;
+                while self.lines < lines {
+                    let buf = match self.inner.fill_buf() {
+                        Ok(b) => b,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if buf.is_empty() {
+                        self.eof = true;
+                        if partial {
+                            self.lines += 1;
+                        }
+                        break;
+                    }
+                    let wanted = (lines - self.lines) as usize;
+                    let (used, found) = match memchr::memchr_iter(b'\n', buf).nth(wanted - 1) {
+                        Some(i) => (i + 1, wanted),
+                        None => (buf.len(), memchr::memchr_iter(b'\n', buf).count()),
+                    };
+                    partial = buf[used - 1] != b'\n';
+                    self.inner.consume(used);
+                    self.offset += used as u64;
+                    self.lines += found as u64;
+                }
+                Ok(self.lines >= lines)
+            }
+            InputFormat::Heka => {
+                while self.offset < offset {
+                    let buf = match self.inner.fill_buf() {
+                        Ok(b) => b,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if buf.is_empty() {
+                        self.eof = true;
+                        break;
+                    }
+                    let used = buf.len().min((offset - self.offset) as usize);
+                    self.inner.consume(used);
+                    self.offset += used as u64;
+                }
+                Ok(self.offset >= offset)
+            }
+        }
+    }
+
     /// Appends records to `out` until `max_records` records or `max_bytes` bytes were added or
     /// the stream ends. An `Err` is an IO error of the stream itself (a read failure, corrupt
     /// gzip), after which the reader should not be used.
@@ -424,6 +486,37 @@ mod tests {
             })
             .collect();
         assert_eq!(lines, [1, 4, 5]);
+    }
+
+    #[test]
+    fn skip_to_resumes_lines_where_a_full_read_would_be() {
+        let input = b"a\n\nb\r\nc\nlast";
+        for skip in 0..=5u64 {
+            // a reader that skipped `skip` lines yields what a full read yields after them
+            let mut full = RecordReader::new(&input[..], InputFormat::Text);
+            let mut all = Vec::new();
+            while !full.read_batch(&mut all, 1, usize::MAX).unwrap().end {}
+            let mut r = RecordReader::new(
+                io::BufReader::with_capacity(2, &input[..]),
+                InputFormat::Text,
+            );
+            assert!(r.skip_to(skip, 0).unwrap());
+            assert_eq!(r.lines(), skip);
+            let mut rest = Vec::new();
+            while !r.read_batch(&mut rest, 1, usize::MAX).unwrap().end {}
+            let after: Vec<_> = all
+                .into_iter()
+                .filter(|m| match m.as_ref().unwrap().position {
+                    Some(SourcePosition::Line { line, .. }) => line > skip,
+                    _ => false,
+                })
+                .collect();
+            assert_eq!(rest, after, "skip {skip}");
+        }
+        let mut r = RecordReader::new(&input[..], InputFormat::Text);
+        assert!(!r.skip_to(6, 0).unwrap(), "the stream has 5 lines");
+        assert_eq!(r.lines(), 5);
+        assert_eq!(r.offset(), input.len() as u64);
     }
 
     #[test]
