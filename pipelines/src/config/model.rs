@@ -71,6 +71,11 @@ pub enum SourceConfig {
         /// How the bytes are framed into messages.
         #[serde(default = "default_input_format")]
         format: InputFormat,
+        /// A directory (created if missing) where the source persists what every sink made
+        /// durable, per input file, so that a restart resumes there instead of reading the
+        /// input again. Without it a restart reads every file from the start.
+        #[serde(default)]
+        state_dir: Option<PathBuf>,
     },
     /// Standard input, read until it closes.
     Stdin {

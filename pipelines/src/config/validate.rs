@@ -24,6 +24,8 @@ enum Ty {
     Template,
     /// An existing file or directory (the schema registry).
     ExistingPath,
+    /// A directory that exists or can be created (state kept across runs).
+    Dir,
     Table(&'static [Field]),
 }
 
@@ -57,7 +59,11 @@ const COMPRESSIONS: &[&str] = &["gzip", "none"];
 const SOURCE_KINDS: &[(&str, &[Field])] = &[
     (
         "file",
-        &[req("path", Ty::Str), opt("format", Ty::Enum(INPUT_FORMATS))],
+        &[
+            req("path", Ty::Str),
+            opt("format", Ty::Enum(INPUT_FORMATS)),
+            opt("state_dir", Ty::Dir),
+        ],
     ),
     ("stdin", &[opt("format", Ty::Enum(INPUT_FORMATS))]),
 ];
@@ -260,6 +266,7 @@ fn describe(ty: Ty) -> String {
             "a path template like \"${document_type}/${submission_date:-unknown}/\"".into()
         }
         Ty::ExistingPath => "the path of an existing directory or .tar.gz".into(),
+        Ty::Dir => "the path of a directory (created if missing)".into(),
         Ty::Table(_) => "a table".into(),
     }
 }
@@ -323,6 +330,20 @@ fn check_value(v: &Value, path: &str, ty: Ty, base: &Path, errors: &mut Vec<Conf
                     format!(
                         "schemas path {s:?} does not exist (expected a directory or a .tar.gz)"
                     ),
+                ));
+            }
+        }
+        (Ty::Dir, Value::String(s)) => {
+            let p = base.join(s);
+            if s.is_empty() {
+                errors.push(ConfigError::new(
+                    path,
+                    format!("expected {}, found an empty string", describe(ty)),
+                ));
+            } else if p.exists() && !p.is_dir() {
+                errors.push(ConfigError::new(
+                    path,
+                    format!("{s:?} exists and is not a directory"),
                 ));
             }
         }

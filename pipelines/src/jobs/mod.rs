@@ -137,8 +137,16 @@ pub fn sink_for(cfg: &SinkConfig) -> Result<AnySink, JobError> {
 /// The source a config section describes.
 fn file_or_stdin(cfg: &SourceConfig) -> Source {
     match cfg {
-        SourceConfig::File { path, format } => {
-            Source::File(FileSource::glob(path.clone(), *format))
+        SourceConfig::File {
+            path,
+            format,
+            state_dir,
+        } => {
+            let source = FileSource::glob(path.clone(), *format);
+            Source::File(match state_dir {
+                Some(dir) => source.with_state_dir(dir),
+                None => source,
+            })
         }
         SourceConfig::Stdin { format } => Source::Stdin(StdinSource::new(*format)),
     }
