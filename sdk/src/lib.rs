@@ -53,7 +53,7 @@ pub use io::{
 };
 pub use ledger::EpochLedger;
 pub use memory::{MemoryFeeder, MemorySink, MemorySource, UnboundedMemorySource};
-pub use message::{EnvelopeError, Message, SourcePosition};
+pub use message::{EnvelopeError, Message, PubSubPosition, SourcePosition};
 pub use metrics::{Counter, Metrics, MetricsSnapshot, RunSummary};
 pub use pcollection::{DeadLetters, Element, Original, PCollection, PTransform, WithFailures};
 pub use pipeline::{EpochBounds, InFlightBounds, Pipeline, PipelineBuilder};

@@ -53,18 +53,9 @@ pub enum SourcePosition {
         offset: i64,
     },
     /// A Pub/Sub message: `pubsub_subscription`, `pubsub_message_id`, and when known
-    /// `pubsub_publish_time` and `pubsub_delivery_attempt`.
-    PubSub {
-        /// The subscription it was pulled from.
-        subscription: Arc<str>,
-        /// The message id the service assigned.
-        message_id: Arc<str>,
-        /// The publish time as the service reported it (RFC 3339).
-        publish_time: Option<Arc<str>>,
-        /// The delivery attempt (1 for the first delivery), when the subscription has a
-        /// dead-letter policy.
-        delivery_attempt: Option<u32>,
-    },
+    /// `pubsub_publish_time` and `pubsub_delivery_attempt`. Boxed, so that the common
+    /// positions keep `Message` small.
+    PubSub(Box<PubSubPosition>),
     /// The index of a record in an in-memory input: `memory_index`.
     Memory {
         /// 0-based index.
@@ -72,6 +63,20 @@ pub enum SourcePosition {
     },
     /// Any other source: these attributes, as given.
     Other(Vec<(String, String)>),
+}
+
+/// Where a Pub/Sub message was pulled from (see [`SourcePosition::PubSub`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PubSubPosition {
+    /// The subscription it was pulled from.
+    pub subscription: Arc<str>,
+    /// The message id the service assigned.
+    pub message_id: Arc<str>,
+    /// The publish time as the service reported it (RFC 3339).
+    pub publish_time: Option<Arc<str>>,
+    /// The delivery attempt (1 for the first delivery), when the subscription has a
+    /// dead-letter policy.
+    pub delivery_attempt: Option<u32>,
 }
 
 impl SourcePosition {
@@ -104,18 +109,13 @@ impl SourcePosition {
                 put("kafka_partition", partition.to_string());
                 put("kafka_offset", offset.to_string());
             }
-            SourcePosition::PubSub {
-                subscription,
-                message_id,
-                publish_time,
-                delivery_attempt,
-            } => {
-                put("pubsub_subscription", subscription.to_string());
-                put("pubsub_message_id", message_id.to_string());
-                if let Some(t) = publish_time {
+            SourcePosition::PubSub(p) => {
+                put("pubsub_subscription", p.subscription.to_string());
+                put("pubsub_message_id", p.message_id.to_string());
+                if let Some(t) = &p.publish_time {
                     put("pubsub_publish_time", t.to_string());
                 }
-                if let Some(n) = delivery_attempt {
+                if let Some(n) = p.delivery_attempt {
                     put("pubsub_delivery_attempt", n.to_string());
                 }
             }
@@ -394,6 +394,12 @@ mod tests {
     }
 
     #[test]
+    fn a_position_keeps_messages_small() {
+        // the common positions (file, Kafka) fit in 32 bytes; Pub/Sub's is boxed
+        assert!(std::mem::size_of::<Option<SourcePosition>>() <= 32);
+    }
+
+    #[test]
     fn positions_name_their_attributes() {
         let kafka = SourcePosition::Kafka {
             topic: Arc::from("raw"),
@@ -409,12 +415,12 @@ mod tests {
                 ("kafka_topic".to_string(), "raw".to_string()),
             ]
         );
-        let pubsub = SourcePosition::PubSub {
+        let pubsub = SourcePosition::PubSub(Box::new(PubSubPosition {
             subscription: Arc::from("projects/p/subscriptions/s"),
             message_id: Arc::from("17"),
             publish_time: None,
             delivery_attempt: Some(2),
-        };
+        }));
         let a = pubsub.to_attributes();
         assert_eq!(a["pubsub_message_id"], "17");
         assert_eq!(a["pubsub_delivery_attempt"], "2");

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use sluice::{Failure, MemorySink, MemorySource, Message, Pipeline, SourcePosition};
+use sluice::{
+    Failure, MemorySink, MemorySource, Message, Pipeline, PubSubPosition, SourcePosition,
+};
 
 fn positioned(n: u64) -> Vec<Message> {
     let file: Arc<str> = Arc::from("in/a.ndjson");
@@ -20,12 +22,12 @@ fn positioned(n: u64) -> Vec<Message> {
                     partition: 1,
                     offset: i as i64,
                 },
-                _ => SourcePosition::PubSub {
+                _ => SourcePosition::PubSub(Box::new(PubSubPosition {
                     subscription: Arc::from("projects/p/subscriptions/s"),
                     message_id: Arc::from(i.to_string()),
                     publish_time: Some(Arc::from("2026-12-04T00:00:00Z")),
                     delivery_attempt: Some(1),
-                },
+                })),
             };
             Message::new(i.to_string()).with_position(position)
         })
