@@ -54,6 +54,80 @@ use crate::io::Epoch;
 /// assert_eq!(acks.complete(1), vec![("id-1", ())]);
 /// assert!(acks.is_empty());
 /// ```
+///
+/// A minimal acknowledging source: it reads numbers from one partition and commits the offset
+/// that every sink made durable, as a Kafka reader commits its consumer group's offsets.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use sluice::io::{ReadState, ReadStatus, Source, SourceContext, SourceReader};
+/// use sluice::{BoxError, Epoch, EpochLedger, MemorySink, Pipeline};
+///
+/// #[derive(Clone)]
+/// struct Numbers {
+///     len: u64,
+///     committed: Arc<Mutex<u64>>,
+/// }
+///
+/// struct NumbersReader {
+///     next: u64,
+///     len: u64,
+///     ledger: EpochLedger<(), u64>,
+///     committed: Arc<Mutex<u64>>,
+/// }
+///
+/// impl Source for Numbers {
+///     type Output = u64;
+///     fn kind(&self) -> &str { "numbers" }
+///     fn describe(&self) -> String { format!("0..{}", self.len) }
+///     fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<u64>>, BoxError> {
+///         // one partition, read by worker 0, from the committed offset on
+///         let start = *self.committed.lock().unwrap();
+///         let len = if ctx.worker_index() == 0 { self.len } else { start };
+///         Ok(Box::new(NumbersReader {
+///             next: start,
+///             len,
+///             ledger: EpochLedger::new(),
+///             committed: self.committed.clone(),
+///         }))
+///     }
+/// }
+///
+/// impl SourceReader<u64> for NumbersReader {
+///     fn read(&mut self, out: &mut Vec<u64>, max: usize) -> Result<ReadStatus, BoxError> {
+///         let end = self.len.min(self.next + max as u64);
+///         if end > self.next {
+///             out.extend(self.next..end);
+///             self.next = end;
+///             self.ledger.record((), end); // the next offset to read
+///         }
+///         let state = if end == self.len { ReadState::Exhausted } else { ReadState::More };
+///         Ok(ReadStatus::new(8 * out.len(), state)) // sizes, roughly
+///     }
+///     fn end_epoch(&mut self, epoch: Epoch) {
+///         self.ledger.end_epoch(epoch);
+///     }
+///     fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
+///         for ((), offset) in self.ledger.ack(done) {
+///             *self.committed.lock().unwrap() = offset; // commit
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let source = Numbers { len: 1000, committed: Arc::default() };
+/// let out = MemorySink::new();
+/// let (s, o) = (source.clone(), out.clone());
+/// Pipeline::new("numbers")
+///     .workers(2)
+///     .run(move |p| {
+///         p.read("read", s.clone()).write("write", o.clone());
+///         Ok(())
+///     })
+///     .unwrap();
+/// assert_eq!(out.len(), 1000);
+/// assert_eq!(*source.committed.lock().unwrap(), 1000);
+/// ```
 #[derive(Clone, Debug)]
 pub struct EpochLedger<K, P> {
     /// Positions reached since the last `end_epoch`.
