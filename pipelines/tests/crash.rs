@@ -25,7 +25,7 @@ const IN_FLIGHT_EPOCHS: usize = 4;
 /// Records read but not acknowledged at any moment, at most: what one kill may duplicate.
 const IN_FLIGHT_BOUND: usize = IN_FLIGHT_EPOCHS * EPOCH_RECORDS * WORKERS;
 const KILLS: usize = 5;
-const RECORDS_PER_FILE: usize = 1500;
+const RECORDS_PER_FILE: usize = 2000;
 
 fn visible_objects(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -224,9 +224,9 @@ fn five_sigkills_with_a_state_dir_lose_nothing_and_duplicate_at_most_the_in_flig
 
     let mut exposures = Vec::new();
     for kill in 1..=KILLS {
-        // a random point: once 100 to 350 more lines are acknowledged, and 0 to 20 ms later
+        // a random point: once 100 to 350 more lines are acknowledged, and 0 to 10 ms later
         let more = 100 + u64::from(rng.next_u32() % 251);
-        let jitter = Duration::from_millis(u64::from(rng.next_u32() % 21));
+        let jitter = Duration::from_millis(u64::from(rng.next_u32() % 11));
         let target = acknowledged_total(&state) + more;
         let mut child = job(&input, &out, &state).spawn().unwrap();
         let running = run_until_acknowledged(&mut child, &state, target);
