@@ -148,13 +148,15 @@ pub trait SourceReader<T>: 'static {
     fn read(&mut self, out: &mut Vec<T>, max_records: usize) -> Result<ReadStatus, BoxError>;
 
     /// The records returned since the previous call form epoch `epoch`. Readers that
-    /// acknowledge input remember the input positions reached by this epoch.
+    /// acknowledge input remember the input positions reached by this epoch, in an
+    /// [`EpochLedger`](crate::EpochLedger).
     fn end_epoch(&mut self, epoch: Epoch) {
         let _ = epoch;
     }
 
-    /// Every epoch lower than `done` is durably written by every sink: acknowledge its input.
-    /// `Epoch::MAX` means everything read so far.
+    /// Every epoch lower than `done` is durably written by every sink: acknowledge its input
+    /// (what [`EpochLedger::ack`](crate::EpochLedger::ack) returns). `Epoch::MAX` means
+    /// everything read so far.
     fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
         let _ = done;
         Ok(())

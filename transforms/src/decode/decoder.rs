@@ -27,7 +27,11 @@ pub const REPLAY_STRIPPED_ATTRIBUTES: &[&str] = &[
     "kafka_topic",
     "kafka_partition",
     "kafka_offset",
+    "pubsub_subscription",
     "pubsub_message_id",
+    "pubsub_publish_time",
+    "pubsub_delivery_attempt",
+    "memory_index",
 ];
 
 /// gcp-ingestion's Decoder: strips the error attributes of replayed dead letters, then
