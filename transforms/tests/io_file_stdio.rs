@@ -79,7 +79,11 @@ impl sluice::Sink for Poisoned {
 }
 
 impl sluice::SinkWriter<Message> for Poisoned {
-    fn write(&mut self, epoch: sluice::Epoch, records: Vec<Message>) -> sluice::WriteFuture<Message> {
+    fn write(
+        &mut self,
+        epoch: sluice::Epoch,
+        records: Vec<Message>,
+    ) -> sluice::WriteFuture<Message> {
         if records.iter().any(|m| m.payload == "poison") {
             return Box::pin(std::future::ready(Err("poisoned".into())));
         }
