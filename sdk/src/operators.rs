@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline as Local;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{source, Operator, OutputBuilder};
-use timely::dataflow::operators::{Capability, OkErr};
+use timely::dataflow::operators::generic::{source, OutputBuilder};
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::scheduling::SyncActivator;
 
@@ -634,11 +634,11 @@ impl FailureContext {
 
 type Split<'s, U> = (StreamVec<'s, Epoch, U>, StreamVec<'s, Epoch, DeadLetter>);
 
-/// Runs `f` on every record; `Ok` values go to the first stream, failures become dead letters
-/// holding the untouched original.
-// timely's `ok_err` takes a closure returning `Result<ok, err>` by value: the dead letter is
-// moved once per failure, which is rare and cheap next to building it.
-#[allow(clippy::result_large_err)]
+/// Runs `f` on every record, owning it: `Ok` values go to the first output; a failure hands the
+/// record back untouched and becomes a dead letter holding it, on the second output.
+///
+/// One operator with two outputs, so a record is moved once and never cloned; the borrowed
+/// `try_map` runs through here too.
 pub(crate) fn try_flat_map<'s, T, U, I, E, F>(
     stream: StreamVec<'s, Epoch, T>,
     step: &str,
@@ -652,31 +652,46 @@ where
     U: Element,
     I: IntoIterator<Item = U>,
     E: Into<Failure>,
-    F: FnMut(&T) -> std::result::Result<I, E> + 'static,
+    F: FnMut(T) -> std::result::Result<I, (T, E)> + 'static,
 {
-    let mixed: StreamVec<'s, Epoch, std::result::Result<U, Box<DeadLetter>>> =
-        stream.unary(Local, step, move |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut session = output.session(&cap);
-                    let (mut ok, mut failed) = (0u64, 0u64);
-                    for record in data.drain(..) {
-                        match f(&record) {
-                            Ok(outputs) => {
-                                ok += 1;
-                                session.give_iterator(outputs.into_iter().map(Ok));
-                            }
-                            Err(e) => {
-                                failed += 1;
-                                let dl = failures.dead_letter(record.to_original(), e.into());
-                                session.give(Err(Box::new(dl)));
-                            }
+    use timely::dataflow::operators::generic::OutputBuilder;
+    use timely::progress::operate::FrontierInterest;
+
+    let mut builder = OperatorBuilder::new(step.to_string(), stream.scope());
+    let mut input = builder.new_input(stream, Local);
+    // Like `map`: records in, records out, nothing to do when the frontier moves.
+    builder.set_notify_for(0, FrontierInterest::Never);
+    let (ok_output, ok_stream) = builder.new_output::<Vec<U>>();
+    let (failed_output, failed_stream) = builder.new_output::<Vec<DeadLetter>>();
+    let mut ok_output = OutputBuilder::<_, CapacityContainerBuilder<Vec<U>>>::from(ok_output);
+    let mut failed_output =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<DeadLetter>>>::from(failed_output);
+    // The initial capabilities are dropped: holding them would keep every epoch open.
+    builder.build(move |_initial_caps| {
+        move |_frontiers| {
+            let mut ok_handle = ok_output.activate();
+            let mut failed_handle = failed_output.activate();
+            input.for_each(|cap, data| {
+                let mut ok_session = ok_handle.session(&cap);
+                let mut failed_session = failed_handle.session(&cap);
+                let (mut ok, mut failed) = (0u64, 0u64);
+                for record in data.drain(..) {
+                    match f(record) {
+                        Ok(outputs) => {
+                            ok += 1;
+                            ok_session.give_iterator(outputs.into_iter());
+                        }
+                        Err((record, e)) => {
+                            failed += 1;
+                            failed_session
+                                .give(failures.dead_letter(record.into_original(), e.into()));
                         }
                     }
-                    ok_count.fetch_add(ok, Ordering::Relaxed);
-                    failed_count.fetch_add(failed, Ordering::Relaxed);
-                });
-            }
-        });
-    mixed.ok_err::<Vec<U>, U, Vec<DeadLetter>, DeadLetter, _>(|r| r.map_err(|dl| *dl))
+                }
+                ok_count.fetch_add(ok, Ordering::Relaxed);
+                failed_count.fetch_add(failed, Ordering::Relaxed);
+            });
+        }
+    });
+    (ok_stream, failed_stream)
 }
