@@ -422,6 +422,7 @@ pub(crate) fn write<'s, S: Sink>(
         };
         let mut flushed_at_end = false;
         let mut seen_flush = 0u64;
+        let mut flush_pending = false;
         let sink_error = {
             let step = step.clone();
             move |e: BoxError| Error::Sink {
@@ -545,10 +546,18 @@ pub(crate) fn write<'s, S: Sink>(
             if frontier.frontier().is_empty() && !flushed_at_end {
                 flushed_at_end = true;
                 w.flush();
-            } else if generation != seen_flush {
-                seen_flush = generation;
-                if !writes.writing.is_empty() {
+            } else {
+                // A request is kept until this sink holds a write it can flush: one that comes
+                // while the epoch is still being received must not be lost.
+                if generation != seen_flush {
+                    seen_flush = generation;
+                    flush_pending = true;
+                }
+                if flush_pending && !writes.writing.is_empty() {
+                    flush_pending = false;
                     w.flush();
+                } else if flush_pending && stash.is_empty() {
+                    flush_pending = false;
                 }
             }
         }
