@@ -11,6 +11,29 @@ use sluice_testing::{
     FailingSink, MemorySink, MemorySource, PanickingSink, SlowSink, TestPipeline,
 };
 
+/// Reads `source` into `store` (routing its refusals) and the dead letters into `dead_letters`.
+fn run_refusals<T, S, D>(
+    pipeline: TestPipeline,
+    source: &MemorySource<T>,
+    store: &S,
+    dead_letters: &D,
+) -> sluice::Result<sluice::RunSummary>
+where
+    T: sluice::Element + sluice::Original,
+    S: Sink<Input = T> + Clone,
+    D: Sink<Input = DeadLetter> + Clone,
+{
+    let (s, o, d) = (source.clone(), store.clone(), dead_letters.clone());
+    pipeline.run(move |p| {
+        let mut dead_letters = p.dead_letters();
+        p.read("read", s.clone())
+            .write("store", o.clone())
+            .failures_to(&mut dead_letters);
+        dead_letters.write("dead_letters", d.clone());
+        Ok(())
+    })
+}
+
 fn odd_is_refused(x: &u64) -> Option<String> {
     (x % 2 == 1).then(|| format!("{x} is odd"))
 }
@@ -22,18 +45,8 @@ fn refused_records_become_dead_letters_with_the_record_and_the_rest_is_written()
         let source = MemorySource::from(input.clone());
         let out = MemorySink::rejecting(odd_is_refused);
         let dead = MemorySink::<DeadLetter>::new();
-        let (s, o, d) = (source.clone(), out.clone(), dead.clone());
-        let summary = TestPipeline::new()
-            .workers(workers)
-            .run(move |p| {
-                let mut dead_letters = p.dead_letters();
-                p.read("read", s.clone())
-                    .write("store", o.clone())
-                    .failures_to(&mut dead_letters);
-                dead_letters.write("dead_letters", d.clone());
-                Ok(())
-            })
-            .unwrap();
+        let summary =
+            run_refusals(TestPipeline::new().workers(workers), &source, &out, &dead).unwrap();
         assert!(source.all_acked());
         let even: Vec<u64> = input.iter().copied().filter(|x| x % 2 == 0).collect();
         assert_eq!(out.sorted(), even);
@@ -85,17 +98,7 @@ fn an_epoch_is_not_acknowledged_until_its_refusals_are_durable() {
     let source = MemorySource::from_epochs(epochs);
     let out = MemorySink::rejecting(odd_is_refused);
     let dead = FailingSink::first(1, MemorySink::<DeadLetter>::new());
-    let (s, o, d) = (source.clone(), out.clone(), dead.clone());
-    let err = TestPipeline::new()
-        .run(move |p| {
-            let mut dead_letters = p.dead_letters();
-            p.read("read", s.clone())
-                .write("store", o.clone())
-                .failures_to(&mut dead_letters);
-            dead_letters.write("dead_letters", d.clone());
-            Ok(())
-        })
-        .unwrap_err();
+    let err = run_refusals(TestPipeline::new(), &source, &out, &dead).unwrap_err();
     assert!(
         matches!(err, Error::Sink { ref step, .. } if step == "dead_letters"),
         "{err}"
@@ -156,17 +159,7 @@ fn a_dead_letter_too_large_for_its_sink_lands_reduced_and_the_job_finishes() {
     let source = MemorySource::from(vec![big.clone(), small.clone()]);
     let out = MemorySink::rejecting(|_: &Message| Some("every record refused".to_string()));
     let dead = limited_dead_letter_sink(1 << 20);
-    let (s, o, d) = (source.clone(), out.clone(), dead.clone());
-    TestPipeline::new()
-        .run(move |p| {
-            let mut dead_letters = p.dead_letters();
-            p.read("read", s.clone())
-                .write("store", o.clone())
-                .failures_to(&mut dead_letters);
-            dead_letters.write("dead_letters", d.clone());
-            Ok(())
-        })
-        .unwrap();
+    run_refusals(TestPipeline::new(), &source, &out, &dead).unwrap();
     assert!(source.all_acked());
     let mut landed = dead.records();
     landed.sort_by_key(|d| d.original.payload.len());
@@ -193,18 +186,13 @@ fn a_reduced_dead_letter_refused_again_stops_the_run_without_acknowledging() {
     let source = MemorySource::from(vec![Message::new(vec![b'a'; 100])]);
     let out = MemorySink::rejecting(|_: &Message| Some("refused".to_string()));
     let dead = limited_dead_letter_sink(10);
-    let (s, o, d) = (source.clone(), out.clone(), dead.clone());
-    let err = TestPipeline::new()
-        .with_pipeline(|p| p.dead_letter_payload_limit(50))
-        .run(move |p| {
-            let mut dead_letters = p.dead_letters();
-            p.read("read", s.clone())
-                .write("store", o.clone())
-                .failures_to(&mut dead_letters);
-            dead_letters.write("dead_letters", d.clone());
-            Ok(())
-        })
-        .unwrap_err();
+    let err = run_refusals(
+        TestPipeline::new().with_pipeline(|p| p.dead_letter_payload_limit(50)),
+        &source,
+        &out,
+        &dead,
+    )
+    .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("sink `dead_letters`"), "{text}");
     assert!(text.contains("refused a reduced dead letter"), "{text}");
