@@ -311,7 +311,7 @@ fn an_upload_failure_fails_the_write_future_and_stops_the_writer() {
 fn big_objects_go_up_in_parts_and_arrive_whole() {
     let rt = runtime();
     let store = Arc::new(InMemory::new());
-    let s = sink(store.clone(), BatchBounds::default()).with_multipart_threshold(100, 64);
+    let s = sink(store.clone(), BatchBounds::default()).with_part_size(64);
     let mut w = s.open_writer(rt.handle().clone(), names(0));
     let f = w.write(1, msgs(100, "a"));
     w.flush();
