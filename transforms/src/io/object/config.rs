@@ -393,6 +393,50 @@ mod tests {
     }
 
     #[test]
+    fn streaming_and_budget_keys_read_and_apply() {
+        let c = local(
+            "dir = \"d\"\nbatch = { part_size = \"2MiB\", max_open_bytes = \"32MiB\", max_open_batches = 16 }",
+        )
+        .unwrap();
+        assert_eq!(c.batch.part_size, Some(2 << 20));
+        assert_eq!(
+            c.batch.budget(),
+            MemoryBudget {
+                max_open_bytes: 32 << 20,
+                max_open_batches: 16
+            }
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let c = local(&format!(
+            "dir = {:?}\nbatch = {{ max_open_batches = 16 }}",
+            tmp.path().display().to_string()
+        ))
+        .unwrap();
+        let sink = c.sink().unwrap();
+        assert_eq!(sink.part_size(), default_local_part_size());
+        assert_eq!(sink.budget().max_open_batches, 16);
+        assert_eq!(sink.budget().max_open_bytes, default_max_open_bytes());
+        let text = toml::to_string(&c).unwrap();
+        assert!(!text.contains("part_size"), "{text}");
+        assert_eq!(local(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn s3_parts_below_5_mib_are_refused() {
+        let s: S3SinkConfig =
+            toml::from_str("bucket = \"b12\"\nbatch = { part_size = \"1MiB\" }").unwrap();
+        let e = s.batch.s3_part_size().unwrap_err().to_string();
+        assert!(
+            e.contains("`batch.part_size`") && e.contains("at least 5 MiB"),
+            "{e}"
+        );
+        assert_eq!(
+            BatchConfig::default().s3_part_size().unwrap(),
+            default_s3_part_size()
+        );
+    }
+
+    #[test]
     fn round_trips_through_toml() {
         let c = local(
             "dir = \"d\"\npath = \"${a:-x}/\"\nformat = \"text\"\ncompression = \"none\"\nbatch = { max_bytes = \"1KB\", max_records = 3, max_age = \"250ms\" }",
@@ -418,6 +462,8 @@ mod tests {
         assert!(e.to_string().contains("unknown field `dir`"), "{e}");
         let e = local("dir = \"d\"\nbatch = { max_size = 1 }").unwrap_err();
         assert!(e.contains("unknown field `max_size`"), "{e}");
+        let e = local("dir = \"d\"\nbatch = { max_open = 1 }").unwrap_err();
+        assert!(e.contains("unknown field `max_open`"), "{e}");
     }
 
     #[test]
@@ -431,6 +477,9 @@ mod tests {
             ("max_records = 0", "expected an integer >= 1"),
             ("max_bytes = 0", "above zero"),
             ("max_age = \"0s\"", "above zero"),
+            ("part_size = 0", "above zero"),
+            ("max_open_bytes = \"0MiB\"", "above zero"),
+            ("max_open_batches = 0", "expected an integer >= 1"),
         ] {
             let e = local(&format!("dir = \"d\"\nbatch = {{ {batch} }}")).unwrap_err();
             assert!(e.contains(needle), "{batch}: {e}");

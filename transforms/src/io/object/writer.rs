@@ -164,9 +164,10 @@ struct Batch {
 }
 
 impl Batch {
-    /// What the batch holds besides its encoder: its map entry, key and name.
+    /// What the batch holds besides its encoder: its map entry (twice: the table keeps
+    /// free slots), key and name.
     fn fixed_bytes(prefix: &str, name: &str) -> usize {
-        std::mem::size_of::<(String, Batch)>() + prefix.len() + name.len()
+        2 * std::mem::size_of::<(String, Batch)>() + prefix.len() + name.len()
     }
 
     fn held_bytes(&self, prefix: &str) -> usize {
@@ -439,7 +440,7 @@ impl Shared {
                         break;
                     }
                 }
-                let fixed = std::mem::size_of::<(String, Batch)>()
+                let fixed = 2 * std::mem::size_of::<(String, Batch)>()
                     + 2 * prefix.len()
                     + self.stem_len
                     + EPOCHS_SLACK;
