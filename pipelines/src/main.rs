@@ -81,6 +81,10 @@ enum Command {
         /// Print the config as it will run (overrides and defaults applied) as TOML.
         #[arg(long)]
         print: bool,
+        /// Also connect to the services the job uses (list the S3 bucket), as a health check;
+        /// still reads and writes no record.
+        #[arg(long)]
+        check: bool,
     },
     /// Write realistic telemetry-like test submissions.
     Generate {
@@ -165,7 +169,12 @@ fn main() -> ExitCode {
             metrics_addr,
             no_progress,
         }),
-        Command::Validate { config, set, print } => validate(&config, &set, print),
+        Command::Validate {
+            config,
+            set,
+            print,
+            check,
+        } => validate(&config, &set, print, check),
         Command::Generate {
             count,
             seed,
@@ -215,9 +224,12 @@ fn config_exit(errors: ConfigErrors, path: &std::path::Path) -> Exit {
     )
 }
 
-fn validate(path: &std::path::Path, set: &[String], print: bool) -> Result<(), Exit> {
+fn validate(path: &std::path::Path, set: &[String], print: bool, check: bool) -> Result<(), Exit> {
     let cfg = config::load(path, &overrides(set)).map_err(|e| config_exit(e, path))?;
     jobs::check(&cfg).map_err(job_exit)?;
+    if check {
+        jobs::check_services(&cfg).map_err(job_exit)?;
+    }
     if print {
         let text = toml::to_string(&cfg).context("cannot print the config as TOML")?;
         print!("{text}");
@@ -252,6 +264,7 @@ fn run(args: RunArgs) -> Result<(), Exit> {
         config::load(&args.config, &overrides(&set)).map_err(|e| config_exit(e, &args.config))?;
     let bounded = matches!(cfg.source, config::SourceConfig::File(_));
     let prepared = Prepared::new(cfg).map_err(job_exit)?;
+    prepared.check_services().map_err(job_exit)?;
     let mut pipeline = prepared.pipeline();
     if let Some(((processes, process), hostfile)) = &args.cluster {
         pipeline = pipeline

@@ -103,6 +103,24 @@ fn unsupported_kinds_are_config_errors() {
 }
 
 #[test]
+fn a_file_state_dir_must_be_a_directory() {
+    let state =
+        |value: &str| BASE.replace("[decoder]\n", &format!("state_dir = {value}\n[decoder]\n"));
+    let e = errors(&state("3"));
+    assert_one(&e, "source.state_dir", "expected the path of a directory");
+    let e = errors(&state("\"\""));
+    assert_one(&e, "source.state_dir", "found an empty string");
+    let e = errors(&state("\"Cargo.toml\""));
+    assert_one(&e, "source.state_dir", "exists and is not a directory");
+    std::env::set_current_dir(root()).unwrap();
+    let job = config::parse_str(&state("\"target/no-such-state\""), &Overrides::new()).unwrap();
+    assert!(matches!(
+        job.source,
+        SourceConfig::File(ref c) if c.state_dir.as_ref().is_some_and(|d| d.ends_with("no-such-state"))
+    ));
+}
+
+#[test]
 fn missing_schemas_path_is_an_error() {
     let e = errors(&BASE.replace("schemas/json", "no/such/schemas"));
     assert_one(&e, "decoder.schemas", "does not exist");

@@ -1,14 +1,31 @@
-//! Crash safety: SIGKILL `sluice run` mid-run, run it again, and every input record is in the
-//! outputs or the dead letters (duplicates allowed and counted), with no partial object visible.
+//! Crash safety: a file job with a state directory is killed with SIGKILL at 5 random points and
+//! restarted each time with the same state directory. Afterwards every input record is in the
+//! outputs or the dead letters, no partial object is ever visible, and each kill costs at most
+//! the in-flight bound in duplicates: the records of the epochs that were read but not yet
+//! acknowledged (in-flight epochs x records per epoch per worker x workers).
+//!
+//! The job is the `sink` job (files in, objects out, no decoding): what is under test is the
+//! file source's acknowledgements and the object sink, and a debug build decodes too slowly
+//! for six runs of a meaningful input to fit in a CI test.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 mod support;
 use sluice_pipelines::generate::{Generator, Record};
 use support::read_object_lines;
+
+const WORKERS: usize = 2;
+const EPOCH_RECORDS: usize = 50;
+const IN_FLIGHT_EPOCHS: usize = 4;
+/// Records read but not acknowledged at any moment, at most: what one kill may duplicate.
+const IN_FLIGHT_BOUND: usize = IN_FLIGHT_EPOCHS * EPOCH_RECORDS * WORKERS;
+const KILLS: usize = 5;
+const RECORDS_PER_FILE: usize = 2000;
 
 fn visible_objects(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -30,7 +47,7 @@ fn visible_objects(dir: &Path, out: &mut Vec<PathBuf>) {
                 continue;
             }
             assert!(
-                name.ends_with(".ndjson.gz"),
+                name.ends_with(".ndjson") || name.ends_with(".ndjson.gz"),
                 "unexpected file in the output: {name}"
             );
             out.push(p);
@@ -38,105 +55,212 @@ fn visible_objects(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn run(input: &Path, out: &Path) -> Command {
+fn job(input: &Path, out: &Path, state: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "run",
-            "../examples/configs/decoder-local.toml",
+            "../examples/configs/sink-local.toml",
             "--workers",
-            "2",
+            &WORKERS.to_string(),
         ])
         .args([
             "--set",
             &format!("source.path={}/*.ndjson", input.display()),
         ])
-        .args(["--set", "decoder.schemas=../schemas/json"])
+        .args(["--set", &format!("source.state_dir={}", state.display())])
         .args(["--set", &format!("sink.dir={}", out.display())])
         .args(["--set", &format!("dead_letter.dir={}", out.display())])
         .args(["--set", "sink.batch.max_records=50"])
-        .args(["--set", "pipeline.epoch.max_records=50"])
+        .args([
+            "--set",
+            &format!("pipeline.epoch.max_records={EPOCH_RECORDS}"),
+        ])
+        .args([
+            "--set",
+            &format!("pipeline.in_flight.max_epochs={IN_FLIGHT_EPOCHS}"),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     c
 }
 
-#[test]
-fn sigkill_mid_run_then_restart_loses_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (input, out) = (tmp.path().join("in"), tmp.path().join("out"));
-    std::fs::create_dir_all(&input).unwrap();
-    // Two files, so both workers read.
-    let mut expected: BTreeSet<String> = BTreeSet::new();
-    for (i, seed) in [11u64, 12].iter().enumerate() {
-        let name = input.join(format!("part{i}.ndjson"));
-        let mut buf = Vec::new();
-        for (line, r) in Generator::new(*seed, 0.1).take(1500).enumerate() {
-            match &r {
-                Record::Message(m) => {
-                    expected.insert(format!(
-                        "{}|{}",
-                        m.attribute("uri").unwrap(),
-                        m.attribute("submission_timestamp").unwrap()
-                    ));
-                }
-                Record::Unframable(_) => {
-                    expected.insert(format!("{}:{}", name.display(), line + 1));
-                }
-            }
-            r.write_json_line(&mut buf);
-        }
-        std::fs::write(&name, buf).unwrap();
-    }
+/// Where an input record is: (file name, 1-based line).
+type At = (String, u64);
 
-    let mut child = run(&input, &out).spawn().unwrap();
-    let mut killed_mid_run = false;
-    loop {
-        let mut objs = Vec::new();
-        visible_objects(&out, &mut objs);
-        if !objs.is_empty() {
-            killed_mid_run = child.try_wait().unwrap().is_none();
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            break;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(
-        killed_mid_run,
-        "the job ended before it could be killed: this run proves nothing about crashes"
-    );
-    let mut before = Vec::new();
-    visible_objects(&out, &mut before);
-    for p in &before {
-        read_object_lines(p).unwrap_or_else(|e| panic!("partial object {}: {e}", p.display()));
-    }
-
-    let status = run(&input, &out).status().unwrap();
-    assert!(status.success());
-
-    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+/// Every record written so far, by where it was read, with how many copies are visible.
+fn written(out: &Path, at: &BTreeMap<String, At>) -> BTreeMap<At, u32> {
+    let mut seen = BTreeMap::new();
     let mut objs = Vec::new();
-    visible_objects(&out, &mut objs);
+    visible_objects(out, &mut objs);
     for p in &objs {
-        for line in read_object_lines(p).unwrap() {
+        let lines =
+            read_object_lines(p).unwrap_or_else(|e| panic!("partial object {}: {e}", p.display()));
+        for line in lines {
             let m = sluice::Message::from_json_line(line.as_bytes()).unwrap();
-            let key = match (m.attribute("uri"), m.attribute("error_type")) {
-                (_, Some("ReadInput")) => format!(
-                    "{}:{}",
-                    m.attribute("input_file").unwrap(),
-                    m.attribute("input_line").unwrap()
-                ),
-                (Some(uri), _) => format!("{uri}|{}", m.attribute("submission_timestamp").unwrap()),
+            let where_ = match (m.attribute("uri"), m.attribute("error_type")) {
+                (_, Some("ReadInput")) => {
+                    let file = Path::new(m.attribute("input_file").unwrap());
+                    (
+                        file.file_name().unwrap().to_string_lossy().into_owned(),
+                        m.attribute("input_line").unwrap().parse().unwrap(),
+                    )
+                }
+                (Some(uri), _) => {
+                    let key = format!("{uri}|{}", m.attribute("submission_timestamp").unwrap());
+                    at.get(&key)
+                        .unwrap_or_else(|| panic!("a record that is not in the input: {line}"))
+                        .clone()
+                }
                 (None, _) => panic!("record without uri: {line}"),
             };
-            *seen.entry(key).or_default() += 1;
+            *seen.entry(where_).or_default() += 1;
         }
     }
-    let missing: Vec<&String> = expected.iter().filter(|k| !seen.contains_key(*k)).collect();
+    seen
+}
+
+/// What the state directory says is acknowledged: lines per input file name (`u64::MAX` for a
+/// whole file). Checkpoints are replaced atomically, so a kill never leaves a torn one.
+fn acknowledged(state: &Path) -> BTreeMap<String, u64> {
+    let mut acked = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(state) else {
+        return acked;
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if !p.to_string_lossy().ends_with(".checkpoint.json") {
+            continue; // a temporary file a kill left behind
+        }
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
+            .unwrap_or_else(|e| panic!("torn checkpoint {}: {e}", p.display()));
+        let name = Path::new(v["path"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let lines = if v["complete"].as_bool().unwrap() {
+            u64::MAX
+        } else {
+            v["lines"].as_u64().unwrap()
+        };
+        acked.insert(name, lines);
+    }
+    acked
+}
+
+/// Lines acknowledged in all, whole files counted as `RECORDS_PER_FILE`.
+fn acknowledged_total(state: &Path) -> u64 {
+    acknowledged(state)
+        .values()
+        .map(|l| (*l).min(RECORDS_PER_FILE as u64))
+        .sum()
+}
+
+/// Waits until `target` lines are acknowledged, or the child ends by itself; true if it still
+/// runs.
+fn run_until_acknowledged(child: &mut Child, state: &Path, target: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if acknowledged_total(state) >= target {
+            return child.try_wait().unwrap().is_none();
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(Instant::now() < deadline, "no progress for 60 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn five_sigkills_with_a_state_dir_lose_nothing_and_duplicate_at_most_the_in_flight_bound() {
+    let seed = std::env::var("SLUICE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("crash test seed {seed} (set SLUICE_CRASH_SEED to repeat)");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out, state) = (
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("state"),
+    );
+    std::fs::create_dir_all(&input).unwrap();
+    // Two files, so both workers read; every record's key says where it is.
+    let mut at: BTreeMap<String, At> = BTreeMap::new();
+    let mut expected: BTreeSet<At> = BTreeSet::new();
+    for (i, gen_seed) in [11u64, 12].iter().enumerate() {
+        let name = format!("part{i}.ndjson");
+        let mut buf = Vec::new();
+        for (line, r) in Generator::new(*gen_seed, 0.1)
+            .take(RECORDS_PER_FILE)
+            .enumerate()
+        {
+            let here = (name.clone(), line as u64 + 1);
+            if let Record::Message(m) = &r {
+                let key = format!(
+                    "{}|{}",
+                    m.attribute("uri").unwrap(),
+                    m.attribute("submission_timestamp").unwrap()
+                );
+                assert!(
+                    at.insert(key, here.clone()).is_none(),
+                    "generated keys are unique"
+                );
+            }
+            expected.insert(here);
+            r.write_json_line(&mut buf);
+        }
+        std::fs::write(input.join(&name), buf).unwrap();
+    }
+
+    let mut exposures = Vec::new();
+    for kill in 1..=KILLS {
+        // a random point: once 100 to 350 more lines are acknowledged, and 0 to 10 ms later
+        let more = 100 + u64::from(rng.next_u32() % 251);
+        let jitter = Duration::from_millis(u64::from(rng.next_u32() % 11));
+        let target = acknowledged_total(&state) + more;
+        let mut child = job(&input, &out, &state).spawn().unwrap();
+        let running = run_until_acknowledged(&mut child, &state, target);
+        std::thread::sleep(jitter);
+        let running = running && child.try_wait().unwrap().is_none();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(
+            running,
+            "run {kill} ended before it could be killed: the input is too small to prove anything"
+        );
+        // What the restart will read again: records written but past the acknowledged lines.
+        let acked = acknowledged(&state);
+        let seen = written(&out, &at);
+        let exposed = seen
+            .keys()
+            .filter(|(file, line)| *line > acked.get(file).copied().unwrap_or(0))
+            .count();
+        let copies: u32 = seen.values().sum();
+        eprintln!(
+            "kill {kill}: {more} more lines acknowledged + {jitter:?}; acknowledged lines {acked:?}; {} records written ({copies} copies); {exposed} written but not acknowledged (bound {IN_FLIGHT_BOUND})",
+            seen.len()
+        );
+        assert!(
+            exposed <= IN_FLIGHT_BOUND,
+            "kill {kill} exposes {exposed} records to a re-read, more than the in-flight bound {IN_FLIGHT_BOUND}"
+        );
+        exposures.push(exposed);
+    }
+
+    let status = job(&input, &out, &state).status().unwrap();
+    assert!(status.success(), "the last run finishes: {status}");
+    let seen = written(&out, &at);
+    let missing: Vec<&At> = expected.iter().filter(|k| !seen.contains_key(*k)).collect();
     assert!(
         missing.is_empty(),
         "{} records lost, e.g. {:?}",
@@ -144,9 +268,18 @@ fn sigkill_mid_run_then_restart_loses_nothing() {
         &missing[..missing.len().min(3)]
     );
     let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    let exposed: usize = exposures.iter().sum();
     eprintln!(
-        "killed mid-run: {killed_mid_run}; {} objects before the kill; {} records, {duplicates} duplicates after restart",
-        before.len(),
-        expected.len()
+        "{} records, missing 0, {duplicates} duplicates after {KILLS} kills (per kill at most {:?} of bound {IN_FLIGHT_BOUND}: {IN_FLIGHT_EPOCHS} epochs x {EPOCH_RECORDS} records x {WORKERS} workers)",
+        expected.len(),
+        exposures.iter().max(),
+    );
+    assert!(
+        duplicates as usize <= exposed,
+        "{duplicates} duplicates, but only {exposed} records were exposed by the kills"
+    );
+    assert!(
+        acknowledged(&state).values().all(|l| *l == u64::MAX),
+        "every input file is acknowledged whole"
     );
 }

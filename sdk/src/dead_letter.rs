@@ -42,7 +42,11 @@ impl DeadLetter {
     /// A dead letter for `original` that failed in `error_type` with `failure`, without
     /// provenance (the runner adds it for dead letters made inside a pipeline).
     pub fn new(original: Message, error_type: impl Into<String>, failure: Failure) -> Self {
-        let source_position = original.position.as_deref().cloned().unwrap_or_default();
+        let source_position = original
+            .position
+            .as_ref()
+            .map(crate::SourcePosition::to_attributes)
+            .unwrap_or_default();
         DeadLetter {
             original,
             error_type: failure.error_type.unwrap_or_else(|| error_type.into()),

@@ -6,6 +6,90 @@
 //! are done on every sink of every worker ([`SourceReader::ack`]) and acknowledges its input
 //! (commits offsets, acks messages) for those only: at-least-once delivery by construction.
 //!
+//! ## Acknowledging sources: the epoch ledger and typed positions
+//!
+//! A reader remembers, per partition of its input (a Kafka partition, a file, a Pub/Sub ack
+//! id), how far each epoch read, and acknowledges only what [`SourceReader::ack`] says is
+//! durable, contiguously: [`EpochLedger`](crate::EpochLedger) is that bookkeeping, shared by
+//! every acknowledging source (memory, file, Kafka, Pub/Sub). Each record may carry where it
+//! was read ([`SourcePosition`](crate::SourcePosition), a small typed value that crosses
+//! process exchanges); it becomes dead-letter attributes (`input_file`/`input_line`,
+//! `kafka_topic`/`kafka_partition`/`kafka_offset`, ...) only when a dead letter is made.
+//!
+//! A minimal acknowledging source: it reads numbers from one partition and commits the offset
+//! that every sink made durable, as a Kafka reader commits its consumer group's offsets.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use sluice::io::{ReadState, ReadStatus, Source, SourceContext, SourceReader};
+//! use sluice::{BoxError, Epoch, EpochLedger, MemorySink, Pipeline};
+//!
+//! #[derive(Clone)]
+//! struct Numbers {
+//!     len: u64,
+//!     committed: Arc<Mutex<u64>>,
+//! }
+//!
+//! struct NumbersReader {
+//!     next: u64,
+//!     len: u64,
+//!     ledger: EpochLedger<(), u64>,
+//!     committed: Arc<Mutex<u64>>,
+//! }
+//!
+//! impl Source for Numbers {
+//!     type Output = u64;
+//!     fn kind(&self) -> &str { "numbers" }
+//!     fn describe(&self) -> String { format!("0..{}", self.len) }
+//!     fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<u64>>, BoxError> {
+//!         // one partition, read by worker 0, from the committed offset on
+//!         let start = *self.committed.lock().unwrap();
+//!         let len = if ctx.worker_index() == 0 { self.len } else { start };
+//!         Ok(Box::new(NumbersReader {
+//!             next: start,
+//!             len,
+//!             ledger: EpochLedger::new(),
+//!             committed: self.committed.clone(),
+//!         }))
+//!     }
+//! }
+//!
+//! impl SourceReader<u64> for NumbersReader {
+//!     fn read(&mut self, out: &mut Vec<u64>, max: usize) -> Result<ReadStatus, BoxError> {
+//!         let end = self.len.min(self.next + max as u64);
+//!         if end > self.next {
+//!             out.extend(self.next..end);
+//!             self.next = end;
+//!             self.ledger.record((), end); // the next offset to read
+//!         }
+//!         let state = if end == self.len { ReadState::Exhausted } else { ReadState::More };
+//!         Ok(ReadStatus::new(8 * out.len(), state)) // sizes, roughly
+//!     }
+//!     fn end_epoch(&mut self, epoch: Epoch) {
+//!         self.ledger.end_epoch(epoch);
+//!     }
+//!     fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
+//!         for ((), offset) in self.ledger.ack(done) {
+//!             *self.committed.lock().unwrap() = offset; // commit
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let source = Numbers { len: 1000, committed: Arc::default() };
+//! let out = MemorySink::new();
+//! let (s, o) = (source.clone(), out.clone());
+//! Pipeline::new("numbers")
+//!     .workers(2)
+//!     .run(move |p| {
+//!         p.read("read", s.clone()).write("write", o.clone());
+//!         Ok(())
+//!     })
+//!     .unwrap();
+//! assert_eq!(out.len(), 1000);
+//! assert_eq!(*source.committed.lock().unwrap(), 1000);
+//! ```
+//!
 //! ## Rejections: a sink may refuse single records
 //!
 //! A service can refuse one record and take the rest (a BigQuery row error, a Kafka message over
@@ -107,7 +191,8 @@ pub struct CheckContext {
 }
 
 impl CheckContext {
-    /// A context on this tokio runtime.
+    /// A context on this tokio runtime. It must be a multi-thread runtime: checks call
+    /// `Handle::block_on`, which does not drive a current-thread runtime's IO or timers.
     pub fn new(runtime: tokio::runtime::Handle) -> Self {
         CheckContext { runtime }
     }
@@ -147,13 +232,15 @@ pub trait SourceReader<T>: 'static {
     fn read(&mut self, out: &mut Vec<T>, max_records: usize) -> Result<ReadStatus, BoxError>;
 
     /// The records returned since the previous call form epoch `epoch`. Readers that
-    /// acknowledge input remember the input positions reached by this epoch.
+    /// acknowledge input remember the input positions reached by this epoch, in an
+    /// [`EpochLedger`](crate::EpochLedger).
     fn end_epoch(&mut self, epoch: Epoch) {
         let _ = epoch;
     }
 
-    /// Every epoch lower than `done` is durably written by every sink: acknowledge its input.
-    /// `Epoch::MAX` means everything read so far.
+    /// Every epoch lower than `done` is durably written by every sink: acknowledge its input
+    /// (what [`EpochLedger::ack`](crate::EpochLedger::ack) returns). `Epoch::MAX` means
+    /// everything read so far.
     fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
         let _ = done;
         Ok(())

@@ -7,7 +7,8 @@
 //! - Failures are data: [`DeadLetter`]s keep the original record and say why; every failure
 //!   stream must reach a sink through [`DeadLetters`] or the pipeline does not build.
 //! - [`Source`] and [`Sink`] connectors meet an epoch contract that gives at-least-once
-//!   delivery and bounded memory (see [`io`]).
+//!   delivery and bounded memory (see [`io`]); [`EpochLedger`] tells an acknowledging source
+//!   what it may acknowledge, and [`SourcePosition`] where each record was read.
 //!
 //! Only this crate imports timely: its scopes, timestamps and containers do not leak.
 //!
@@ -36,6 +37,7 @@ mod dead_letter;
 mod error;
 pub mod harness;
 pub mod io;
+mod ledger;
 mod memory;
 mod message;
 mod metrics;
@@ -49,8 +51,9 @@ pub use io::{
     CheckContext, Epoch, ReadState, ReadStatus, Rejection, Sink, SinkContext, SinkWriter, Source,
     SourceContext, SourceReader, SourceWaker, WriteFuture,
 };
+pub use ledger::EpochLedger;
 pub use memory::{MemoryFeeder, MemorySink, MemorySource, UnboundedMemorySource};
-pub use message::{EnvelopeError, Message, SourcePosition};
+pub use message::{EnvelopeError, Message, PubSubPosition, SourcePosition};
 pub use metrics::{Counter, Metrics, MetricsSnapshot, RunSummary};
 pub use pcollection::{
     DeadLetters, Element, Original, PCollection, PTransform, WithFailures, WriteResult,

@@ -10,7 +10,7 @@ use crate::io::{
     Epoch, ReadState, ReadStatus, Rejection, Sink, SinkContext, SinkWriter, Source, SourceContext,
     SourceReader, SourceWaker, WriteFuture,
 };
-use crate::Element;
+use crate::{Element, EpochLedger};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -110,8 +110,7 @@ impl<T: Element> Source for MemorySource<T> {
             explicit: s.explicit_epochs,
             mine,
             offset: 0,
-            finished_batches: Vec::new(),
-            epochs: VecDeque::new(),
+            ledger: EpochLedger::new(),
         }))
     }
 }
@@ -121,8 +120,9 @@ struct BoundedReader<T> {
     explicit: bool,
     mine: VecDeque<usize>,
     offset: usize,
-    finished_batches: Vec<usize>,
-    epochs: VecDeque<(Epoch, Vec<usize>)>,
+    /// Batches read whole, by index, and the epoch that read their last record: a batch is
+    /// acknowledged once every epoch that read part of it is durable.
+    ledger: EpochLedger<usize, ()>,
 }
 
 impl<T: Element> SourceReader<T> for BoundedReader<T> {
@@ -143,7 +143,7 @@ impl<T: Element> SourceReader<T> for BoundedReader<T> {
             }
             self.mine.pop_front();
             self.offset = 0;
-            self.finished_batches.push(b);
+            self.ledger.record(b, ());
             if self.explicit {
                 return Ok(ReadStatus::new(
                     n * std::mem::size_of::<T>(),
@@ -163,18 +163,14 @@ impl<T: Element> SourceReader<T> for BoundedReader<T> {
     }
 
     fn end_epoch(&mut self, epoch: Epoch) {
-        self.epochs
-            .push_back((epoch, std::mem::take(&mut self.finished_batches)));
+        self.ledger.end_epoch(epoch);
     }
 
     fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
+        let acked = self.ledger.ack(done);
         let mut state = lock(&self.state);
-        while self.epochs.front().is_some_and(|(t, _)| *t < done) {
-            if let Some((_, batches)) = self.epochs.pop_front() {
-                for b in batches {
-                    state.acked[b] = true;
-                }
-            }
+        for (b, ()) in acked {
+            state.acked[b] = true;
         }
         Ok(())
     }
@@ -262,16 +258,19 @@ impl<T: Element> Source for UnboundedMemorySource<T> {
         lock(&self.state).wakers.push(ctx.waker());
         Ok(Box::new(QueueReader {
             state: self.state.clone(),
-            epochs: VecDeque::new(),
-            unclosed: 0,
+            ledger: EpochLedger::new(),
+            read: 0,
+            acked: 0,
         }))
     }
 }
 
 struct QueueReader<T> {
     state: Arc<Mutex<QueueState<T>>>,
-    epochs: VecDeque<(Epoch, u64)>,
-    unclosed: u64,
+    /// One partition (this reader's share of the queue), positioned by records read.
+    ledger: EpochLedger<(), u64>,
+    read: u64,
+    acked: u64,
 }
 
 impl<T: Element> SourceReader<T> for QueueReader<T> {
@@ -279,7 +278,10 @@ impl<T: Element> SourceReader<T> for QueueReader<T> {
         let mut s = lock(&self.state);
         let n = max_records.min(s.queue.len());
         out.extend(s.queue.drain(..n));
-        self.unclosed += n as u64;
+        if n > 0 {
+            self.read += n as u64;
+            self.ledger.record((), self.read);
+        }
         let state = if !s.queue.is_empty() {
             ReadState::More
         } else if s.closed {
@@ -290,15 +292,12 @@ impl<T: Element> SourceReader<T> for QueueReader<T> {
         Ok(ReadStatus::new(n * std::mem::size_of::<T>(), state))
     }
     fn end_epoch(&mut self, epoch: Epoch) {
-        self.epochs
-            .push_back((epoch, std::mem::take(&mut self.unclosed)));
+        self.ledger.end_epoch(epoch);
     }
     fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
-        let mut s = lock(&self.state);
-        while self.epochs.front().is_some_and(|(t, _)| *t < done) {
-            if let Some((_, n)) = self.epochs.pop_front() {
-                s.acked += n;
-            }
+        if let Some(((), reached)) = self.ledger.ack(done).pop() {
+            lock(&self.state).acked += reached - self.acked;
+            self.acked = reached;
         }
         Ok(())
     }

@@ -8,9 +8,127 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// Where a record came from (for example `kafka_topic`, `kafka_partition`, `kafka_offset`, or
-/// `input_file`, `input_line`), kept beside a message so that a dead letter can name it.
-pub type SourcePosition = Arc<BTreeMap<String, String>>;
+/// Where a record came from, kept beside a message so that a dead letter can name it.
+///
+/// A small typed value, cheap to clone (names are shared `Arc<str>`s, so a reader allocates a
+/// file name or topic once, not per record), that crosses process exchanges with the message.
+/// It becomes dead-letter attributes only when a dead letter is made
+/// ([`SourcePosition::to_attributes`]).
+///
+/// ```
+/// use std::sync::Arc;
+/// use sluice::SourcePosition;
+/// let file: Arc<str> = Arc::from("in/a.ndjson");
+/// let p = SourcePosition::Line { file: Some(file.clone()), line: 3 };
+/// let attrs = p.to_attributes();
+/// assert_eq!(attrs["input_file"], "in/a.ndjson");
+/// assert_eq!(attrs["input_line"], "3");
+/// ```
+// Externally tagged (serde's default) and without skipped fields: timely's bincode encoding
+// needs that (shared/TIMELY-NOTES.md, section 6).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SourcePosition {
+    /// A line (1-based) of a file or stream: `input_file` (when named) and `input_line`.
+    Line {
+        /// The file's name, `None` for standard input or an unnamed reader.
+        file: Option<Arc<str>>,
+        /// The line number, 1-based.
+        line: u64,
+    },
+    /// A byte offset in a (decompressed) file or stream: `input_file` and `input_offset`.
+    Offset {
+        /// The file's name, `None` for standard input or an unnamed reader.
+        file: Option<Arc<str>>,
+        /// The byte offset of the record's start.
+        offset: u64,
+    },
+    /// A Kafka record: `kafka_topic`, `kafka_partition`, `kafka_offset`.
+    Kafka {
+        /// The topic.
+        topic: Arc<str>,
+        /// The partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+    },
+    /// A Pub/Sub message: `pubsub_subscription`, `pubsub_message_id`, and when known
+    /// `pubsub_publish_time` and `pubsub_delivery_attempt`. Boxed, so that the common
+    /// positions keep `Message` small.
+    PubSub(Box<PubSubPosition>),
+    /// The index of a record in an in-memory input: `memory_index`.
+    Memory {
+        /// 0-based index.
+        index: u64,
+    },
+    /// Any other source: these attributes, as given.
+    Other(Vec<(String, String)>),
+}
+
+/// Where a Pub/Sub message was pulled from (see [`SourcePosition::PubSub`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PubSubPosition {
+    /// The subscription it was pulled from.
+    pub subscription: Arc<str>,
+    /// The message id the service assigned.
+    pub message_id: Arc<str>,
+    /// The publish time as the service reported it (RFC 3339).
+    pub publish_time: Option<Arc<str>>,
+    /// The delivery attempt (1 for the first delivery), when the subscription has a
+    /// dead-letter policy.
+    pub delivery_attempt: Option<u32>,
+}
+
+impl SourcePosition {
+    /// The dead-letter attributes that name this position (the names gcp-ingestion and
+    /// Sluice's decoder know: see `REPLAY_STRIPPED_ATTRIBUTES` in `sluice-transforms`).
+    pub fn to_attributes(&self) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            a.insert(k.to_string(), v);
+        };
+        match self {
+            SourcePosition::Line { file, line } => {
+                if let Some(f) = file {
+                    put("input_file", f.to_string());
+                }
+                put("input_line", line.to_string());
+            }
+            SourcePosition::Offset { file, offset } => {
+                if let Some(f) = file {
+                    put("input_file", f.to_string());
+                }
+                put("input_offset", offset.to_string());
+            }
+            SourcePosition::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                put("kafka_topic", topic.to_string());
+                put("kafka_partition", partition.to_string());
+                put("kafka_offset", offset.to_string());
+            }
+            SourcePosition::PubSub(p) => {
+                put("pubsub_subscription", p.subscription.to_string());
+                put("pubsub_message_id", p.message_id.to_string());
+                if let Some(t) = &p.publish_time {
+                    put("pubsub_publish_time", t.to_string());
+                }
+                if let Some(n) = p.delivery_attempt {
+                    put("pubsub_delivery_attempt", n.to_string());
+                }
+            }
+            SourcePosition::Memory { index } => put("memory_index", index.to_string()),
+            SourcePosition::Other(pairs) => {
+                for (k, v) in pairs {
+                    put(k, v.clone());
+                }
+            }
+        }
+        a
+    }
+}
 
 /// A payload and its string attributes: the Pub/Sub message model, which maps 1:1 to a Kafka
 /// record (value and headers) and to gcp-ingestion's ndjson envelope.
@@ -31,8 +149,8 @@ pub struct Message {
     pub payload: Bytes,
     /// String attributes (Pub/Sub attributes, Kafka headers, decoded metadata).
     pub attributes: BTreeMap<String, String>,
-    /// The source position, if the source recorded one. Not serialized: it describes one read.
-    #[serde(skip)]
+    /// Where the source read it, if the source records that. Serialized with the message, so it
+    /// survives an exchange between processes.
     pub position: Option<SourcePosition>,
 }
 
@@ -260,8 +378,63 @@ mod tests {
 
     #[test]
     fn position_is_not_part_of_identity() {
-        let p: SourcePosition = Arc::new([("input_line".to_string(), "3".to_string())].into());
-        assert_eq!(Message::new("a").with_position(p), Message::new("a"));
+        let p = SourcePosition::Line {
+            file: None,
+            line: 3,
+        };
+        let with = Message::new("a").with_position(p);
+        assert_eq!(with, Message::new("a"));
+        let hash = |m: &Message| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            m.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&with), hash(&Message::new("a")));
+    }
+
+    #[test]
+    fn a_position_keeps_messages_small() {
+        // the common positions (file, Kafka) fit in 32 bytes; Pub/Sub's is boxed
+        assert!(std::mem::size_of::<Option<SourcePosition>>() <= 32);
+    }
+
+    #[test]
+    fn positions_name_their_attributes() {
+        let kafka = SourcePosition::Kafka {
+            topic: Arc::from("raw"),
+            partition: 2,
+            offset: 41,
+        };
+        let a = kafka.to_attributes();
+        assert_eq!(
+            a.into_iter().collect::<Vec<_>>(),
+            [
+                ("kafka_offset".to_string(), "41".to_string()),
+                ("kafka_partition".to_string(), "2".to_string()),
+                ("kafka_topic".to_string(), "raw".to_string()),
+            ]
+        );
+        let pubsub = SourcePosition::PubSub(Box::new(PubSubPosition {
+            subscription: Arc::from("projects/p/subscriptions/s"),
+            message_id: Arc::from("17"),
+            publish_time: None,
+            delivery_attempt: Some(2),
+        }));
+        let a = pubsub.to_attributes();
+        assert_eq!(a["pubsub_message_id"], "17");
+        assert_eq!(a["pubsub_delivery_attempt"], "2");
+        assert!(!a.contains_key("pubsub_publish_time"));
+        let stdin = SourcePosition::Offset {
+            file: None,
+            offset: 9,
+        };
+        assert_eq!(
+            stdin.to_attributes().into_iter().collect::<Vec<_>>(),
+            [("input_offset".to_string(), "9".to_string())]
+        );
+        let other = SourcePosition::Other(vec![("row".into(), "4".into())]);
+        assert_eq!(other.to_attributes()["row"], "4");
     }
 
     proptest::proptest! {

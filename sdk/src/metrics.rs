@@ -57,6 +57,8 @@ pub struct Metrics {
 struct MetricsInner {
     counters: Mutex<BTreeMap<(Counter, String), Arc<AtomicU64>>>,
     in_flight_epochs: AtomicU64,
+    held_bytes: AtomicU64,
+    peak_held_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -85,6 +87,27 @@ impl Metrics {
         self.inner.in_flight_epochs.store(n, Ordering::Relaxed);
     }
 
+    pub(crate) fn add_held_bytes(&self, n: u64) {
+        let now = self.inner.held_bytes.fetch_add(n, Ordering::SeqCst) + n;
+        self.inner.peak_held_bytes.fetch_max(now, Ordering::SeqCst);
+    }
+
+    pub(crate) fn sub_held_bytes(&self, n: u64) {
+        self.inner.held_bytes.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Bytes of records the sinks of this process hold now (received, not yet durable): the
+    /// records as they are after every step (decompressed payloads, attributes), which the
+    /// in-flight byte bound limits.
+    pub fn held_bytes(&self) -> u64 {
+        self.inner.held_bytes.load(Ordering::SeqCst)
+    }
+
+    /// The most [`Metrics::held_bytes`] reached during the run.
+    pub fn peak_held_bytes(&self) -> u64 {
+        self.inner.peak_held_bytes.load(Ordering::SeqCst)
+    }
+
     /// The values now.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let map = self
@@ -98,6 +121,7 @@ impl Metrics {
                 .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
                 .collect(),
             in_flight_epochs: self.inner.in_flight_epochs.load(Ordering::Relaxed),
+            held_bytes: self.held_bytes(),
         }
     }
 }
@@ -109,6 +133,8 @@ pub struct MetricsSnapshot {
     pub counters: BTreeMap<(Counter, String), u64>,
     /// Epochs read but not yet durably written, on the worker that last reported.
     pub in_flight_epochs: u64,
+    /// Bytes the sinks of this process hold, not yet durable (see [`Metrics::held_bytes`]).
+    pub held_bytes: u64,
 }
 
 impl MetricsSnapshot {
@@ -154,6 +180,8 @@ impl MetricsSnapshot {
             "sluice_in_flight_epochs {}\n",
             self.in_flight_epochs
         ));
+        out.push_str("# TYPE sluice_held_bytes gauge\n");
+        out.push_str(&format!("sluice_held_bytes {}\n", self.held_bytes));
         out
     }
 }

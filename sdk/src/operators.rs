@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline as Local;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{source, Operator, OutputBuilder};
-use timely::dataflow::operators::{Capability, OkErr};
+use timely::dataflow::operators::generic::{source, OutputBuilder};
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::scheduling::SyncActivator;
 
@@ -208,7 +208,12 @@ pub(crate) fn read<'s, S: Source>(
                 cap = None;
                 return;
             }
-            if book.in_flight.len() >= limits.max_epochs || book.in_flight_bytes >= limits.max_bytes
+            // Bytes are bounded twice: as read, per worker, and as the sinks hold them after every
+            // step (a gzipped payload counts decompressed), for the workers of this process.
+            let held_by_sinks = shared.metrics.held_bytes() as usize;
+            if book.in_flight.len() >= limits.max_epochs
+                || book.in_flight_bytes >= limits.max_bytes
+                || held_by_sinks >= limits.max_bytes.saturating_mul(shared.local_workers)
             {
                 // The watcher behind the probe wakes us when an epoch is done; meanwhile ask
                 // batching sinks to write what they hold, or nothing would ever be done.
@@ -303,10 +308,19 @@ pub(crate) enum OnReject<T> {
     RetryReduced(Box<dyn Fn(T) -> T>),
 }
 
+/// An epoch a sink is receiving: its capability, its records and the bytes they hold.
+struct Stashed<T> {
+    held: Capability<Epoch>,
+    records: Vec<T>,
+    bytes: u64,
+}
+
 /// One write in flight: the epoch's capability, held until the write is durable.
 struct Writing {
     held: Capability<Epoch>,
     records: usize,
+    /// Bytes of the records, counted in `Metrics::held_bytes` until the write resolves.
+    bytes: u64,
     retry: bool,
 }
 
@@ -329,6 +343,7 @@ impl<T: Send + 'static> Writes<T> {
         w: &mut dyn SinkWriter<T>,
         held: Capability<Epoch>,
         records: Vec<T>,
+        bytes: u64,
         retry: bool,
     ) {
         let id = self.next;
@@ -347,6 +362,7 @@ impl<T: Send + 'static> Writes<T> {
             Writing {
                 held,
                 records: n,
+                bytes,
                 retry,
             },
         );
@@ -394,7 +410,8 @@ pub(crate) fn write<'s, S: Sink>(
         // Holding these would keep the probe at epoch 0 forever.
         drop(initial_caps);
         let mut writer: Option<Box<dyn SinkWriter<S::Input>>> = None;
-        let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<S::Input>)> = BTreeMap::new();
+        // Per epoch: its capability, its records and the bytes they hold.
+        let mut stash: BTreeMap<Epoch, Stashed<S::Input>> = BTreeMap::new();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done<S::Input>>();
         let mut writes = Writes {
             writing: HashMap::new(),
@@ -405,6 +422,7 @@ pub(crate) fn write<'s, S: Sink>(
         };
         let mut flushed_at_end = false;
         let mut seen_flush = 0u64;
+        let mut flush_pending = false;
         let sink_error = {
             let step = step.clone();
             move |e: BoxError| Error::Sink {
@@ -437,11 +455,15 @@ pub(crate) fn write<'s, S: Sink>(
             let Some(w) = writer.as_mut() else { return };
             input.for_each(|cap, data| {
                 if let (Some(t), Some(held)) = (cap.least().copied(), cap.retain_least(0)) {
-                    stash
-                        .entry(t)
-                        .or_insert_with(|| (held, Vec::new()))
-                        .1
-                        .append(data);
+                    let bytes: u64 = data.iter().map(|r| held_bytes(r) as u64).sum();
+                    shared.metrics.add_held_bytes(bytes);
+                    let entry = stash.entry(t).or_insert_with(|| Stashed {
+                        held,
+                        records: Vec::new(),
+                        bytes: 0,
+                    });
+                    entry.records.append(data);
+                    entry.bytes += bytes;
                 }
             });
             let frontier = &frontiers[0];
@@ -449,13 +471,14 @@ pub(crate) fn write<'s, S: Sink>(
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
-                let (held, records) = entry.remove();
-                writes.start(w.as_mut(), held, records, false);
+                let e = entry.remove();
+                writes.start(w.as_mut(), e.held, e.records, e.bytes, false);
             }
             while let Ok((id, result)) = done_rx.try_recv() {
                 let Some(done) = writes.writing.remove(&id) else {
                     continue;
                 };
+                shared.metrics.sub_held_bytes(done.bytes);
                 let refused = match result {
                     Ok(refused) => refused,
                     Err(e) => {
@@ -511,8 +534,11 @@ pub(crate) fn write<'s, S: Sink>(
                             reason = %refused[0].failure.message,
                             "the dead-letter sink refused dead letters: retrying them reduced"
                         );
-                        let reduced = refused.into_iter().map(|r| reduce(r.record)).collect();
-                        writes.start(w.as_mut(), done.held, reduced, true);
+                        let reduced: Vec<_> =
+                            refused.into_iter().map(|r| reduce(r.record)).collect();
+                        let bytes = reduced.iter().map(|r| held_bytes(r) as u64).sum();
+                        shared.metrics.add_held_bytes(bytes);
+                        writes.start(w.as_mut(), done.held, reduced, bytes, true);
                     }
                 }
             }
@@ -520,16 +546,51 @@ pub(crate) fn write<'s, S: Sink>(
             if frontier.frontier().is_empty() && !flushed_at_end {
                 flushed_at_end = true;
                 w.flush();
-            } else if generation != seen_flush {
-                seen_flush = generation;
-                if !writes.writing.is_empty() {
+            } else {
+                // A request is kept until this sink holds a write it can flush: one that comes
+                // while the epoch is still being received must not be lost.
+                if generation != seen_flush {
+                    seen_flush = generation;
+                    flush_pending = true;
+                }
+                if flush_pending && !writes.writing.is_empty() {
+                    flush_pending = false;
                     w.flush();
+                } else if flush_pending && stash.is_empty() {
+                    flush_pending = false;
                 }
             }
         }
     });
     ctx.sink_outputs.borrow_mut().push(out_stream.clone());
     out_stream
+}
+
+/// The bytes a record holds, for the in-flight byte bound: payload and attributes for the
+/// message types the SDK knows (after every step, so decompressed payloads count as such), the
+/// inline size for other types.
+fn held_bytes<T: 'static>(record: &T) -> usize {
+    let any = record as &dyn std::any::Any;
+    if let Some(m) = any.downcast_ref::<Message>() {
+        m.byte_size()
+    } else if let Some(d) = any.downcast_ref::<DeadLetter>() {
+        d.original.byte_size()
+            + d.error_message.len()
+            + d.stack_trace.as_ref().map_or(0, String::len)
+    } else if let Some(r) = any.downcast_ref::<std::result::Result<Message, DeadLetter>>() {
+        match r {
+            Ok(m) => m.byte_size(),
+            Err(d) => d.original.byte_size(),
+        }
+    } else if let Some(b) = any.downcast_ref::<bytes::Bytes>() {
+        b.len()
+    } else if let Some(s) = any.downcast_ref::<String>() {
+        s.len()
+    } else if let Some(v) = any.downcast_ref::<Vec<u8>>() {
+        v.len()
+    } else {
+        std::mem::size_of::<T>()
+    }
 }
 
 /// Runs a write on the IO runtime and reports its outcome, a panic included (a panicking write
@@ -582,11 +643,11 @@ impl FailureContext {
 
 type Split<'s, U> = (StreamVec<'s, Epoch, U>, StreamVec<'s, Epoch, DeadLetter>);
 
-/// Runs `f` on every record; `Ok` values go to the first stream, failures become dead letters
-/// holding the untouched original.
-// timely's `ok_err` takes a closure returning `Result<ok, err>` by value: the dead letter is
-// moved once per failure, which is rare and cheap next to building it.
-#[allow(clippy::result_large_err)]
+/// Runs `f` on every record, owning it: `Ok` values go to the first output; a failure hands the
+/// record back untouched and becomes a dead letter holding it, on the second output.
+///
+/// One operator with two outputs, so a record is moved once and never cloned; the borrowed
+/// `try_map` runs through here too.
 pub(crate) fn try_flat_map<'s, T, U, I, E, F>(
     stream: StreamVec<'s, Epoch, T>,
     step: &str,
@@ -600,31 +661,46 @@ where
     U: Element,
     I: IntoIterator<Item = U>,
     E: Into<Failure>,
-    F: FnMut(&T) -> std::result::Result<I, E> + 'static,
+    F: FnMut(T) -> std::result::Result<I, (T, E)> + 'static,
 {
-    let mixed: StreamVec<'s, Epoch, std::result::Result<U, Box<DeadLetter>>> =
-        stream.unary(Local, step, move |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut session = output.session(&cap);
-                    let (mut ok, mut failed) = (0u64, 0u64);
-                    for record in data.drain(..) {
-                        match f(&record) {
-                            Ok(outputs) => {
-                                ok += 1;
-                                session.give_iterator(outputs.into_iter().map(Ok));
-                            }
-                            Err(e) => {
-                                failed += 1;
-                                let dl = failures.dead_letter(record.to_original(), e.into());
-                                session.give(Err(Box::new(dl)));
-                            }
+    use timely::dataflow::operators::generic::OutputBuilder;
+    use timely::progress::operate::FrontierInterest;
+
+    let mut builder = OperatorBuilder::new(step.to_string(), stream.scope());
+    let mut input = builder.new_input(stream, Local);
+    // Like `map`: records in, records out, nothing to do when the frontier moves.
+    builder.set_notify_for(0, FrontierInterest::Never);
+    let (ok_output, ok_stream) = builder.new_output::<Vec<U>>();
+    let (failed_output, failed_stream) = builder.new_output::<Vec<DeadLetter>>();
+    let mut ok_output = OutputBuilder::<_, CapacityContainerBuilder<Vec<U>>>::from(ok_output);
+    let mut failed_output =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<DeadLetter>>>::from(failed_output);
+    // The initial capabilities are dropped: holding them would keep every epoch open.
+    builder.build(move |_initial_caps| {
+        move |_frontiers| {
+            let mut ok_handle = ok_output.activate();
+            let mut failed_handle = failed_output.activate();
+            input.for_each(|cap, data| {
+                let mut ok_session = ok_handle.session(&cap);
+                let mut failed_session = failed_handle.session(&cap);
+                let (mut ok, mut failed) = (0u64, 0u64);
+                for record in data.drain(..) {
+                    match f(record) {
+                        Ok(outputs) => {
+                            ok += 1;
+                            ok_session.give_iterator(outputs.into_iter());
+                        }
+                        Err((record, e)) => {
+                            failed += 1;
+                            failed_session
+                                .give(failures.dead_letter(record.into_original(), e.into()));
                         }
                     }
-                    ok_count.fetch_add(ok, Ordering::Relaxed);
-                    failed_count.fetch_add(failed, Ordering::Relaxed);
-                });
-            }
-        });
-    mixed.ok_err::<Vec<U>, U, Vec<DeadLetter>, DeadLetter, _>(|r| r.map_err(|dl| *dl))
+                }
+                ok_count.fetch_add(ok, Ordering::Relaxed);
+                failed_count.fetch_add(failed, Ordering::Relaxed);
+            });
+        }
+    });
+    (ok_stream, failed_stream)
 }

@@ -25,26 +25,47 @@ impl<T: Clone + Send + 'static> Element for T {}
 pub trait Original {
     /// The record as a message: its bytes and attributes.
     fn to_original(&self) -> Message;
+
+    /// The record as a message, consuming it: what a dead letter keeps. Override it where the
+    /// record can become a message without a copy.
+    fn into_original(self) -> Message
+    where
+        Self: Sized,
+    {
+        self.to_original()
+    }
 }
 
 impl Original for Message {
     fn to_original(&self) -> Message {
         self.clone()
     }
+    fn into_original(self) -> Message {
+        self
+    }
 }
 impl Original for Bytes {
     fn to_original(&self) -> Message {
         Message::new(self.clone())
+    }
+    fn into_original(self) -> Message {
+        Message::new(self)
     }
 }
 impl Original for Vec<u8> {
     fn to_original(&self) -> Message {
         Message::new(self.clone())
     }
+    fn into_original(self) -> Message {
+        Message::new(self)
+    }
 }
 impl Original for String {
     fn to_original(&self) -> Message {
         Message::new(self.clone().into_bytes())
+    }
+    fn into_original(self) -> Message {
+        Message::new(self.into_bytes())
     }
 }
 /// A source's framed record or the dead letter it made of input it could not frame.
@@ -247,8 +268,12 @@ impl<'s, T: Element> PCollection<'s, T> {
         out
     }
 
-    /// Transforms every record with a fallible function. A record for which `f` fails becomes
-    /// a [`DeadLetter`] with the untouched original and `error_type` = `step`.
+    /// Transforms every record with a fallible function that borrows it. A record for which
+    /// `f` fails becomes a [`DeadLetter`] with the untouched original and `error_type` = `step`.
+    ///
+    /// Suits a function that reads its input and builds a new value (parsing). A function that
+    /// changes its input and passes it on should own it: [`PCollection::try_map_owned`] saves
+    /// the copy.
     ///
     /// ```
     /// let out = sluice::harness::run(vec!["1".to_string(), "x".to_string()], |input, dead_letters| {
@@ -265,17 +290,99 @@ impl<'s, T: Element> PCollection<'s, T> {
         E: Into<Failure>,
         F: FnMut(&T) -> Result<U, E> + 'static,
     {
-        self.try_flat_map(step, move |x| f(x).map(Some))
+        self.try_flat_map_owned(step, move |x| match f(&x) {
+            Ok(u) => Ok(Some(u)),
+            Err(e) => Err((x, e)),
+        })
     }
 
     /// Like [`PCollection::try_map`], for a function that gives zero or more records.
-    pub fn try_flat_map<U, I, E, F>(self, step: &str, f: F) -> WithFailures<'s, U>
+    ///
+    /// ```
+    /// let out = sluice::harness::run(vec!["1,2".to_string(), "3,x".to_string()], |input, dead| {
+    ///     input
+    ///         .try_flat_map("SplitNumbers", |s: &String| {
+    ///             s.split(',').map(|n| n.parse::<u64>()).collect::<Result<Vec<_>, _>>()
+    ///         })
+    ///         .failures_to(dead)
+    /// });
+    /// assert_eq!(out.output, vec![1, 2]);
+    /// assert_eq!(out.dead_letters[0].original.payload, "3,x");
+    /// ```
+    pub fn try_flat_map<U, I, E, F>(self, step: &str, mut f: F) -> WithFailures<'s, U>
     where
         T: Original,
         U: Element,
         I: IntoIterator<Item = U>,
         E: Into<Failure>,
         F: FnMut(&T) -> Result<I, E> + 'static,
+    {
+        self.try_flat_map_owned(step, move |x| match f(&x) {
+            Ok(outputs) => Ok(outputs),
+            Err(e) => Err((x, e)),
+        })
+    }
+
+    /// Transforms every record with a fallible function that owns it: on failure the function
+    /// hands the record back, untouched, with the error, and it becomes a [`DeadLetter`] with
+    /// `error_type` = `step`. Nothing is copied, neither to pass a record on nor to keep it
+    /// for its dead letter, so a chain of steps that each change a message costs no clone per
+    /// step.
+    ///
+    /// The function must give back the record as it received it: check what can fail before
+    /// changing the record (or undo the change), since the dead letter is what is replayed.
+    ///
+    /// ```
+    /// use sluice::Message;
+    /// let input = vec![Message::new("ok"), Message::new("")];
+    /// let out = sluice::harness::run(input, |input, dead| {
+    ///     input
+    ///         .try_map_owned("Tag", |mut m: Message| {
+    ///             if m.payload.is_empty() {
+    ///                 return Err((m, sluice::Failure::new("empty payload")));
+    ///             }
+    ///             m.attributes.insert("seen".into(), "yes".into());
+    ///             Ok(m)
+    ///         })
+    ///         .failures_to(dead)
+    /// });
+    /// assert_eq!(out.output, vec![Message::new("ok").with_attribute("seen", "yes")]);
+    /// assert_eq!(out.dead_letters[0].error_type, "Tag");
+    /// assert_eq!(out.dead_letters[0].original, Message::new(""));
+    /// ```
+    pub fn try_map_owned<U, E, F>(self, step: &str, mut f: F) -> WithFailures<'s, U>
+    where
+        T: Original,
+        U: Element,
+        E: Into<Failure>,
+        F: FnMut(T) -> Result<U, (T, E)> + 'static,
+    {
+        self.try_flat_map_owned(step, move |x| f(x).map(Some))
+    }
+
+    /// Like [`PCollection::try_map_owned`], for a function that gives zero or more records.
+    ///
+    /// ```
+    /// let out = sluice::harness::run(vec![vec![1u8, 2], vec![]], |input, dead| {
+    ///     input
+    ///         .try_flat_map_owned("Explode", |bytes: Vec<u8>| {
+    ///             if bytes.is_empty() {
+    ///                 return Err((bytes, sluice::Failure::new("nothing to explode")));
+    ///             }
+    ///             Ok(bytes.into_iter().map(u64::from).collect::<Vec<_>>())
+    ///         })
+    ///         .failures_to(dead)
+    /// });
+    /// assert_eq!(out.output, vec![1, 2]);
+    /// assert_eq!(out.dead_letters[0].error_message, "nothing to explode");
+    /// ```
+    pub fn try_flat_map_owned<U, I, E, F>(self, step: &str, f: F) -> WithFailures<'s, U>
+    where
+        T: Original,
+        U: Element,
+        I: IntoIterator<Item = U>,
+        E: Into<Failure>,
+        F: FnMut(T) -> Result<I, (T, E)> + 'static,
     {
         let full = self.ctx.step_name(step);
         let shared = &self.ctx.shared;

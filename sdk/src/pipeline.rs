@@ -48,7 +48,9 @@ impl Default for EpochBounds {
 pub struct InFlightBounds {
     /// Epochs read but not yet durably written.
     pub max_epochs: usize,
-    /// Bytes read but not yet durably written.
+    /// Bytes not yet durably written, counted twice: as read (per worker), and as the sinks
+    /// hold them after every step (payloads decompressed, attributes included; for this
+    /// process, `max_bytes` per local worker). A source stops reading while either is reached.
     pub max_bytes: usize,
 }
 
@@ -257,6 +259,7 @@ impl Pipeline {
             epoch: self.epoch,
             in_flight: self.in_flight,
             dead_letter_payload_limit: self.dead_letter_payload_limit,
+            local_workers: self.local_workers(),
             metrics: self.metrics.clone(),
             runtime: runtime.handle().clone(),
             abort: AtomicBool::new(false),
@@ -315,6 +318,13 @@ impl Pipeline {
             &self.metrics.snapshot(),
             started.elapsed(),
         ))
+    }
+
+    fn local_workers(&self) -> usize {
+        match self.engine {
+            Engine::Threads(n) | Engine::ThreadsSerializing(n) => n,
+            Engine::Cluster { workers, .. } => workers,
+        }
     }
 
     /// Zero bounds would never close an epoch or never let one be in flight.
@@ -465,6 +475,8 @@ pub(crate) struct Shared {
     pub(crate) epoch: EpochBounds,
     pub(crate) in_flight: InFlightBounds,
     pub(crate) dead_letter_payload_limit: usize,
+    /// Worker threads of this process.
+    pub(crate) local_workers: usize,
     pub(crate) metrics: Metrics,
     pub(crate) runtime: tokio::runtime::Handle,
     abort: AtomicBool,

@@ -40,6 +40,23 @@ fn unrouted_failures_do_not_build() {
     );
 }
 
+#[test]
+fn unrouted_failures_of_an_owned_map_do_not_build() {
+    let source = MemorySource::from(vec![1u64, 2, 3]);
+    let result = TestPipeline::new().run(move |p| {
+        let WithFailuresParts { output } = split(
+            p.read("read", source.clone())
+                .try_map_owned("CheckOwned", |x: u64| Ok::<_, (u64, Failure)>(x)),
+        );
+        output.write("write", MemorySink::new());
+        Ok(())
+    });
+    assert!(
+        matches!(&result, Err(Error::UnroutedFailures { steps }) if steps == &["CheckOwned"]),
+        "{result:?}"
+    );
+}
+
 struct WithFailuresParts<'s> {
     output: sluice::PCollection<'s, u64>,
 }

@@ -315,3 +315,20 @@ fn the_stdin_source_conforms() {
         })
     });
 }
+
+#[test]
+fn the_file_source_with_a_state_directory_conforms_and_resumes() {
+    let dirs = Arc::new(Mutex::new(Vec::new()));
+    source_conformance("file source (state dir)", |records: &[Message]| {
+        let dir = tempfile::tempdir().unwrap();
+        let half = records.len() / 2;
+        std::fs::write(dir.path().join("a.ndjson"), ndjson(&records[..half])).unwrap();
+        std::fs::write(dir.path().join("b.ndjson"), ndjson(&records[half..])).unwrap();
+        let pattern = dir.path().join("*.ndjson").display().to_string();
+        let state = dir.path().join("state");
+        dirs.lock().unwrap().push(dir);
+        SourceUnderTest::resuming(move || {
+            FileSource::glob(&pattern, InputFormat::Json).with_state_dir(&state)
+        })
+    });
+}

@@ -425,3 +425,67 @@ proptest! {
         let _ = AddMetadata::apply_to(&m);
     }
 }
+
+// ---- owned steps: a failure hands the message back as it came ----
+
+fn message_for_every_step() -> impl Strategy<Value = Message> {
+    let routing = prop_oneof![
+        Just(vec![]),
+        Just(vec![
+            ("document_namespace", "test"),
+            ("document_type", "test"),
+            ("document_version", "1")
+        ]),
+        // telemetry takes its version from the payload
+        Just(vec![
+            ("document_namespace", "telemetry"),
+            ("document_type", "main")
+        ]),
+    ];
+    let payload = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(|b| (b, false)),
+        // replays whose metadata is lifted before validation fails
+        Just((
+            br#"{"metadata":{"geo":{"country":"FR"},"document_type":"other"},"document_id":"x","bad":1}"#
+                .to_vec(),
+            false
+        )),
+        Just((br#"{"version":4,"v":1,"clientId":"x"}"#.to_vec(), false)),
+        Just((br#"{"field":"ok"}"#.to_vec(), true)),
+        Just(([b' '; 300].to_vec(), true)),
+    ];
+    (arbitrary_message(), routing, payload).prop_map(|(m, routing, (payload, replace))| {
+        let mut m = if replace {
+            m
+        } else {
+            Message::new(payload).with_attributes(m.attributes)
+        };
+        for (k, v) in routing {
+            m = m.with_attribute(k, v);
+        }
+        m.with_attribute("x_debug_id", "kept")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_failing_owned_step_hands_back_the_message_unchanged(m in message_for_every_step()) {
+        let parse_payload = ParsePayload::new(registry());
+        let limit = LimitPayloadSize::new(200);
+        let decompress = DecompressPayload::new().limited_by(&limit);
+        let results = [
+            ("ParseUri", ParseUri::apply_owned(m.clone()).err()),
+            ("DecompressPayload", decompress.apply_owned(m.clone()).err()),
+            ("LimitPayloadSize", limit.apply_owned(m.clone()).err()),
+            ("ParsePayload", parse_payload.apply_owned(m.clone()).err()),
+            ("AddMetadata", AddMetadata::apply_owned(m.clone()).err()),
+        ];
+        for (name, failed) in results {
+            if let Some((back, e)) = failed {
+                prop_assert_eq!(&back, &m, "{} changed the message it rejected: {}", name, e);
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ use sluice::{DeadLetter, Failure, Message};
 use sluice_transforms::decode::{AddMetadata, Decoder, DecompressPayload, ParsePayload, ParseUri};
 use support::*;
 
-/// The Decoder's payload limit in this test (decompression stops at ten times this).
+/// The Decoder's payload limit in this test (decompression stops one byte past it).
 const MAX_PAYLOAD: usize = 64 * 1024;
 
 fn fixture(name: &str) -> PathBuf {
@@ -78,7 +78,8 @@ fn generate() -> Vec<Message> {
     ] {
         out.push(submission(test_doc(&mut rng).to_string(), uri, &mut rng));
     }
-    // DecompressPayload errors: corrupt, truncated, bomb over the cap
+    // DecompressPayload errors: corrupt, truncated; a bomb (a LimitPayloadSize failure, as
+    // gunzip stops one byte past the payload limit)
     let mut corrupt = gzip(test_doc(&mut rng).to_string().as_bytes());
     let n = corrupt.len();
     corrupt[n - 6] ^= 0x55;

@@ -125,7 +125,7 @@ fn good_messages_carry_their_position() {
         .output
         .iter()
         .map(|m| {
-            let p = m.position.as_ref().expect("a position");
+            let p = m.position.as_ref().expect("a position").to_attributes();
             assert!(p["input_file"].ends_with("x.txt"));
             p["input_line"].clone()
         })

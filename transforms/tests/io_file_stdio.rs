@@ -61,6 +61,78 @@ fn json_lines_from_a_reader_each_once_with_positions() {
     }
 }
 
+/// A sink that fails the epoch holding `poison`, and keeps the others.
+#[derive(Clone, Default)]
+struct Poisoned(MemorySink<Message>);
+
+impl sluice::Sink for Poisoned {
+    type Input = Message;
+    fn kind(&self) -> &str {
+        "poisoned"
+    }
+    fn open(
+        &self,
+        _ctx: &sluice::SinkContext,
+    ) -> Result<Box<dyn sluice::SinkWriter<Message>>, sluice::BoxError> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl sluice::SinkWriter<Message> for Poisoned {
+    fn write(
+        &mut self,
+        epoch: sluice::Epoch,
+        records: Vec<Message>,
+    ) -> sluice::WriteFuture<Message> {
+        if records.iter().any(|m| m.payload == "poison") {
+            return Box::pin(std::future::ready(Err("poisoned".into())));
+        }
+        sluice::SinkWriter::write(&mut self.0, epoch, records)
+    }
+}
+
+#[test]
+fn acknowledged_records_count_only_durable_epochs() {
+    let run = |input: String| {
+        let source = StdinSource::from_reader(InputFormat::Text, io::Cursor::new(input));
+        let sink = Poisoned::default();
+        let (s, o) = (source.clone(), sink.clone());
+        let result = Pipeline::new("stdin-acks")
+            .epoch_bounds(sluice::EpochBounds {
+                max_records: 10,
+                ..Default::default()
+            })
+            // one epoch at a time: every durable epoch is acknowledged before the next is read
+            .in_flight_bounds(sluice::InFlightBounds {
+                max_epochs: 1,
+                ..Default::default()
+            })
+            .run(move |p| {
+                let mut dl = p.dead_letters();
+                p.read_with_failures("read", s.clone())
+                    .failures_to(&mut dl)
+                    .write("write", o.clone());
+                dl.write("dead_letters", MemorySink::new());
+                Ok(())
+            });
+        (result, source.acknowledged_records(), sink.0.len() as u64)
+    };
+    let lines: Vec<String> = (0..100).map(|i| format!("line {i}\n")).collect();
+    let (result, acked, written) = run(lines.concat());
+    assert!(result.is_ok());
+    assert_eq!((acked, written), (100, 100));
+
+    let mut poisoned = lines.clone();
+    poisoned[64] = "poison\n".to_string();
+    let (result, acked, written) = run(poisoned.concat());
+    assert!(result.is_err());
+    assert_eq!(
+        acked, written,
+        "exactly the durable records are acknowledged"
+    );
+    assert!(acked <= 64, "{acked}");
+}
+
 #[test]
 fn gzipped_and_heka_input() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -12,7 +12,8 @@
 //! picks the connector, then the rest of the table is that connector's struct, so errors keep
 //! their paths (serde's internally tagged enums would buffer the table and lose them). The
 //! top level is read as `JobConfig<IgnoredAny, IgnoredAny>`, its sections taken as anything.
-//! Validation reads files' metadata (`decoder.schemas` must exist) and nothing else.
+//! Validation reads files' metadata (`decoder.schemas` must exist, `source.state_dir` must
+//! not be a file) and nothing else.
 
 use std::path::Path;
 
@@ -98,6 +99,15 @@ pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
             errors.push(ConfigError::new(
                 "decoder.schemas",
                 format!("schemas path {s:?} does not exist (expected a directory or a .tar.gz)"),
+            ));
+        }
+    }
+    if let Some(Value::String(s)) = root.get("source").and_then(|d| d.get("state_dir")) {
+        let p = Path::new(s);
+        if !s.is_empty() && p.exists() && !p.is_dir() {
+            errors.push(ConfigError::new(
+                "source.state_dir",
+                format!("{s:?} exists and is not a directory"),
             ));
         }
     }

@@ -135,6 +135,57 @@ pub fn check(config: &JobConfig) -> Result<(), JobError> {
     Ok(())
 }
 
+/// Connects to what the job's services are, without reading or writing a record: the S3
+/// bucket is listed, input files are listed. What `sluice validate --check` adds to [`check`];
+/// `run` does the same (see [`Prepared::check_services`]) before reading.
+pub fn check_services(config: &JobConfig) -> Result<(), JobError> {
+    let ctx = CheckRuntime::new()?;
+    check_source_service(&source_for(&config.source), &ctx)?;
+    for (section, cfg) in [("sink", &config.sink), ("dead_letter", &config.dead_letter)] {
+        // A local directory is checked by `check` without being created; remote stores are
+        // built (no connection yet) and then listed.
+        if let SinkConfig::S3(_) = cfg {
+            check_sink_service(section, &sink_for(cfg)?, &ctx)?;
+        }
+    }
+    Ok(())
+}
+
+/// A small runtime for the checks, outside the pipeline's.
+struct CheckRuntime {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl CheckRuntime {
+    fn new() -> Result<Self, JobError> {
+        // Multi-threaded: checks call `Handle::block_on`, which drives no IO or timers on a
+        // current-thread runtime.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| JobError::Setup(format!("cannot start a runtime for checks: {e}")))?;
+        Ok(CheckRuntime { runtime })
+    }
+
+    fn context(&self) -> sluice::CheckContext {
+        sluice::CheckContext::new(self.runtime.handle().clone())
+    }
+}
+
+fn check_source_service(source: &Source, ctx: &CheckRuntime) -> Result<(), JobError> {
+    let result = match source {
+        Source::File(s) => sluice::Source::check(s, &ctx.context()),
+        Source::Stdin(s) => sluice::Source::check(s, &ctx.context()),
+    };
+    result.map_err(|e| JobError::Setup(format!("source: {e}")))
+}
+
+fn check_sink_service(section: &str, sink: &AnySink, ctx: &CheckRuntime) -> Result<(), JobError> {
+    sink.check(&ctx.context())
+        .map_err(|e| JobError::Setup(format!("{section}: {e}")))
+}
+
 fn resolve(source: &Source) -> Result<(), JobError> {
     if let Source::File(files) = source {
         files
@@ -188,6 +239,15 @@ impl Prepared {
             sink,
             dead_letter_sink,
         })
+    }
+
+    /// Asks every source and sink to verify what it can before any record is read (a
+    /// missing bucket, bad credentials): a job fails here, not after decoding has started.
+    pub fn check_services(&self) -> Result<(), JobError> {
+        let ctx = CheckRuntime::new()?;
+        check_source_service(&self.source, &ctx)?;
+        check_sink_service("sink", &self.sink, &ctx)?;
+        check_sink_service("dead_letter", &self.dead_letter_sink, &ctx)
     }
 
     /// The config.

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use sluice::{Failure, Message, PCollection, PTransform, WithFailures};
+use sluice::{Message, PCollection, PTransform, WithFailures};
 use sluice_schemas::{Limits, SchemaRegistry};
 
-use super::{limit, metadata};
 use super::{
-    DecompressPayload, LimitPayloadSize, ParsePayload, ParseUri, DEFAULT_MAX_PAYLOAD_BYTES,
+    AddMetadata, DecompressPayload, LimitPayloadSize, ParsePayload, ParseUri,
+    DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
 /// Attributes a dead letter carries besides the original's (gcp-ingestion's error attributes
@@ -27,15 +27,23 @@ pub const REPLAY_STRIPPED_ATTRIBUTES: &[&str] = &[
     "kafka_topic",
     "kafka_partition",
     "kafka_offset",
+    "pubsub_subscription",
     "pubsub_message_id",
+    "pubsub_publish_time",
+    "pubsub_delivery_attempt",
+    "memory_index",
 ];
 
 /// gcp-ingestion's Decoder: strips the error attributes of replayed dead letters, then
 /// [`ParseUri`] -> [`DecompressPayload`] -> [`LimitPayloadSize`] -> [`ParsePayload`] ->
 /// [`AddMetadata`](super::AddMetadata), returning the decoded messages and every step's dead letters.
 ///
-/// Steps run fused in pairs (see the source): a payload over the limit once decompressed is
-/// dead-lettered compressed, as it entered `DecompressPayload`. Decoding is idempotent: the decoder's output, decoded again, is unchanged.
+/// Each step owns the message it works on and passes it on without a copy; a step that
+/// rejects a message hands it back untouched, so its dead letter holds the message as that step
+/// received it. Decompression stops at the payload limit
+/// ([`DecompressPayload::limited_by`]): a gzip bomb is rejected after inflating limit + 1
+/// bytes, as a `LimitPayloadSize` dead letter holding the compressed payload. Decoding is
+/// idempotent: the decoder's output, decoded again, is unchanged.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -60,7 +68,6 @@ pub const REPLAY_STRIPPED_ATTRIBUTES: &[&str] = &[
 pub struct Decoder {
     registry: Arc<SchemaRegistry>,
     max_payload_bytes: usize,
-    max_decompressed_bytes: Option<usize>,
     limits: Limits,
     stripped: Vec<String>,
 }
@@ -71,7 +78,6 @@ impl Decoder {
         Decoder {
             registry,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-            max_decompressed_bytes: None,
             limits: Limits::default(),
             stripped: REPLAY_STRIPPED_ATTRIBUTES
                 .iter()
@@ -80,16 +86,10 @@ impl Decoder {
         }
     }
 
-    /// Sets the largest (decompressed) payload accepted; default 8 MiB.
+    /// Sets the largest (decompressed) payload accepted; default 8 MiB. Gunzip stops one byte
+    /// past it.
     pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload_bytes = bytes;
-        self
-    }
-
-    /// Sets where gunzip stops; default ten times the payload limit (so with the defaults,
-    /// [`DEFAULT_MAX_DECOMPRESSED_BYTES`](super::DEFAULT_MAX_DECOMPRESSED_BYTES)).
-    pub fn with_max_decompressed_bytes(mut self, bytes: usize) -> Self {
-        self.max_decompressed_bytes = Some(bytes);
         self
     }
 
@@ -115,9 +115,7 @@ impl<'s> PTransform<PCollection<'s, Message>> for Decoder {
 
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
         let stripped = self.stripped;
-        let max_decompressed = self
-            .max_decompressed_bytes
-            .unwrap_or_else(|| self.max_payload_bytes.saturating_mul(10));
+        let limit = LimitPayloadSize::new(self.max_payload_bytes);
         input
             .map(move |mut m: Message| {
                 for k in &stripped {
@@ -128,64 +126,13 @@ impl<'s> PTransform<PCollection<'s, Message>> for Decoder {
             .apply("parse_uri", ParseUri::new())
             .and_then(
                 "decompress_payload",
-                DecompressAndLimit {
-                    decompress: DecompressPayload::new()
-                        .with_max_decompressed_bytes(max_decompressed),
-                    limit: LimitPayloadSize::new(self.max_payload_bytes),
-                },
+                DecompressPayload::new().limited_by(&limit),
             )
+            .and_then("limit_payload_size", limit)
             .and_then(
                 "parse_payload",
-                ParseAndAddMetadata(ParsePayload::new(self.registry).with_limits(self.limits)),
+                ParsePayload::new(self.registry).with_limits(self.limits),
             )
-    }
-}
-
-// The SDK's `try_map` hands a step a reference, so every step clones the message (attributes
-// included) it passes on: at ~1 KB per document that copying was half the decoder's time. The
-// Decoder therefore runs two pairs of steps as one step each, with the `error_type` of the step
-// that failed:
-// - DecompressPayload + LimitPayloadSize: a payload too large once decompressed is dead-lettered
-//   as it entered decompression (compressed, so smaller; replayable all the same);
-// - ParsePayload + AddMetadata: nothing changes, AddMetadata cannot fail on a parsed object.
-
-struct DecompressAndLimit {
-    decompress: DecompressPayload,
-    limit: LimitPayloadSize,
-}
-
-impl<'s> PTransform<PCollection<'s, Message>> for DecompressAndLimit {
-    type Output = WithFailures<'s, Message>;
-
-    fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
-        input.try_map("DecompressPayload", move |m: &Message| {
-            let out = self.decompress.apply_to(m).map_err(Failure::from)?;
-            limit::check(&out, self.limit.max_bytes())
-                .map_err(|e| Failure::from(e).with_error_type("LimitPayloadSize"))?;
-            Ok::<_, Failure>(out)
-        })
-    }
-}
-
-struct ParseAndAddMetadata(ParsePayload);
-
-impl<'s> PTransform<PCollection<'s, Message>> for ParseAndAddMetadata {
-    type Output = WithFailures<'s, Message>;
-
-    fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
-        input.try_map("ParsePayload", move |m: &Message| {
-            let mut attributes = m.attributes.clone();
-            let (payload, _) = self
-                .0
-                .parse_and_validate(&m.payload, &mut attributes)
-                .map_err(Failure::from)?;
-            let payload = metadata::with_metadata(&payload, &attributes)
-                .map_err(|e| Failure::from(e).with_error_type("AddMetadata"))?;
-            Ok::<_, Failure>(Message {
-                payload,
-                attributes,
-                position: m.position.clone(),
-            })
-        })
+            .and_then("add_metadata", AddMetadata::new())
     }
 }

@@ -3,11 +3,12 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use flate2::read::MultiGzDecoder;
-use sluice::{Message, PCollection, PTransform, WithFailures};
+// the bufread decoder reads the payload in place, without a copy into a BufReader
+use flate2::bufread::MultiGzDecoder;
+use sluice::{Failure, Message, PCollection, PTransform, WithFailures};
 
 use super::attr;
-use super::limit::DEFAULT_MAX_PAYLOAD_BYTES;
+use super::limit::{DEFAULT_MAX_PAYLOAD_BYTES, LIMIT_PAYLOAD_SIZE};
 use super::DecodeError;
 
 /// Default cap on a decompressed payload: ten times [`DEFAULT_MAX_PAYLOAD_BYTES`] (80 MiB).
@@ -18,10 +19,12 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Gunzips payloads that start with the gzip magic bytes and sets `client_compression` =
 /// `gzip`; other payloads pass through unchanged (gcp-ingestion's `DecompressPayload`).
 ///
-/// Decompression stops at a cap (default [`DEFAULT_MAX_DECOMPRESSED_BYTES`]), so a gzip bomb
-/// becomes a dead letter, never an out-of-memory. Concatenated gzip members are read as one
-/// stream, as `java.util.zip.GZIPInputStream` does. Errors (`error_type` `DecompressPayload`):
-/// a corrupt or truncated gzip stream, a decompressed size over the cap.
+/// Decompression stops at a cap (default [`DEFAULT_MAX_DECOMPRESSED_BYTES`]): it inflates at
+/// most cap + 1 bytes, so a gzip bomb becomes a dead letter after a bounded amount of work and
+/// memory, never an out-of-memory. Concatenated gzip members are read as one stream, as
+/// `java.util.zip.GZIPInputStream` does. Errors (`error_type` `DecompressPayload`): a corrupt or
+/// truncated gzip stream, a decompressed size over the cap. The dead letter holds the message
+/// as the step received it (compressed).
 ///
 /// The backend is flate2's `zlib-rs` (pure Rust, the fastest inflate flate2 offers).
 ///
@@ -36,12 +39,16 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 #[derive(Debug, Clone)]
 pub struct DecompressPayload {
     max_decompressed_bytes: usize,
+    /// Whether a payload over the cap is a `LimitPayloadSize` failure (the cap is the payload
+    /// limit) rather than a `DecompressPayload` one.
+    cap_is_payload_limit: bool,
 }
 
 impl Default for DecompressPayload {
     fn default() -> Self {
         DecompressPayload {
             max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
+            cap_is_payload_limit: false,
         }
     }
 }
@@ -55,23 +62,55 @@ impl DecompressPayload {
     /// Sets the largest decompressed payload accepted, in bytes.
     pub fn with_max_decompressed_bytes(mut self, bytes: usize) -> Self {
         self.max_decompressed_bytes = bytes;
+        self.cap_is_payload_limit = false;
+        self
+    }
+
+    /// Stops decompression at the payload limit of `limit`, the step that follows this one: a
+    /// payload that would decompress past it is rejected after inflating limit + 1 bytes, as
+    /// [`LimitPayloadSize`](super::LimitPayloadSize) rejects one (`error_type`
+    /// `LimitPayloadSize`), with the compressed message in the dead letter. The
+    /// [`Decoder`](super::Decoder) decompresses so.
+    ///
+    /// ```
+    /// use sluice::Message;
+    /// use sluice_transforms::decode::{DecompressPayload, LimitPayloadSize};
+    /// let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    /// std::io::Write::write_all(&mut gz, &[b' '; 10_000]).unwrap();
+    /// let bomb = Message::new(gz.finish().unwrap());
+    /// let out = sluice::harness::run(vec![bomb.clone()], |input, dead| {
+    ///     let limit = LimitPayloadSize::new(100);
+    ///     input
+    ///         .apply("decompress", DecompressPayload::new().limited_by(&limit))
+    ///         .and_then("limit", limit)
+    ///         .failures_to(dead)
+    /// });
+    /// assert_eq!(out.dead_letters[0].error_type, "LimitPayloadSize");
+    /// assert_eq!(out.dead_letters[0].original, bomb);
+    /// ```
+    pub fn limited_by(mut self, limit: &super::LimitPayloadSize) -> Self {
+        self.max_decompressed_bytes = limit.max_bytes();
+        self.cap_is_payload_limit = true;
         self
     }
 
     /// Decompresses one message (what the step does per record).
     pub fn apply_to(&self, message: &Message) -> Result<Message, DecodeError> {
-        match gunzip(&message.payload, self.max_decompressed_bytes)? {
-            None => Ok(message.clone()),
-            Some(payload) => {
-                let mut out = Message {
-                    payload,
-                    attributes: message.attributes.clone(),
-                    position: message.position.clone(),
-                };
-                out.attributes
+        self.apply_owned(message.clone()).map_err(|(_, e)| e)
+    }
+
+    /// Decompresses one message it owns; on failure, hands it back unchanged with the error.
+    pub fn apply_owned(&self, mut message: Message) -> Result<Message, (Message, DecodeError)> {
+        match gunzip(&message.payload, self.max_decompressed_bytes) {
+            Ok(None) => Ok(message),
+            Ok(Some(payload)) => {
+                message.payload = payload;
+                message
+                    .attributes
                     .insert(attr::CLIENT_COMPRESSION.to_string(), "gzip".to_string());
-                Ok(out)
+                Ok(message)
             }
+            Err(e) => Err((message, e)),
         }
     }
 }
@@ -81,15 +120,12 @@ pub(crate) fn gunzip(payload: &[u8], limit: usize) -> Result<Option<Bytes>, Deco
     if !payload.starts_with(&GZIP_MAGIC) {
         return Ok(None);
     }
-    // telemetry compresses ~4-8x; start there and let the Vec grow, never beyond limit + 1
-    let mut out = Vec::with_capacity(payload.len().saturating_mul(6).min(limit.saturating_add(1)));
-    let mut decoder = MultiGzDecoder::new(payload).take(limit as u64 + 1);
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|source| DecodeError::CorruptGzip {
+    let out = inflate_at_most(payload, limit.saturating_add(1)).map_err(|source| {
+        DecodeError::CorruptGzip {
             size: payload.len(),
             source,
-        })?;
+        }
+    })?;
     if out.len() > limit {
         return Err(DecodeError::DecompressedTooLarge {
             size: payload.len(),
@@ -99,11 +135,49 @@ pub(crate) fn gunzip(payload: &[u8], limit: usize) -> Result<Option<Bytes>, Deco
     Ok(Some(Bytes::from(out)))
 }
 
+/// Inflates the gzip members of `payload` until they end or `cap` bytes are out, whichever
+/// comes first: never more than `cap` bytes produced, nor held (the buffer grows to `cap` at
+/// most), so the caller tells a payload over its limit by a result of `cap` bytes.
+fn inflate_at_most(payload: &[u8], cap: usize) -> std::io::Result<Vec<u8>> {
+    // telemetry compresses ~4-8x: start there, grow by doubling, never beyond cap
+    let mut out: Vec<u8> = Vec::with_capacity(payload.len().saturating_mul(6).min(cap));
+    let mut decoder = MultiGzDecoder::new(payload);
+    while out.len() < cap {
+        if out.len() == out.capacity() {
+            let grow = out.capacity().min(cap - out.len());
+            out.reserve_exact(grow);
+        }
+        let start = out.len();
+        let end = out.capacity().min(cap);
+        out.resize(end, 0);
+        match decoder.read(&mut out[start..]) {
+            Ok(0) => {
+                out.truncate(start);
+                break;
+            }
+            Ok(n) => out.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => out.truncate(start),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 impl<'s> PTransform<PCollection<'s, Message>> for DecompressPayload {
     type Output = WithFailures<'s, Message>;
 
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
-        input.try_map("DecompressPayload", move |m: &Message| self.apply_to(m))
+        input.try_map_owned("DecompressPayload", move |m: Message| {
+            self.apply_owned(m).map_err(|(m, e)| {
+                let too_large = matches!(e, DecodeError::DecompressedTooLarge { .. });
+                let failure = Failure::from(e);
+                if too_large && self.cap_is_payload_limit {
+                    (m, failure.with_error_type(LIMIT_PAYLOAD_SIZE))
+                } else {
+                    (m, failure)
+                }
+            })
+        })
     }
 }
 
@@ -183,6 +257,72 @@ mod tests {
         assert_eq!(
             ok.apply_to(&Message::new(bomb)).unwrap().payload.len(),
             1 << 20
+        );
+    }
+
+    #[test]
+    fn a_bomb_is_inflated_to_the_limit_plus_one_byte_only() {
+        // 16 MiB of zeros gzip to ~16 KiB: a 1000x bomb
+        let bomb = gzip(&vec![0u8; 16 << 20]);
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        for limit in [0, 1, 1000, 100_000] {
+            let out = inflate_at_most(&bomb, limit + 1).unwrap();
+            assert_eq!(out.len(), limit + 1, "bytes produced at limit {limit}");
+            assert!(
+                out.capacity() <= limit + 1,
+                "held {} bytes at limit {limit}",
+                out.capacity()
+            );
+            assert!(matches!(
+                gunzip(&bomb, limit),
+                Err(DecodeError::DecompressedTooLarge { .. })
+            ));
+        }
+        // a payload just at the limit passes, one byte more does not
+        let exact = gzip(&[b'x'; 5000]);
+        assert_eq!(gunzip(&exact, 5000).unwrap().unwrap().len(), 5000);
+        assert!(gunzip(&exact, 4999).is_err());
+    }
+
+    #[test]
+    fn owned_failure_hands_back_the_message_unchanged() {
+        let bomb = Message::new(gzip(&[b' '; 10_000])).with_attribute("x", "y");
+        let step = DecompressPayload::new().with_max_decompressed_bytes(100);
+        let (back, e) = step.apply_owned(bomb.clone()).unwrap_err();
+        assert_eq!(back, bomb);
+        assert!(matches!(e, DecodeError::DecompressedTooLarge { .. }));
+        let mut corrupt = gzip(b"hello hello hello");
+        let n = corrupt.len();
+        corrupt[n - 6] ^= 0x55;
+        let corrupt = Message::new(corrupt).with_attribute("x", "y");
+        let (back, _) = step.apply_owned(corrupt.clone()).unwrap_err();
+        assert_eq!(back, corrupt);
+    }
+
+    #[test]
+    fn over_the_payload_limit_is_a_limit_failure_with_the_compressed_original() {
+        let big = Message::new(gzip(&[b' '; 1000])).with_attribute("x", "y");
+        let small = Message::new(gzip(b"{}"));
+        let input = vec![big.clone(), small];
+        let out = sluice::harness::run(input, |input, dead| {
+            let limit = crate::decode::LimitPayloadSize::new(999);
+            input
+                .apply("decompress", DecompressPayload::new().limited_by(&limit))
+                .and_then("limit", limit)
+                .failures_to(dead)
+        });
+        assert_eq!(out.output.len(), 1);
+        assert_eq!(out.output[0].payload, "{}");
+        assert_eq!(out.dead_letters.len(), 1);
+        let d = &out.dead_letters[0];
+        assert_eq!(d.error_type, "LimitPayloadSize");
+        assert_eq!(d.original, big);
+        assert_eq!(
+            d.error_message,
+            format!(
+                "gzip payload of {} bytes decompresses to more than the limit of 999 bytes",
+                big.payload.len()
+            )
         );
     }
 

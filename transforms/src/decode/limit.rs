@@ -7,6 +7,10 @@ use super::DecodeError;
 /// Default payload limit: 8 MiB, gcp-ingestion's.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
 
+/// The step's `error_type`, also used by [`DecompressPayload`](super::DecompressPayload) when it
+/// stops at this step's limit.
+pub(crate) const LIMIT_PAYLOAD_SIZE: &str = "LimitPayloadSize";
+
 /// Rejects payloads larger than a limit (`error_type` `LimitPayloadSize`, the message names
 /// the size and the limit).
 ///
@@ -46,9 +50,17 @@ impl LimitPayloadSize {
         check(message, self.max_bytes)?;
         Ok(message.clone())
     }
+
+    /// Checks one message it owns; on failure, hands it back with the error.
+    pub fn apply_owned(&self, message: Message) -> Result<Message, (Message, DecodeError)> {
+        match check(&message, self.max_bytes) {
+            Ok(()) => Ok(message),
+            Err(e) => Err((message, e)),
+        }
+    }
 }
 
-pub(crate) fn check(message: &Message, limit: usize) -> Result<(), DecodeError> {
+fn check(message: &Message, limit: usize) -> Result<(), DecodeError> {
     let size = message.payload.len();
     if size > limit {
         return Err(DecodeError::PayloadTooLarge { size, limit });
@@ -60,7 +72,7 @@ impl<'s> PTransform<PCollection<'s, Message>> for LimitPayloadSize {
     type Output = WithFailures<'s, Message>;
 
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
-        input.try_map("LimitPayloadSize", move |m: &Message| self.apply_to(m))
+        input.try_map_owned(LIMIT_PAYLOAD_SIZE, move |m: Message| self.apply_owned(m))
     }
 }
 

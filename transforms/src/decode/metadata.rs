@@ -270,12 +270,19 @@ impl AddMetadata {
 
     /// Adds the metadata to one message (what the step does per record).
     pub fn apply_to(message: &Message) -> Result<Message, DecodeError> {
-        let payload = with_metadata(&message.payload, &message.attributes)?;
-        Ok(Message {
-            payload,
-            attributes: message.attributes.clone(),
-            position: message.position.clone(),
-        })
+        AddMetadata::apply_owned(message.clone()).map_err(|(_, e)| e)
+    }
+
+    /// Adds the metadata to a message it owns; on failure, hands it back unchanged with the
+    /// error.
+    pub fn apply_owned(mut message: Message) -> Result<Message, (Message, DecodeError)> {
+        match with_metadata(&message.payload, &message.attributes) {
+            Ok(payload) => {
+                message.payload = payload;
+                Ok(message)
+            }
+            Err(e) => Err((message, e)),
+        }
     }
 }
 
@@ -292,7 +299,7 @@ impl<'s> PTransform<PCollection<'s, Message>> for AddMetadata {
     type Output = WithFailures<'s, Message>;
 
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
-        input.try_map("AddMetadata", AddMetadata::apply_to)
+        input.try_map_owned("AddMetadata", AddMetadata::apply_owned)
     }
 }
 

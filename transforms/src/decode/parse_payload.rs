@@ -62,24 +62,36 @@ impl ParsePayload {
 
     /// Parses and validates one message (what the step does per record).
     pub fn apply_to(&self, message: &Message) -> Result<Message, DecodeError> {
-        let mut attributes = message.attributes.clone();
-        let payload = self
-            .parse_and_validate(&message.payload, &mut attributes)?
-            .0;
-        Ok(Message {
-            payload,
-            attributes,
-            position: message.position.clone(),
-        })
+        self.apply_owned(message.clone()).map_err(|(_, e)| e)
     }
 
-    /// The work of the step on a payload and a copy of its attributes: the payload to pass on
-    /// and the parsed (stripped) document.
-    pub(crate) fn parse_and_validate(
+    /// Parses and validates a message it owns; on failure, hands it back unchanged with the
+    /// error.
+    pub fn apply_owned(&self, mut message: Message) -> Result<Message, (Message, DecodeError)> {
+        let parsed = match self.parse_and_validate(&message.payload, &message.attributes) {
+            Ok(parsed) => parsed,
+            Err(e) => return Err((message, e)),
+        };
+        // nothing can fail from here: the message changes only now
+        if let Some(lifted) = parsed.attributes {
+            message.attributes = lifted;
+        }
+        if let Some(version) = parsed.version_from_payload {
+            message
+                .attributes
+                .insert(attr::DOCUMENT_VERSION.to_string(), version);
+        }
+        add_client_id(&parsed.document, &mut message.attributes);
+        message.payload = parsed.payload;
+        Ok(message)
+    }
+
+    /// The work of the step, leaving the message alone: what to change once it passed.
+    fn parse_and_validate(
         &self,
         payload: &Bytes,
-        attributes: &mut BTreeMap<String, String>,
-    ) -> Result<(Bytes, Value), DecodeError> {
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<Parsed, DecodeError> {
         let mut value: Value = serde_json::from_slice(payload)
             .map_err(|source| DecodeError::InvalidJson { source })?;
         let Value::Object(map) = &mut value else {
@@ -87,30 +99,40 @@ impl ParsePayload {
                 found: kind(&value),
             });
         };
-        let out = if lift_metadata(map, attributes) {
-            // a replay: cut the lifted members out of the bytes, keeping everything else
-            match remove_members(payload, is_metadata_member) {
+        let (payload, lifted) = if map.keys().any(|k| is_metadata_member(k)) {
+            // a replay: lift into a copy of the attributes (rare, and the original must stay
+            // intact for a dead letter), and cut the lifted members out of the bytes, keeping
+            // everything else
+            let mut lifted = attributes.clone();
+            lift_metadata(map, &mut lifted);
+            let cut = match remove_members(payload, is_metadata_member) {
                 Some(cut) => Bytes::from(cut),
                 // unreachable for parsed JSON; stay correct anyway
                 None => Bytes::from(
                     serde_json::to_vec(&value)
                         .map_err(|source| DecodeError::InvalidJson { source })?,
                 ),
-            }
+            };
+            (cut, Some(lifted))
         } else {
-            payload.clone()
+            (payload.clone(), None)
         };
         self.limits.check(&value).map_err(DecodeError::Limits)?;
-        self.validate(&value, attributes)?;
-        add_client_id(&value, attributes);
-        Ok((out, value))
+        let version_from_payload = self.validate(&value, lifted.as_ref().unwrap_or(attributes))?;
+        Ok(Parsed {
+            payload,
+            document: value,
+            attributes: lifted,
+            version_from_payload,
+        })
     }
 
+    /// Validates `document`; gives the version to set when it came from the payload.
     fn validate(
         &self,
         document: &Value,
-        attributes: &mut BTreeMap<String, String>,
-    ) -> Result<(), DecodeError> {
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, DecodeError> {
         let namespace =
             attributes
                 .get(attr::DOCUMENT_NAMESPACE)
@@ -129,8 +151,9 @@ impl ParsePayload {
             });
         }
         let (namespace, doctype) = (namespace.clone(), doctype.clone());
+        let mut from_payload = None;
         if !attributes.contains_key(attr::DOCUMENT_VERSION) && namespace == TELEMETRY {
-            let from_payload = document
+            from_payload = document
                 .get("version")
                 .or_else(|| document.get("v"))
                 .and_then(|v| match v {
@@ -138,11 +161,11 @@ impl ParsePayload {
                     Value::Number(n) => Some(n.to_string()),
                     _ => None,
                 });
-            if let Some(v) = from_payload {
-                attributes.insert(attr::DOCUMENT_VERSION.to_string(), v);
-            }
         }
-        let Some(version) = attributes.get(attr::DOCUMENT_VERSION) else {
+        let Some(version) = from_payload
+            .as_ref()
+            .or_else(|| attributes.get(attr::DOCUMENT_VERSION))
+        else {
             return Err(DecodeError::MissingVersion { namespace, doctype });
         };
         let Ok(version) = version.parse::<u32>() else {
@@ -166,8 +189,21 @@ impl ParsePayload {
                 doctype,
                 version,
                 failure,
-            })
+            })?;
+        Ok(from_payload)
     }
+}
+
+/// What [`ParsePayload`] changes in a message that passed.
+struct Parsed {
+    /// The payload to pass on (the input's, minus lifted members).
+    payload: Bytes,
+    /// The parsed document.
+    document: Value,
+    /// The attributes with the lifted metadata, for a replay.
+    attributes: Option<BTreeMap<String, String>>,
+    /// `document_version` taken from a telemetry payload.
+    version_from_payload: Option<String>,
 }
 
 fn add_client_id(map: &Value, attributes: &mut BTreeMap<String, String>) {
@@ -199,6 +235,6 @@ impl<'s> PTransform<PCollection<'s, Message>> for ParsePayload {
     type Output = WithFailures<'s, Message>;
 
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
-        input.try_map("ParsePayload", move |m: &Message| self.apply_to(m))
+        input.try_map_owned("ParsePayload", move |m: Message| self.apply_owned(m))
     }
 }

@@ -61,14 +61,26 @@ impl ParseUri {
 
     /// Parses one message's uri (what the step does per record).
     pub fn apply_to(message: &Message) -> Result<Message, DecodeError> {
+        ParseUri::apply_owned(message.clone()).map_err(|(_, e)| e)
+    }
+
+    /// Parses the uri of a message it owns; on failure, hands it back unchanged with the error.
+    pub fn apply_owned(mut message: Message) -> Result<Message, (Message, DecodeError)> {
         let Some(uri) = message.attribute(attr::URI) else {
-            return Ok(message.clone());
+            return Ok(message);
         };
-        let mut out = message.clone();
-        for (key, value) in parse(uri)? {
-            out.attributes.insert(key.to_string(), value.to_string());
+        // the attributes are set only once the whole uri parsed
+        let parsed: Result<Vec<(&'static str, String)>, DecodeError> =
+            parse(uri).map(|pairs| pairs.into_iter().map(|(k, v)| (k, v.to_string())).collect());
+        match parsed {
+            Ok(pairs) => {
+                for (key, value) in pairs {
+                    message.attributes.insert(key.to_string(), value);
+                }
+                Ok(message)
+            }
+            Err(e) => Err((message, e)),
         }
-        Ok(out)
     }
 }
 
@@ -149,7 +161,7 @@ impl<'s> PTransform<PCollection<'s, Message>> for ParseUri {
     type Output = WithFailures<'s, Message>;
 
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
-        input.try_map("ParseUri", ParseUri::apply_to)
+        input.try_map_owned("ParseUri", ParseUri::apply_owned)
     }
 }
 

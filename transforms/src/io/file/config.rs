@@ -1,6 +1,8 @@
 //! The config of the file source, as a job's config file spells it: `[source] type = "file"`.
 
-use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::FileSource;
 use crate::io::format::InputFormat;
@@ -23,6 +25,27 @@ pub struct FileSourceConfig {
     /// (lines) or `heka` (Heka stream frames); gzipped files are read transparently.
     #[serde(default = "default_format")]
     pub format: InputFormat,
+    /// A directory (created if missing) where the source persists, per input file, what
+    /// every sink made durable, so that a restart resumes there instead of reading the input
+    /// again. Without it a restart reads every file from the start.
+    #[serde(
+        default,
+        deserialize_with = "non_empty_dir",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub state_dir: Option<PathBuf>,
+}
+
+fn non_empty_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = String::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("expected the path of a directory (created if missing)")
+    })?;
+    if s.is_empty() {
+        return Err(serde::de::Error::custom(
+            "expected the path of a directory (created if missing), found an empty string",
+        ));
+    }
+    Ok(Some(PathBuf::from(s)))
 }
 
 /// The gcp-ingestion ndjson envelope, `json`.
@@ -33,7 +56,11 @@ pub fn default_format() -> InputFormat {
 impl FileSourceConfig {
     /// The source (files are listed when it is resolved or opened).
     pub fn source(&self) -> FileSource {
-        FileSource::glob(self.path.clone(), self.format)
+        let source = FileSource::glob(self.path.clone(), self.format);
+        match &self.state_dir {
+            Some(dir) => source.with_state_dir(dir),
+            None => source,
+        }
     }
 }
 

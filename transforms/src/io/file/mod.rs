@@ -29,17 +29,22 @@
 //! assert_eq!(dl.source_position["input_line"], "2");
 //! ```
 
+mod checkpoint;
 mod config;
 mod reader;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sluice::{BoxError, Epoch, ReadState, ReadStatus, Source, SourceContext, SourceReader};
+use sluice::{
+    BoxError, Epoch, EpochLedger, ReadState, ReadStatus, Source, SourceContext, SourceReader,
+};
+
+use checkpoint::{CheckpointStore, FileIdentity, Resume};
 
 use crate::io::format::InputFormat;
 
@@ -85,6 +90,25 @@ pub enum FileError {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// The state directory or a checkpoint in it cannot be read or written.
+    #[error("cannot use file source state {path}: {source}")]
+    StateDir {
+        /// The directory or checkpoint file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A checkpoint file exists but does not hold a checkpoint of this input.
+    #[error("corrupt checkpoint {path} of input file {input}: {reason}; delete it to read that input again from the start")]
+    CorruptCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The input file it is for.
+        input: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// Reading a file failed after this many lines or bytes (a disk error, corrupt gzip).
     #[error("cannot read input file {path} after {position}: {source}")]
@@ -148,6 +172,9 @@ type Listing = Arc<Vec<(PathBuf, u64)>>;
 ///   with `PipelineBuilder::read_with_failures`.
 /// - `progress()` is (bytes read, total bytes) of this worker's files, compressed sizes for
 ///   gzipped files; acknowledged input is tracked in [`FileSource::checkpoints`].
+/// - With [`FileSource::with_state_dir`] what is acknowledged is also persisted, and a run
+///   resumes after it: a restart after a crash re-reads at most the epochs that were in
+///   flight, never the whole input. Without it a run reads every file from the start.
 ///
 /// Clones share their resolved file list and checkpoints: build the source once outside the
 /// pipeline closure and clone it in, so all workers split the same listing.
@@ -158,6 +185,7 @@ pub struct FileSource {
     max_line_bytes: usize,
     resolved: Arc<Mutex<Option<Listing>>>,
     checkpoints: FileCheckpoints,
+    state_dir: Option<PathBuf>,
 }
 
 impl FileSource {
@@ -178,7 +206,58 @@ impl FileSource {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             resolved: Arc::default(),
             checkpoints: FileCheckpoints::default(),
+            state_dir: None,
         }
+    }
+
+    /// Persists what is acknowledged of each input file in `dir` (created if missing) and
+    /// resumes from it: a reader skips the lines (`json`, `text`) or decompressed bytes
+    /// (`heka`) of a file that are already acknowledged, and skips a file that is whole.
+    ///
+    /// Checkpoints are keyed by the input's canonical path and name the file's size,
+    /// modification time and a CRC of its first KiB: a file that changed is read again from
+    /// its start, with a warning. A checkpoint that cannot be parsed stops the run with an
+    /// error naming it (delete it to re-read that input). Each checkpoint is one small file,
+    /// replaced atomically (temporary file, fsync, rename) whenever the acknowledged position
+    /// of its input advances.
+    ///
+    /// ```
+    /// use sluice::{MemorySink, Pipeline};
+    /// use sluice_transforms::io::file::FileSource;
+    /// use sluice_transforms::io::format::InputFormat;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let input = dir.path().join("a.txt");
+    /// std::fs::write(&input, "one\ntwo\n").unwrap();
+    /// let state = dir.path().join("state");
+    /// let run = |source: FileSource| {
+    ///     let out = MemorySink::new();
+    ///     let o = out.clone();
+    ///     Pipeline::new("resume")
+    ///         .run(move |p| {
+    ///             let mut dl = p.dead_letters();
+    ///             p.read_with_failures("read", source.clone())
+    ///                 .failures_to(&mut dl)
+    ///                 .write("write", o.clone());
+    ///             dl.write("dead_letters", MemorySink::new());
+    ///             Ok(())
+    ///         })
+    ///         .unwrap();
+    ///     out.len()
+    /// };
+    /// let source = || FileSource::glob(input.display().to_string(), InputFormat::Text);
+    /// assert_eq!(run(source().with_state_dir(&state)), 2);
+    /// // everything was acknowledged: a second run reads nothing
+    /// assert_eq!(run(source().with_state_dir(&state)), 0);
+    /// ```
+    pub fn with_state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// The state directory, if what is acknowledged is persisted.
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state_dir.as_deref()
     }
 
     /// Sets the longest line kept whole; a longer one is a dead letter holding its first
@@ -281,6 +360,12 @@ impl Source for FileSource {
         self.inputs.join(",")
     }
 
+    /// Lists the input: every pattern must match and every path exist, before any record is
+    /// read.
+    fn check(&self, _ctx: &sluice::CheckContext) -> Result<(), BoxError> {
+        self.resolve().map(drop).map_err(Into::into)
+    }
+
     fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<ReadResult>>, BoxError> {
         let listing = self.listing()?;
         let peers = ctx.peers().max(1);
@@ -291,6 +376,19 @@ impl Source for FileSource {
             .map(|(_, f)| f.clone())
             .collect();
         let total = files.iter().map(|(_, s)| s).sum();
+        let store = match &self.state_dir {
+            Some(dir) => Some(CheckpointStore::open(dir)?),
+            None => {
+                if ctx.worker_index() == 0 {
+                    tracing::info!(
+                        input = %self.describe(),
+                        "the file source has no state directory: a restart reads the input again from the start"
+                    );
+                }
+                None
+            }
+        };
+        let opened = vec![None; files.len()];
         Ok(Box::new(FileReader {
             files,
             format: self.format,
@@ -299,9 +397,10 @@ impl Source for FileSource {
             current: None,
             done_bytes: 0,
             total,
-            unended: BTreeMap::new(),
-            epochs: VecDeque::new(),
+            ledger: EpochLedger::new(),
             checkpoints: self.checkpoints.clone(),
+            store,
+            opened,
         }))
     }
 }
@@ -322,50 +421,116 @@ struct FileReader {
     /// Compressed bytes of the files finished.
     done_bytes: u64,
     total: u64,
-    /// Positions reached since the last `end_epoch`, by file index.
-    unended: BTreeMap<usize, FileCheckpoint>,
-    /// Positions reached by each epoch not yet acknowledged.
-    epochs: VecDeque<(Epoch, BTreeMap<usize, FileCheckpoint>)>,
+    /// Positions reached by the epochs not yet acknowledged, by file index.
+    ledger: EpochLedger<usize, FileCheckpoint>,
     checkpoints: FileCheckpoints,
+    /// Where acknowledged positions persist, with a state directory.
+    store: Option<CheckpointStore>,
+    /// Per file, once opened: its checkpoint key and identity (with a state directory).
+    opened: Vec<Option<(PathBuf, FileIdentity)>>,
 }
 
 impl FileReader {
     fn open_next(&mut self) -> Result<(), FileError> {
         let index = self.next;
-        let (path, _) = &self.files[index];
-        let file = File::open(path).map_err(|source| FileError::Open {
+        self.next += 1;
+        let path = self.files[index].0.clone();
+        let open_error = |source| FileError::Open {
             path: path.clone(),
             source,
-        })?;
+        };
+        let gzip_name = path.extension().is_some_and(|e| e == "gz");
+        let mut resume = FileCheckpoint::default();
+        let mut plain = false;
+        if let Some(store) = &self.store {
+            let key = CheckpointStore::key(&path);
+            let identity = FileIdentity::of(&path).map_err(open_error)?;
+            if let Resume::From(c) = store.load(&key, &identity)? {
+                resume = c;
+            }
+            plain = !gzip_name && !identity.gzip_magic;
+            self.opened[index] = Some((key, identity));
+            if resume != FileCheckpoint::default() {
+                self.publish(vec![(index, resume)]);
+            }
+            if resume.complete {
+                tracing::debug!(input = %path.display(), "input file already acknowledged whole: skipped");
+                self.done_bytes += self.files[index].1;
+                return Ok(());
+            }
+        }
+        let mut file = File::open(&path).map_err(open_error)?;
         let read_bytes = Arc::new(AtomicU64::new(0));
-        let counted = reader::CountingReader::new(file, read_bytes.clone());
-        let gzip = path.extension().is_some_and(|e| e == "gz");
-        let input = decompressed(counted, gzip).map_err(|source| FileError::Read {
-            path: path.clone(),
-            position: "byte 0".to_string(),
-            source,
-        })?;
-        let records = RecordReader::new(input, self.format)
-            .with_file_name(path.display().to_string())
-            .with_max_line_bytes(self.max_line_bytes);
+        let read_error = |position: String| {
+            let path = path.clone();
+            move |source| FileError::Read {
+                path,
+                position,
+                source,
+            }
+        };
+        let records = if plain && resume.offset > 0 {
+            // a plain file's decompressed offsets are its own: seek instead of reading
+            file.seek(SeekFrom::Start(resume.offset))
+                .map_err(read_error(format!("byte {}", resume.offset)))?;
+            read_bytes.store(resume.offset, Ordering::Relaxed);
+            let counted = reader::CountingReader::new(file, read_bytes.clone());
+            let input: Box<dyn BufRead + Send> =
+                Box::new(BufReader::with_capacity(64 * 1024, counted));
+            self.record_reader(input, &path)
+                .starting_at(resume.lines, resume.offset)
+        } else {
+            let counted = reader::CountingReader::new(file, read_bytes.clone());
+            let input =
+                decompressed(counted, gzip_name).map_err(read_error("byte 0".to_string()))?;
+            let mut records = self.record_reader(input, &path);
+            if resume != FileCheckpoint::default() {
+                let reached = records
+                    .skip_to(resume.lines, resume.offset)
+                    .map_err(read_error(format!("resuming at {resume:?}")))?;
+                if !reached {
+                    tracing::warn!(input = %path.display(), checkpoint = ?resume, "input file is shorter than its checkpoint: nothing left to read");
+                }
+            }
+            records
+        };
+        tracing::debug!(input = %path.display(), lines = resume.lines, offset = resume.offset, "input file opened");
         self.current = Some(OpenFile {
             index,
             records,
             read_bytes,
         });
-        self.next += 1;
         Ok(())
     }
 
-    fn merge(into: &mut BTreeMap<usize, FileCheckpoint>, from: BTreeMap<usize, FileCheckpoint>) {
-        into.extend(from);
+    fn record_reader(
+        &self,
+        input: Box<dyn BufRead + Send>,
+        path: &Path,
+    ) -> RecordReader<Box<dyn BufRead + Send>> {
+        RecordReader::new(input, self.format)
+            .with_file_name(path.display().to_string())
+            .with_max_line_bytes(self.max_line_bytes)
     }
 
-    fn publish(&self, reached: BTreeMap<usize, FileCheckpoint>) {
+    fn publish(&self, reached: Vec<(usize, FileCheckpoint)>) {
         let mut all = self.checkpoints.lock();
         for (i, c) in reached {
             all.insert(self.files[i].0.clone(), c);
         }
+    }
+
+    /// Persists acknowledged positions (with a state directory).
+    fn persist(&self, reached: &[(usize, FileCheckpoint)]) -> Result<(), FileError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        for (i, c) in reached {
+            if let Some((key, identity)) = &self.opened[*i] {
+                store.save(key, identity, c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -404,7 +569,7 @@ impl SourceReader<ReadResult> for FileReader {
                 })?;
             records += batch.records;
             bytes += batch.bytes;
-            self.unended.insert(
+            self.ledger.record(
                 file.index,
                 FileCheckpoint {
                     lines: file.records.lines(),
@@ -426,23 +591,16 @@ impl SourceReader<ReadResult> for FileReader {
     }
 
     fn end_epoch(&mut self, epoch: Epoch) {
-        let reached = std::mem::take(&mut self.unended);
-        if !reached.is_empty() {
-            self.epochs.push_back((epoch, reached));
-        }
+        self.ledger.end_epoch(epoch);
     }
 
     fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
-        let mut reached = BTreeMap::new();
-        while self.epochs.front().is_some_and(|(e, _)| *e < done) {
-            if let Some((_, r)) = self.epochs.pop_front() {
-                Self::merge(&mut reached, r);
-            }
+        // `Epoch::MAX` includes blank lines read after the last epoch
+        let reached = self.ledger.ack(done);
+        if reached.is_empty() {
+            return Ok(());
         }
-        if done == Epoch::MAX {
-            // everything read so far, including blank lines read after the last epoch
-            Self::merge(&mut reached, std::mem::take(&mut self.unended));
-        }
+        self.persist(&reached)?;
         self.publish(reached);
         Ok(())
     }

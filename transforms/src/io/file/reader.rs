@@ -1,7 +1,6 @@
 //! Framing a byte stream into messages: lines (`json`, `text`) or Heka frames, with bounded
 //! memory and a dead letter for every record that does not decode.
 
-use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,7 +67,8 @@ pub struct Batch {
 pub struct RecordReader<R> {
     inner: R,
     format: InputFormat,
-    file: Option<String>,
+    /// Shared by every position this reader makes: one allocation per file, not per record.
+    file: Option<Arc<str>>,
     max_line_bytes: usize,
     /// Lines consumed (json, text).
     lines: u64,
@@ -99,7 +99,7 @@ impl<R: BufRead> RecordReader<R> {
     }
 
     /// Names the input in positions (`input_file`).
-    pub fn with_file_name(mut self, name: impl Into<String>) -> Self {
+    pub fn with_file_name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.file = Some(name.into());
         self
     }
@@ -120,6 +120,68 @@ impl<R: BufRead> RecordReader<R> {
         self.offset
     }
 
+    /// Starts counting at a position already passed (the stream was opened there, e.g. by
+    /// seeking a plain file to a checkpoint's offset): `lines` lines and `offset` bytes.
+    pub fn starting_at(mut self, lines: u64, offset: u64) -> Self {
+        self.lines = lines;
+        self.offset = offset;
+        self
+    }
+
+    /// Consumes the stream up to `lines` lines (`json`, `text`) or `offset` bytes (`heka`)
+    /// from its start, without framing records: how a reader resumes at a checkpoint of a
+    /// stream it cannot seek (gzip). Returns false if the stream ended first. Call it before
+    /// the first `read_batch`.
+    pub fn skip_to(&mut self, lines: u64, offset: u64) -> io::Result<bool> {
+        match self.format {
+            InputFormat::Json | InputFormat::Text => {
+                // bytes consumed since the last newline: a last line without one still counts
+                let mut partial = false;
+                while self.lines < lines {
+                    let buf = match self.inner.fill_buf() {
+                        Ok(b) => b,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if buf.is_empty() {
+                        self.eof = true;
+                        if partial {
+                            self.lines += 1;
+                        }
+                        break;
+                    }
+                    let wanted = (lines - self.lines) as usize;
+                    let (used, found) = match memchr::memchr_iter(b'\n', buf).nth(wanted - 1) {
+                        Some(i) => (i + 1, wanted),
+                        None => (buf.len(), memchr::memchr_iter(b'\n', buf).count()),
+                    };
+                    partial = buf[used - 1] != b'\n';
+                    self.inner.consume(used);
+                    self.offset += used as u64;
+                    self.lines += found as u64;
+                }
+                Ok(self.lines >= lines)
+            }
+            InputFormat::Heka => {
+                while self.offset < offset {
+                    let buf = match self.inner.fill_buf() {
+                        Ok(b) => b,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if buf.is_empty() {
+                        self.eof = true;
+                        break;
+                    }
+                    let used = buf.len().min((offset - self.offset) as usize);
+                    self.inner.consume(used);
+                    self.offset += used as u64;
+                }
+                Ok(self.offset >= offset)
+            }
+        }
+    }
+
     /// Appends records to `out` until `max_records` records or `max_bytes` bytes were added or
     /// the stream ends. An `Err` is an IO error of the stream itself (a read failure, corrupt
     /// gzip), after which the reader should not be used.
@@ -133,15 +195,6 @@ impl<R: BufRead> RecordReader<R> {
             InputFormat::Json | InputFormat::Text => self.read_lines(out, max_records, max_bytes),
             InputFormat::Heka => self.read_frames(out, max_records, max_bytes),
         }
-    }
-
-    fn position(&self, key: &str, value: u64) -> SourcePosition {
-        let mut p = BTreeMap::new();
-        if let Some(f) = &self.file {
-            p.insert("input_file".to_string(), f.clone());
-        }
-        p.insert(key.to_string(), value.to_string());
-        Arc::new(p)
     }
 
     /// Reads the next line into `self.line` (without its newline, at most `max_line_bytes`);
@@ -196,7 +249,10 @@ impl<R: BufRead> RecordReader<R> {
             if self.line.iter().all(u8::is_ascii_whitespace) && length as usize == self.line.len() {
                 continue;
             }
-            let position = self.position("input_line", self.lines);
+            let position = SourcePosition::Line {
+                file: self.file.clone(),
+                line: self.lines,
+            };
             let raw = Bytes::copy_from_slice(&self.line);
             let record = if length as usize > self.line.len() {
                 Err(FormatError::LineTooLong {
@@ -300,7 +356,10 @@ impl<R: BufRead> RecordReader<R> {
                 self.fill(more)?;
                 continue;
             }
-            let position = self.position("input_offset", self.offset);
+            let position = SourcePosition::Offset {
+                file: self.file.clone(),
+                offset: self.offset,
+            };
             let record = match item {
                 Ok(heka) => match heka_to_message(&heka) {
                     Ok(m) => Ok(m.with_position(position)),
@@ -421,9 +480,43 @@ mod tests {
         assert_eq!(payloads, vec![&b"a"[..], &b"\xffb"[..], &b"last"[..]]);
         let lines: Vec<_> = out
             .iter()
-            .map(|r| r.as_ref().unwrap().position.as_ref().unwrap()["input_line"].clone())
+            .map(|r| match r.as_ref().unwrap().position {
+                Some(SourcePosition::Line { line, .. }) => line,
+                ref p => panic!("not a line position: {p:?}"),
+            })
             .collect();
-        assert_eq!(lines, ["1", "4", "5"]);
+        assert_eq!(lines, [1, 4, 5]);
+    }
+
+    #[test]
+    fn skip_to_resumes_lines_where_a_full_read_would_be() {
+        let input = b"a\n\nb\r\nc\nlast";
+        for skip in 0..=5u64 {
+            // a reader that skipped `skip` lines yields what a full read yields after them
+            let mut full = RecordReader::new(&input[..], InputFormat::Text);
+            let mut all = Vec::new();
+            while !full.read_batch(&mut all, 1, usize::MAX).unwrap().end {}
+            let mut r = RecordReader::new(
+                io::BufReader::with_capacity(2, &input[..]),
+                InputFormat::Text,
+            );
+            assert!(r.skip_to(skip, 0).unwrap());
+            assert_eq!(r.lines(), skip);
+            let mut rest = Vec::new();
+            while !r.read_batch(&mut rest, 1, usize::MAX).unwrap().end {}
+            let after: Vec<_> = all
+                .into_iter()
+                .filter(|m| match m.as_ref().unwrap().position {
+                    Some(SourcePosition::Line { line, .. }) => line > skip,
+                    _ => false,
+                })
+                .collect();
+            assert_eq!(rest, after, "skip {skip}");
+        }
+        let mut r = RecordReader::new(&input[..], InputFormat::Text);
+        assert!(!r.skip_to(6, 0).unwrap(), "the stream has 5 lines");
+        assert_eq!(r.lines(), 5);
+        assert_eq!(r.offset(), input.len() as u64);
     }
 
     #[test]

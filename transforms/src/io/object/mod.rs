@@ -127,6 +127,15 @@ pub enum ObjectSinkError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// The destination cannot be listed before the run (missing bucket, bad credentials,
+    /// unreachable endpoint).
+    #[error("cannot reach the destination `{prefix}`: {source}")]
+    Check {
+        /// The fixed prefix of the path template.
+        prefix: String,
+        /// The store's error.
+        source: Arc<object_store::Error>,
+    },
     /// The writer was dropped before the batch holding an epoch's records was written.
     #[error("object writer closed before epoch {0} was written")]
     Closed(u64),
@@ -178,6 +187,9 @@ impl Default for MemoryBudget {
         }
     }
 }
+
+/// How long [`Sink::check`] waits for the store.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Writes messages as batched, optionally gzipped, newline-delimited objects to any
 /// `object_store` backend. Cheap to clone (the store is shared).
@@ -391,6 +403,28 @@ impl Sink for ObjectSink {
     /// A record whose rendered path cannot be an object name is refused, not the batch.
     fn can_reject(&self) -> bool {
         true
+    }
+
+    /// Lists the template's fixed prefix once: a missing bucket, wrong credentials or an
+    /// unreachable endpoint fail here, before any record is read, with the store's reason.
+    fn check(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
+        let prefix = self.template.fixed_prefix().trim_end_matches('/');
+        let path = (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix));
+        let listing = ctx.runtime().block_on(async {
+            tokio::time::timeout(CHECK_TIMEOUT, self.store.list_with_delimiter(path.as_ref())).await
+        });
+        match listing {
+            Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => Ok(()),
+            Ok(Err(e)) => Err(Box::new(ObjectSinkError::Check {
+                prefix: prefix.to_string(),
+                source: Arc::new(e),
+            })),
+            Err(_) => Err(format!(
+                "cannot list `{prefix}` within {}s: the store does not answer",
+                CHECK_TIMEOUT.as_secs()
+            )
+            .into()),
+        }
     }
 
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {

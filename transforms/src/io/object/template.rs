@@ -166,6 +166,26 @@ impl PathTemplate {
         })
     }
 
+    /// The folders every rendered path starts with: the template up to its last `/` before
+    /// the first placeholder (empty when a placeholder comes first). What a check can look at
+    /// before any record is written.
+    ///
+    /// ```
+    /// use sluice_transforms::io::object::PathTemplate;
+    /// let t = PathTemplate::parse("raw/v1/${document_type:-x}/").unwrap();
+    /// assert_eq!(t.fixed_prefix(), "raw/v1/");
+    /// ```
+    pub fn fixed_prefix(&self) -> &str {
+        let literal = match self.parts.first() {
+            Some(Part::Literal(l)) => l.as_str(),
+            _ => "",
+        };
+        match literal.rfind('/') {
+            Some(i) => &literal[..=i],
+            None => "",
+        }
+    }
+
     /// Renders the prefix for `message`. Never fails: missing values take their default (or
     /// [`PathTemplate::MISSING`]), and values are sanitised as described on the type. A leading
     /// `/` is dropped; the result ends with `/` when the template does (a directory), otherwise

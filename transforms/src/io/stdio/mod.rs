@@ -11,12 +11,13 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sluice::{
-    BoxError, Epoch, Message, ReadState, ReadStatus, Sink, SinkContext, SinkWriter, Source,
-    SourceContext, SourceReader, SourceWaker, WriteFuture,
+    BoxError, Epoch, EpochLedger, Message, ReadState, ReadStatus, Sink, SinkContext, SinkWriter,
+    Source, SourceContext, SourceReader, SourceWaker, WriteFuture,
 };
 
 use crate::io::file::{
@@ -86,6 +87,11 @@ type BoxedRead = Box<dyn Read + Send>;
 /// Clones share the input: build an injected reader's source once, outside the pipeline
 /// closure, and clone it in (a source built per worker gives worker 0 its own reader).
 ///
+/// A pipe cannot be re-read, so nothing is acknowledged to the input itself; the source
+/// counts the records whose epochs every sink made durable
+/// ([`StdinSource::acknowledged_records`]), and logs it when it closes: after a failure, the
+/// records after that many are the ones to feed again.
+///
 /// ```
 /// use sluice::{MemorySink, Pipeline};
 /// use sluice_transforms::io::format::InputFormat;
@@ -116,6 +122,7 @@ pub struct StdinSource {
     /// Shared by clones: build the source once and clone it into the pipeline closure, and
     /// worker 0 takes the input.
     input: Arc<Mutex<Option<BoxedRead>>>,
+    acknowledged: Arc<AtomicU64>,
 }
 
 impl StdinSource {
@@ -135,7 +142,15 @@ impl StdinSource {
             name: name.to_string(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             input: Arc::new(Mutex::new(Some(input))),
+            acknowledged: Arc::default(),
         }
+    }
+
+    /// How many records, from the input's start (messages and dead letters; blank lines are
+    /// not records), are in epochs that every sink made durable: after a failure, the input
+    /// from the next record on is what was not acknowledged.
+    pub fn acknowledged_records(&self) -> u64 {
+        self.acknowledged.load(Ordering::SeqCst)
     }
 
     /// Sets the longest line kept whole (see [`crate::io::file::FileSource::max_line_bytes`]).
@@ -158,10 +173,7 @@ impl Source for StdinSource {
 
     fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<ReadResult>>, BoxError> {
         if ctx.worker_index() != 0 {
-            return Ok(Box::new(StdinReader {
-                chunks: None,
-                pending: VecDeque::new(),
-            }));
+            return Ok(Box::new(StdinReader::new(None, self)));
         }
         let input = self
             .input
@@ -179,10 +191,7 @@ impl Source for StdinSource {
                 name: self.name.clone(),
                 source,
             })?;
-        Ok(Box::new(StdinReader {
-            chunks: Some(rx),
-            pending: VecDeque::new(),
-        }))
+        Ok(Box::new(StdinReader::new(Some(rx), self)))
     }
 }
 
@@ -245,6 +254,31 @@ struct StdinReader {
     /// `None` on workers other than 0, and once the input ended.
     chunks: Option<Receiver<Chunk>>,
     pending: VecDeque<ReadResult>,
+    name: String,
+    /// One partition, the input, positioned by records handed out.
+    ledger: EpochLedger<(), u64>,
+    read: u64,
+    acknowledged: Arc<AtomicU64>,
+}
+
+impl StdinReader {
+    fn new(chunks: Option<Receiver<Chunk>>, source: &StdinSource) -> Self {
+        StdinReader {
+            chunks,
+            pending: VecDeque::new(),
+            name: source.name.clone(),
+            ledger: EpochLedger::new(),
+            read: 0,
+            acknowledged: source.acknowledged.clone(),
+        }
+    }
+
+    fn took(&mut self, n: usize) {
+        if n > 0 {
+            self.read += n as u64;
+            self.ledger.record((), self.read);
+        }
+    }
 }
 
 impl SourceReader<ReadResult> for StdinReader {
@@ -266,21 +300,45 @@ impl SourceReader<ReadResult> for StdinReader {
                 taken += 1;
             }
             if taken >= max_records {
+                self.took(taken);
                 return Ok(ReadStatus::new(bytes, ReadState::More));
             }
             let Some(rx) = &self.chunks else {
+                self.took(taken);
                 return Ok(ReadStatus::new(bytes, ReadState::Exhausted));
             };
             match rx.try_recv() {
                 Ok(Ok(chunk)) => self.pending.extend(chunk),
                 Ok(Err(e)) => return Err(e.into()),
-                Err(TryRecvError::Empty) => return Ok(ReadStatus::new(bytes, ReadState::Idle)),
+                Err(TryRecvError::Empty) => {
+                    self.took(taken);
+                    return Ok(ReadStatus::new(bytes, ReadState::Idle));
+                }
                 Err(TryRecvError::Disconnected) => self.chunks = None,
             }
         }
     }
 
+    fn end_epoch(&mut self, epoch: Epoch) {
+        self.ledger.end_epoch(epoch);
+    }
+
+    fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
+        if let Some(((), n)) = self.ledger.ack(done).pop() {
+            self.acknowledged.fetch_max(n, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
     fn close(&mut self) -> Result<(), BoxError> {
+        if self.read > 0 {
+            tracing::info!(
+                input = %self.name,
+                read = self.read,
+                acknowledged = self.acknowledged.load(Ordering::SeqCst),
+                "input closed"
+            );
+        }
         // the reading thread stops at its next send (a blocked stdin read cannot be undone)
         self.chunks = None;
         self.pending.clear();
