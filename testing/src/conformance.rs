@@ -44,6 +44,7 @@ pub struct SinkUnderTest<S> {
     sink: S,
     read_back: Arc<dyn Fn() -> Vec<Message> + Send + Sync>,
     refused: Option<Message>,
+    padding: usize,
 }
 
 impl<S: Sink<Input = Message> + Clone> SinkUnderTest<S> {
@@ -54,7 +55,20 @@ impl<S: Sink<Input = Message> + Clone> SinkUnderTest<S> {
             sink,
             read_back: Arc::new(read_back),
             refused: None,
+            padding: 0,
         }
+    }
+
+    /// Makes every record about `bytes` longer (text that compression shrinks only by about
+    /// a third), to run the suite with records and objects larger than a sink's buffers or
+    /// upload parts.
+    pub fn with_padding(mut self, bytes: usize) -> Self {
+        self.padding = bytes;
+        self
+    }
+
+    fn records(&self, n: usize) -> Vec<Message> {
+        padded_messages(n, self.padding)
     }
 
     /// A record this sink refuses (a path that cannot exist, a message over a size limit), to
@@ -78,6 +92,33 @@ pub fn sample_messages(n: usize) -> Vec<Message> {
             .with_attribute("document_version", "4")
             .with_attribute("submission_timestamp", "2024-03-01T10:11:12Z")
             .with_attribute("n", i.to_string())
+        })
+        .collect()
+}
+
+/// [`sample_messages`] with about `padding` more bytes of pseudo-random lowercase text in each
+/// payload (the same text for the same `n` and `padding`).
+pub fn padded_messages(n: usize, padding: usize) -> Vec<Message> {
+    if padding == 0 {
+        return sample_messages(n);
+    }
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|i| {
+            let noise: String = (0..padding)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'a' + (x % 26) as u8)
+                })
+                .collect();
+            Message::new(format!("{{\"id\":{i},\"noise\":\"{noise}\"}}"))
+                .with_attribute("document_namespace", ["telemetry", "glean"][i % 2])
+                .with_attribute("document_type", ["main", "event", "crash"][i % 3])
+                .with_attribute("document_version", "4")
+                .with_attribute("submission_timestamp", "2024-03-01T10:11:12Z")
+                .with_attribute("n", i.to_string())
         })
         .collect()
 }
@@ -119,7 +160,7 @@ fn writes_every_record_once_or_refuses_it<S: Sink<Input = Message> + Clone>(
     under: SinkUnderTest<S>,
     workers: usize,
 ) {
-    let mut input = sample_messages(60);
+    let mut input = under.records(60);
     if let Some(r) = &under.refused {
         input.insert(17, r.clone());
     }
@@ -175,7 +216,7 @@ fn acknowledges_only_durable_epochs_and_a_rerun_completes<S: Sink<Input = Messag
     name: &str,
     under: SinkUnderTest<S>,
 ) {
-    let input = sample_messages(100);
+    let input = under.records(100);
     let epochs: Vec<Vec<Message>> = input.chunks(5).map(<[Message]>::to_vec).collect();
     let source = MemorySource::from_epochs(epochs);
     let failing = FailingSink::every(3, under.sink.clone());
@@ -239,7 +280,7 @@ fn flush_is_idempotent<S: Sink<Input = Message> + Clone>(name: &str, under: Sink
         .sink
         .open(&ctx)
         .unwrap_or_else(|e| panic!("{name}: open failed: {e}"));
-    let records = sample_messages(12);
+    let records = under.records(12);
     let write = writer.write(1, records.clone());
     writer.flush();
     writer.flush();

@@ -99,6 +99,37 @@ fn the_object_sink_on_a_local_directory_conforms() {
     });
 }
 
+/// Objects of several parts: records of ~3 KB in batches of up to 1000 records, parts of
+/// 8 KiB, so every object goes up as a multipart upload (a staging file written part by part).
+#[test]
+fn the_object_sink_on_a_local_directory_conforms_with_objects_larger_than_a_part() {
+    let dirs = Arc::new(Mutex::new(Vec::new()));
+    sink_conformance("object sink (local directory, multipart)", || {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        dirs.lock().unwrap().push(dir);
+        let sink = ObjectSink::local(&root, template())
+            .unwrap()
+            .with_format(OutputFormat::Json)
+            .with_compression(Compression::Gzip)
+            .with_batch(BatchBounds {
+                max_records: 1000,
+                max_bytes: 1 << 30,
+                max_age: Duration::from_secs(3600),
+            })
+            .with_part_size(8 << 10);
+        SinkUnderTest::new(sink, move || {
+            files_under(&root)
+                .iter()
+                .filter(|f| !f.to_string_lossy().contains('#'))
+                .flat_map(|f| messages_in(&f.to_string_lossy(), &std::fs::read(f).unwrap()))
+                .collect()
+        })
+        .refusing(unwritable())
+        .with_padding(3000)
+    });
+}
+
 #[test]
 fn the_object_sink_on_an_in_memory_store_conforms() {
     sink_conformance("object sink (in-memory store)", || {
@@ -160,6 +191,43 @@ fn the_object_sink_on_s3_conforms() {
             .with_batch(small_batches());
         let reader = sink.store().clone();
         SinkUnderTest::new(sink, move || read_store(reader.as_ref())).refusing(unwritable())
+    });
+}
+
+/// Objects of several 5 MiB parts (S3's smallest) on S3: records of ~400 KB under one
+/// prefix, so each worker's object holds several MB (uncompressed, to keep the test quick).
+#[cfg(feature = "s3")]
+#[test]
+fn the_object_sink_on_s3_conforms_with_objects_larger_than_a_part() {
+    use sluice_transforms::io::object::{S3Options, S3_MIN_PART_SIZE};
+    let Ok(endpoint) = std::env::var("SLUICE_TEST_S3_ENDPOINT") else {
+        println!("skipped: set SLUICE_TEST_S3_ENDPOINT to run the S3 conformance suite");
+        return;
+    };
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    sink_conformance("object sink (S3, multipart)", || {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let bucket = format!("sluice-big-{}-{nanos}-{n}", std::process::id());
+        let options = S3Options::new(&bucket)
+            .with_endpoint(&endpoint)
+            .with_credentials("test", "test");
+        create_bucket(&endpoint, &bucket);
+        let sink = ObjectSink::s3(&options, PathTemplate::parse("big/").unwrap())
+            .unwrap()
+            .with_format(OutputFormat::Json)
+            .with_compression(Compression::None)
+            .with_batch(BatchBounds {
+                max_records: 1000,
+                max_bytes: 1 << 30,
+                max_age: Duration::from_secs(3600),
+            })
+            .with_part_size(S3_MIN_PART_SIZE);
+        let reader = sink.store().clone();
+        SinkUnderTest::new(sink, move || read_store(reader.as_ref())).with_padding(400_000)
     });
 }
 

@@ -184,7 +184,7 @@ fn big_objects_use_multipart_and_arrive_whole() {
         .unwrap()
         .with_format(OutputFormat::Text)
         .with_compression(Compression::None)
-        .with_multipart_threshold(5 << 20, 5 << 20);
+        .with_part_size(5 << 20);
     run(sink, records.clone(), 1);
     let objects = read_back(&endpoint, &bucket);
     assert_eq!(objects.len(), 1);

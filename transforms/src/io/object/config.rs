@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{BatchBounds, Compression, ObjectSink, ObjectSinkError, OutputFormat, PathTemplate};
+use super::{
+    BatchBounds, Compression, MemoryBudget, ObjectSink, ObjectSinkError, OutputFormat,
+    PathTemplate, DEFAULT_PART_SIZE, LOCAL_PART_SIZE, S3_MIN_PART_SIZE,
+};
 use crate::io::units;
 
 /// The settings of an object sink whatever the store (the store's own keys, directory or
@@ -118,8 +121,23 @@ pub enum Credentials {
     Env,
 }
 
-/// When a batch of records becomes an object: the first bound reached closes it. Every bound
+/// When a batch of records becomes an object (the first bound reached closes it), how it is
+/// streamed to the store, and how much memory a worker's open batches may hold. Every bound
 /// is above zero.
+///
+/// An open batch holds its compressor state (about 400 KB for gzip) and at most about one
+/// part; when a worker's open batches would hold more than `max_open_bytes`, or it would have
+/// more than `max_open_batches` of them, the least recently written are closed early.
+///
+/// ```
+/// use sluice_transforms::io::object::BatchConfig;
+/// let c: BatchConfig = toml::from_str(
+///     "max_bytes = \"100MB\"\npart_size = \"16MiB\"\nmax_open_bytes = \"32MiB\"\nmax_open_batches = 64",
+/// ).unwrap();
+/// assert_eq!(c.part_size, Some(16 << 20));
+/// assert_eq!(c.budget().max_open_bytes, 32 << 20);
+/// assert_eq!(c.budget().max_open_batches, 64);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
@@ -132,6 +150,22 @@ pub struct BatchConfig {
     /// Age of an open batch: seconds or `"60s"`, `"500ms"`, `"5m"`, ...
     #[serde(default = "default_max_age", with = "units::duration")]
     pub max_age: Duration,
+    /// Compressed bytes an open batch buffers before they go to the store as one part of a
+    /// multipart upload (an object smaller than a part is one put). When absent: 1 MiB on a
+    /// local directory ([`default_local_part_size`]), 8 MiB on S3
+    /// ([`default_s3_part_size`]), where it must be at least 5 MiB.
+    #[serde(
+        default,
+        with = "units::option_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub part_size: Option<usize>,
+    /// Bytes a worker's open batches may hold (compressor state, part buffers): `"64MiB"`.
+    #[serde(default = "default_max_open_bytes", with = "units::size")]
+    pub max_open_bytes: usize,
+    /// Open batches per worker (one per rendered path): `256`.
+    #[serde(default = "default_max_open_batches", with = "units::count")]
+    pub max_open_batches: usize,
 }
 
 /// An empty prefix: objects at the top of the directory or bucket.
@@ -169,12 +203,35 @@ pub fn default_max_age() -> Duration {
     BatchBounds::default().max_age
 }
 
+/// 1 MiB on a local directory: the write size of a buffered file writer.
+pub fn default_local_part_size() -> usize {
+    LOCAL_PART_SIZE
+}
+
+/// 8 MiB on S3 (whose smallest part is 5 MiB).
+pub fn default_s3_part_size() -> usize {
+    DEFAULT_PART_SIZE
+}
+
+/// 64 MiB per worker.
+pub fn default_max_open_bytes() -> usize {
+    MemoryBudget::default().max_open_bytes
+}
+
+/// 256 open batches per worker.
+pub fn default_max_open_batches() -> usize {
+    MemoryBudget::default().max_open_batches
+}
+
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             max_bytes: default_max_bytes(),
             max_records: default_max_records(),
             max_age: default_max_age(),
+            part_size: None,
+            max_open_bytes: default_max_open_bytes(),
+            max_open_batches: default_max_open_batches(),
         }
     }
 }
@@ -186,6 +243,9 @@ impl BatchConfig {
             ("batch.max_bytes", self.max_bytes == 0),
             ("batch.max_records", self.max_records == 0),
             ("batch.max_age", self.max_age.is_zero()),
+            ("batch.part_size", self.part_size == Some(0)),
+            ("batch.max_open_bytes", self.max_open_bytes == 0),
+            ("batch.max_open_batches", self.max_open_batches == 0),
         ] {
             if zero {
                 return Err(ObjectSinkError::Config(format!(
@@ -198,6 +258,25 @@ impl BatchConfig {
             max_records: self.max_records,
             max_age: self.max_age,
         })
+    }
+
+    /// The memory budget of each worker's open batches.
+    pub fn budget(&self) -> MemoryBudget {
+        MemoryBudget {
+            max_open_bytes: self.max_open_bytes,
+            max_open_batches: self.max_open_batches,
+        }
+    }
+
+    /// The part size on S3, or an error when it is below what S3 takes.
+    pub fn s3_part_size(&self) -> Result<usize, ObjectSinkError> {
+        let size = self.part_size.unwrap_or_else(default_s3_part_size);
+        if size < S3_MIN_PART_SIZE {
+            return Err(ObjectSinkError::Config(format!(
+                "`batch.part_size` is {size} bytes: S3 takes parts of at least 5 MiB ({S3_MIN_PART_SIZE} bytes)"
+            )));
+        }
+        Ok(size)
     }
 }
 
@@ -228,7 +307,8 @@ impl LocalSinkConfig {
     /// The sink; creates `dir` when missing.
     pub fn sink(&self) -> Result<ObjectSink, ObjectSinkError> {
         let sink = ObjectSink::local(&self.dir, self.path.clone())?;
-        configured(sink, &self.object())
+        let part_size = self.batch.part_size.unwrap_or_else(default_local_part_size);
+        Ok(configured(sink, &self.object())?.with_part_size(part_size))
     }
 }
 
@@ -250,8 +330,9 @@ impl S3SinkConfig {
         options.endpoint = self.endpoint.clone();
         options.region = self.region.clone();
         options.allow_http = self.allow_http;
+        let part_size = self.batch.s3_part_size()?;
         let sink = ObjectSink::s3(&options, self.path.clone())?;
-        configured(sink, &self.object())
+        Ok(configured(sink, &self.object())?.with_part_size(part_size))
     }
 }
 
@@ -259,7 +340,8 @@ fn configured(sink: ObjectSink, c: &ObjectSinkConfig) -> Result<ObjectSink, Obje
     Ok(sink
         .with_format(c.format)
         .with_compression(c.compression)
-        .with_batch(c.batch.bounds()?))
+        .with_batch(c.batch.bounds()?)
+        .with_budget(c.batch.budget()))
 }
 
 // A template is written and read as its text; a placeholder without a default is refused
@@ -311,6 +393,50 @@ mod tests {
     }
 
     #[test]
+    fn streaming_and_budget_keys_read_and_apply() {
+        let c = local(
+            "dir = \"d\"\nbatch = { part_size = \"2MiB\", max_open_bytes = \"32MiB\", max_open_batches = 16 }",
+        )
+        .unwrap();
+        assert_eq!(c.batch.part_size, Some(2 << 20));
+        assert_eq!(
+            c.batch.budget(),
+            MemoryBudget {
+                max_open_bytes: 32 << 20,
+                max_open_batches: 16
+            }
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let c = local(&format!(
+            "dir = {:?}\nbatch = {{ max_open_batches = 16 }}",
+            tmp.path().display().to_string()
+        ))
+        .unwrap();
+        let sink = c.sink().unwrap();
+        assert_eq!(sink.part_size(), default_local_part_size());
+        assert_eq!(sink.budget().max_open_batches, 16);
+        assert_eq!(sink.budget().max_open_bytes, default_max_open_bytes());
+        let text = toml::to_string(&c).unwrap();
+        assert!(!text.contains("part_size"), "{text}");
+        assert_eq!(local(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn s3_parts_below_5_mib_are_refused() {
+        let s: S3SinkConfig =
+            toml::from_str("bucket = \"b12\"\nbatch = { part_size = \"1MiB\" }").unwrap();
+        let e = s.batch.s3_part_size().unwrap_err().to_string();
+        assert!(
+            e.contains("`batch.part_size`") && e.contains("at least 5 MiB"),
+            "{e}"
+        );
+        assert_eq!(
+            BatchConfig::default().s3_part_size().unwrap(),
+            default_s3_part_size()
+        );
+    }
+
+    #[test]
     fn round_trips_through_toml() {
         let c = local(
             "dir = \"d\"\npath = \"${a:-x}/\"\nformat = \"text\"\ncompression = \"none\"\nbatch = { max_bytes = \"1KB\", max_records = 3, max_age = \"250ms\" }",
@@ -336,6 +462,8 @@ mod tests {
         assert!(e.to_string().contains("unknown field `dir`"), "{e}");
         let e = local("dir = \"d\"\nbatch = { max_size = 1 }").unwrap_err();
         assert!(e.contains("unknown field `max_size`"), "{e}");
+        let e = local("dir = \"d\"\nbatch = { max_open = 1 }").unwrap_err();
+        assert!(e.contains("unknown field `max_open`"), "{e}");
     }
 
     #[test]
@@ -349,6 +477,9 @@ mod tests {
             ("max_records = 0", "expected an integer >= 1"),
             ("max_bytes = 0", "above zero"),
             ("max_age = \"0s\"", "above zero"),
+            ("part_size = 0", "above zero"),
+            ("max_open_bytes = \"0MiB\"", "above zero"),
+            ("max_open_batches = 0", "expected an integer >= 1"),
         ] {
             let e = local(&format!("dir = \"d\"\nbatch = {{ {batch} }}")).unwrap_err();
             assert!(e.contains(needle), "{batch}: {e}");

@@ -1,4 +1,5 @@
-//! A store decorator for fault injection: hold puts until released, or fail them.
+//! A store decorator for fault injection: hold puts until released, or fail them (whole puts,
+//! multipart starts, or the parts of a multipart upload).
 //!
 //! Used by this crate's tests and available to others (e.g. a connector conformance suite) to
 //! prove that a sink's futures resolve only after the store took the object, and that an
@@ -13,7 +14,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
 };
 use tokio::sync::watch;
 
@@ -25,7 +26,9 @@ pub struct FaultyStore<S> {
     inner: Arc<S>,
     hold: watch::Sender<bool>,
     fail: Arc<AtomicBool>,
+    fail_parts: Arc<AtomicBool>,
     puts: Arc<AtomicUsize>,
+    parts: Arc<AtomicUsize>,
     waiting: Arc<AtomicUsize>,
 }
 
@@ -36,7 +39,9 @@ impl<S: ObjectStore> FaultyStore<S> {
             inner: Arc::new(inner),
             hold: watch::Sender::new(false),
             fail: Arc::new(AtomicBool::new(false)),
+            fail_parts: Arc::new(AtomicBool::new(false)),
             puts: Arc::new(AtomicUsize::new(0)),
+            parts: Arc::new(AtomicUsize::new(0)),
             waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -56,9 +61,19 @@ impl<S: ObjectStore> FaultyStore<S> {
         self.fail.store(fail, Ordering::SeqCst);
     }
 
-    /// Puts that reached the inner store.
+    /// While `true`, parts of multipart uploads fail with a generic store error.
+    pub fn fail_parts(&self, fail: bool) {
+        self.fail_parts.store(fail, Ordering::SeqCst);
+    }
+
+    /// Puts (and multipart starts) that reached the inner store.
     pub fn puts(&self) -> usize {
         self.puts.load(Ordering::SeqCst)
+    }
+
+    /// Parts of multipart uploads that the inner store took.
+    pub fn parts(&self) -> usize {
+        self.parts.load(Ordering::SeqCst)
     }
 
     /// Puts waiting on [`FaultyStore::hold_puts`] now.
@@ -115,7 +130,12 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         self.gate(location).await?;
         let r = self.inner.put_multipart_opts(location, opts).await;
         self.puts.fetch_add(1, Ordering::SeqCst);
-        r
+        Ok(Box::new(FaultyUpload {
+            inner: r?,
+            location: location.clone(),
+            fail: self.fail_parts.clone(),
+            parts: self.parts.clone(),
+        }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -139,5 +159,44 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A multipart upload whose parts can be made to fail.
+#[derive(Debug)]
+struct FaultyUpload {
+    inner: Box<dyn MultipartUpload>,
+    location: Path,
+    fail: Arc<AtomicBool>,
+    parts: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl MultipartUpload for FaultyUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        if self.fail.load(Ordering::SeqCst) {
+            let location = self.location.clone();
+            return Box::pin(async move {
+                Err(object_store::Error::Generic {
+                    store: "FaultyStore",
+                    source: format!("injected failure writing a part of `{location}`").into(),
+                })
+            });
+        }
+        let part = self.inner.put_part(data);
+        let parts = self.parts.clone();
+        Box::pin(async move {
+            part.await?;
+            parts.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
     }
 }

@@ -1,29 +1,54 @@
-//! The object sink: batches of records written as whole objects to a local directory, S3 (or an
-//! S3-compatible server) or memory, through the `object_store` crate.
+//! The object sink: batches of records written as objects to a local directory, S3 (or an
+//! S3-compatible server) or memory, through the `object_store` crate, streamed as they fill.
 //!
 //! ```text
-//! records ──render path template──▶ one open batch per prefix ──bound hit / age / flush──▶
-//!   finished buffer (gzip or plain) ──one put (multipart when big)──▶ <prefix><job>-<run>-w<worker>-<seq>.ndjson.gz
+//! records ──render path template──▶ one open batch per prefix ──encode (gzip or plain)──▶
+//!   part buffer ──full part──▶ multipart upload ──bound hit / age / flush / budget──▶
+//!   last part + complete ──▶ <prefix><job>-<run>-w<worker>-<seq>.ndjson.gz
 //! ```
 //!
 //! # The epoch contract
-//! [`SinkWriter::write`] appends an epoch's records to the open
-//! batches and returns a future that resolves only when every object holding any of them is
-//! uploaded. A batch closes when it reaches [`BatchBounds::max_bytes`] or
-//! [`BatchBounds::max_records`], when it is [`BatchBounds::max_age`] old (a timer on the runner's
-//! tokio runtime), or when the runner calls `flush`. A failed upload (after `object_store`'s own
-//! retries) resolves the futures of all its epochs with an error, so the pipeline stops without
-//! acknowledging them; later writes fail at once.
+//! [`SinkWriter::write`] appends an epoch's records to the open batches and returns a future
+//! that resolves only when every object holding any of them is complete and visible. A batch
+//! closes when it reaches [`BatchBounds::max_bytes`] or [`BatchBounds::max_records`], when it
+//! is [`BatchBounds::max_age`] old (a timer on the runner's tokio runtime), when the runner
+//! calls `flush`, or early, to keep within the [`MemoryBudget`]. A failed upload (after
+//! `object_store`'s own retries) fails the futures of every epoch still waiting, so the
+//! pipeline stops without acknowledging them; later writes fail at once.
+//!
+//! # Memory: a part per open batch, within a budget
+//! An object is not built in memory: each open batch compresses into a part buffer, and every
+//! time that holds [`ObjectSink::with_part_size`] bytes, it goes to the store as one part of a
+//! multipart upload (at most 4 parts of an object upload at once; more wait in its queue). An
+//! object that never fills a part is written with one put when it closes. So an open batch
+//! holds its compressor state (about 400 KB for gzip) and at most about one part.
+//!
+//! Per writer (one per worker), open batches hold at most [`MemoryBudget::max_open_bytes`]:
+//! before a record would take them past it, the least recently written batches are closed
+//! early (a smaller object, sooner), and opening a batch beyond
+//! [`MemoryBudget::max_open_batches`] closes the least recently written one, so that
+//! attacker-chosen paths cannot exhaust memory. The writer counts what it holds
+//! ([`ObjectWriter::open_bytes`], [`ObjectWriter::held_bytes`], [`ObjectWriter::stats`]).
+//!
+//! Parts handed to uploads are not part of the budget: they are freed as the store takes
+//! them. What bounds them is the runner's in-flight bound, because the records of an epoch
+//! stay unacknowledged until their object completes.
+//!
+//! # Backpressure and open objects
+//! An epoch's future waits for the batches holding its records, and an open batch can hold
+//! records for up to `max_age`. The runner calls `flush` when a source waits on its in-flight
+//! bound, which closes every open batch: memory would allow the objects to keep streaming, so
+//! small objects under a tight in-flight bound come from the runner's policy, not from memory
+//! held here (records already in uploaded parts hold no memory of this writer).
 //!
 //! # Nothing partial is ever visible
-//! Each object is uploaded once, whole, from a finished in-memory buffer:
-//! - S3 and S3-compatible servers: a single `PUT` is atomic; objects above
-//!   [`ObjectSink::with_multipart_threshold`] use a multipart upload, which becomes visible only
-//!   when it completes (and is aborted on error).
-//! - Local directory: `LocalFileSystem` writes a staging file `<name>#<n>` beside the target,
-//!   fsyncs it and renames it into place (atomic on POSIX). A process killed mid-write can leave
-//!   a staging file behind: its name ends in `#<digits>`, never in `.ndjson`/`.gz`/`.txt`, and
-//!   `object_store` listings skip it; readers of the directory must ignore such names.
+//! - S3 and S3-compatible servers: a single `PUT` is atomic; a multipart upload becomes
+//!   visible only when it completes, and is aborted on error or when the writer drops it.
+//! - Local directory: `LocalFileSystem` writes a staging file `<name>#<n>` beside the target
+//!   (a put, or part by part at their offsets), fsyncs it and renames it into place (atomic on
+//!   POSIX); an aborted upload deletes it. A process killed mid-write can leave a staging file
+//!   behind: its name ends in `#<digits>`, never in `.ndjson`/`.gz`/`.txt`, and `object_store`
+//!   listings skip it; readers of the directory must ignore such names.
 //! - Names are never reused: job name, run id (unique per run), worker index and a per-writer
 //!   sequence number. A re-run after a crash writes new objects, so a record whose epoch was not
 //!   acknowledged may appear twice (at-least-once), but never half.
@@ -49,7 +74,7 @@ pub use format::Compression;
 #[cfg(feature = "s3")]
 pub use s3::S3Options;
 pub use template::PathTemplate;
-pub use writer::ObjectNames;
+pub use writer::{ObjectNames, WriterStats};
 
 /// Errors of the object sink.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -142,6 +167,27 @@ impl Default for BatchBounds {
     }
 }
 
+/// How much memory one writer's (one worker's) open batches may hold; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// Bytes held by open batches: compressor state, part buffers and bookkeeping. A budget
+    /// below what one batch needs keeps one batch open at a time.
+    pub max_open_bytes: usize,
+    /// Open batches; opening one more closes the least recently written.
+    pub max_open_batches: usize,
+}
+
+impl Default for MemoryBudget {
+    /// 64 MiB and 256 batches per worker: room for about 150 gzip batches with their
+    /// compressor state, or a few with whole parts.
+    fn default() -> Self {
+        MemoryBudget {
+            max_open_bytes: 64 << 20,
+            max_open_batches: 256,
+        }
+    }
+}
+
 /// How long [`Sink::check`] waits for the store.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -185,17 +231,22 @@ pub struct ObjectSink {
     pub(crate) compression: Compression,
     pub(crate) bounds: BatchBounds,
     pub(crate) kind: String,
-    pub(crate) multipart_threshold: usize,
-    pub(crate) multipart_part_size: usize,
+    pub(crate) part_size: usize,
+    pub(crate) min_part_size: usize,
+    pub(crate) budget: MemoryBudget,
 }
 
-/// Objects larger than this are uploaded in parts by default.
-pub const DEFAULT_MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
-/// Part size of multipart uploads by default (S3's minimum is 5 MiB).
-pub const DEFAULT_MULTIPART_PART_SIZE: usize = 16 * 1024 * 1024;
+/// The part size of a sink on any store (S3 included): 8 MiB.
+pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// The part size of a sink on a local directory or in memory: 1 MiB, the write size of a
+/// buffered file writer.
+pub const LOCAL_PART_SIZE: usize = 1 << 20;
+/// The smallest part S3 takes (but for an object's last): 5 MiB.
+pub const S3_MIN_PART_SIZE: usize = 5 << 20;
 
 impl ObjectSink {
-    /// A sink on any store, format [`OutputFormat::Json`], gzip, [`BatchBounds::default`].
+    /// A sink on any store, format [`OutputFormat::Json`], gzip, [`BatchBounds::default`],
+    /// [`MemoryBudget::default`], parts of [`DEFAULT_PART_SIZE`].
     pub fn new(store: Arc<dyn ObjectStore>, template: PathTemplate) -> Self {
         ObjectSink {
             store,
@@ -204,13 +255,15 @@ impl ObjectSink {
             compression: Compression::default(),
             bounds: BatchBounds::default(),
             kind: "object".to_string(),
-            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
-            multipart_part_size: DEFAULT_MULTIPART_PART_SIZE,
+            part_size: DEFAULT_PART_SIZE,
+            min_part_size: 1,
+            budget: MemoryBudget::default(),
         }
     }
 
-    /// A sink writing under the local directory `dir` (created if missing). Files are fsynced
-    /// and renamed into place, so an object is durable and whole once its epoch resolves.
+    /// A sink writing under the local directory `dir` (created if missing), in parts of
+    /// [`LOCAL_PART_SIZE`]. Files are fsynced and renamed into place, so an object is durable
+    /// and whole once its epoch resolves.
     pub fn local(
         dir: impl AsRef<std::path::Path>,
         template: PathTemplate,
@@ -224,18 +277,26 @@ impl ObjectSink {
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| ObjectSinkError::Config(format!("directory `{}`: {e}", dir.display())))?
             .with_fsync(true);
-        Ok(ObjectSink::new(Arc::new(store), template).with_kind("file"))
+        Ok(ObjectSink::new(Arc::new(store), template)
+            .with_kind("file")
+            .with_part_size(LOCAL_PART_SIZE))
     }
 
-    /// A sink on an in-memory store (tests); clones of `store` see what was written.
+    /// A sink on an in-memory store (tests), in parts of [`LOCAL_PART_SIZE`]; clones of
+    /// `store` see what was written.
     pub fn memory(store: object_store::memory::InMemory, template: PathTemplate) -> Self {
-        ObjectSink::new(Arc::new(store), template).with_kind("memory")
+        ObjectSink::new(Arc::new(store), template)
+            .with_kind("memory")
+            .with_part_size(LOCAL_PART_SIZE)
     }
 
-    /// A sink on S3 or an S3-compatible server.
+    /// A sink on S3 or an S3-compatible server, in parts of [`DEFAULT_PART_SIZE`] and never
+    /// below [`S3_MIN_PART_SIZE`].
     #[cfg(feature = "s3")]
     pub fn s3(options: &S3Options, template: PathTemplate) -> Result<Self, ObjectSinkError> {
-        Ok(ObjectSink::new(Arc::new(options.build()?), template).with_kind("s3"))
+        let mut sink = ObjectSink::new(Arc::new(options.build()?), template).with_kind("s3");
+        sink.min_part_size = S3_MIN_PART_SIZE;
+        Ok(sink)
     }
 
     /// A sink from its config on `store` (the caller builds the store: directory, bucket).
@@ -246,7 +307,9 @@ impl ObjectSink {
         Ok(ObjectSink::new(store, config.path.clone())
             .with_format(config.format)
             .with_compression(config.compression)
-            .with_batch(config.batch.bounds()?))
+            .with_batch(config.batch.bounds()?)
+            .with_budget(config.batch.budget())
+            .with_part_size(config.batch.part_size.unwrap_or(DEFAULT_PART_SIZE)))
     }
 
     /// How records become lines.
@@ -277,12 +340,31 @@ impl ObjectSink {
         self
     }
 
-    /// Objects above `bytes` are uploaded as multipart uploads of `part_size` bytes (at least
-    /// 5 MiB on S3).
-    pub fn with_multipart_threshold(mut self, bytes: usize, part_size: usize) -> Self {
-        self.multipart_threshold = bytes;
-        self.multipart_part_size = part_size.max(1);
+    /// Compressed bytes an open batch buffers before they go to the store as one part of a
+    /// multipart upload; an object that stays below one part is written with a single put.
+    /// Raised to [`S3_MIN_PART_SIZE`] on S3 (which refuses smaller parts) and to 1 elsewhere.
+    pub fn with_part_size(mut self, bytes: usize) -> Self {
+        self.part_size = bytes.max(self.min_part_size).max(1);
         self
+    }
+
+    /// How much memory each writer's open batches may hold. Zero limits are raised to 1.
+    pub fn with_budget(mut self, budget: MemoryBudget) -> Self {
+        self.budget = MemoryBudget {
+            max_open_bytes: budget.max_open_bytes.max(1),
+            max_open_batches: budget.max_open_batches.max(1),
+        };
+        self
+    }
+
+    /// The part size in effect.
+    pub fn part_size(&self) -> usize {
+        self.part_size
+    }
+
+    /// The memory budget in effect.
+    pub fn budget(&self) -> MemoryBudget {
+        self.budget
     }
 
     /// The path template.
