@@ -15,7 +15,8 @@
 #   4. checks equal work on the first round: every configuration's outputs (decoded records and dead
 #      letters, gunzipped, as a multiset of lines per partition folder, `stack_trace` removed) must
 #      equal those of the baseline with 1 thread (`sluice-baseline compare`); exits 1 if they differ;
-#   5. prints per configuration: median (min-max) wall time, msgs/s, MB/s of input, peak RSS, and
+#   5. prints per configuration: median (min-max) wall time, msgs/s, MB/s of input, peak RSS, CPU
+#      time (user + system: on a shared machine a process with more threads gets more of it), and
 #      the speed ratio to the baseline with the same thread count (baseline time / Sluice time:
 #      > 1 means Sluice is faster).
 #
@@ -61,11 +62,12 @@ fi
 input_bytes=$(stat -c %s "$input")
 printf 'input: %s (%d records, %s MB)\n' "$input" "$RECORDS" "$(awk -v b="$input_bytes" 'BEGIN {printf "%.1f", b / 1e6}')" >&2
 
-# run_measured LOG CMD...: runs CMD, writes "<wall seconds> <peak RSS kB>" to LOG.result.
+# run_measured LOG CMD...: runs CMD, writes "<wall s> <peak RSS kB> <CPU s>" to LOG.result
+# (CPU = user + system time, "-" without /usr/bin/time).
 run_measured() {
     local log="$1"
     shift
-    local start end rss
+    local start end rss cpu=-
     start=$(date +%s%N)
     if [[ -x /usr/bin/time ]]; then
         /usr/bin/time -v -o "$log.time" "$@" >"$log" 2>&1 || {
@@ -74,6 +76,8 @@ run_measured() {
         }
         end=$(date +%s%N)
         rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log.time")
+        cpu=$(awk -F': ' '/User time/ {u = $2} /System time/ {s = $2} END {printf "%.2f", u + s}' \
+            "$log.time")
     else
         "$@" >"$log" 2>&1 &
         local pid=$! hwm
@@ -89,7 +93,8 @@ run_measured() {
         }
         end=$(date +%s%N)
     fi
-    echo "$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f", (b - a) / 1e9}') $rss" >"$log.result"
+    echo "$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f", (b - a) / 1e9}') $rss $cpu" \
+        >"$log.result"
 }
 
 # run_config NAME N OUT: one run of a configuration into the directory OUT.
@@ -108,7 +113,8 @@ run_config() {
 configs=()
 for n in $WORKERS; do configs+=("baseline:$n" "sluice:$n"); done
 reference="$BENCH_DIR/out-reference"
-declare -A results
+rm -rf "$reference" # left by an interrupted run
+declare -A results cpus
 
 step "load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 for ((round = 1; round <= RUNS; round++)); do
@@ -116,10 +122,11 @@ for ((round = 1; round <= RUNS; round++)); do
         kind=${c%%:*} n=${c##*:}
         out="$BENCH_DIR/out-$kind-$n"
         run_config "$kind" "$n" "$out"
-        read -r wall rss <"$out.log.result"
-        printf 'round %d: %-8s %d: %6.2f s, %4d MB peak RSS\n' "$round" "$kind" "$n" "$wall" \
-            "$((rss / 1024))" >&2
+        read -r wall rss cpu <"$out.log.result"
+        printf 'round %d: %-8s %d: %6.2f s wall, %s s CPU, %4d MB peak RSS\n' "$round" "$kind" \
+            "$n" "$wall" "$cpu" "$((rss / 1024))" >&2
         results[$c]+="$wall $rss "
+        cpus[$c]+="$cpu "
         if ((round == 1)); then
             if [[ ! -d "$reference" ]]; then
                 mv "$out" "$reference"
@@ -144,14 +151,18 @@ column_of() { awk -v k="$2" '{for (i = k; i <= NF; i += 2) printf "%s ", $i}' <<
 printf '\n%d records, %s MB of input, %d run(s) each, load average %s; median (min-max)\n' \
     "$RECORDS" "$(awk -v b="$input_bytes" 'BEGIN {printf "%.1f", b / 1e6}')" "$RUNS" \
     "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf '| %-12s | %-22s | %-10s | %-9s | %-22s | %-22s |\n' configuration 'wall s' 'msgs/s' 'MB/s' \
-    'peak RSS MB' 'speed vs baseline'
-printf '|%s|%s|%s|%s|%s|%s|\n' -------------- ------------------------ ------------ ----------- \
-    ------------------------ ------------------------
+printf '| %-12s | %-22s | %-10s | %-9s | %-22s | %-22s | %-22s |\n' configuration 'wall s' \
+    'msgs/s' 'MB/s' 'peak RSS MB' 'CPU s (user+sys)' 'speed vs baseline'
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' -------------- ------------------------ ------------ ----------- \
+    ------------------------ ------------------------ ------------------------
 declare -A wall_m wall_lo wall_hi
 for c in "${configs[@]}"; do
     read -r wall_m[$c] wall_lo[$c] wall_hi[$c] < <(stats "$(column_of "${results[$c]}" 1)")
     read -r rss_m rss_lo rss_hi < <(stats "$(column_of "${results[$c]}" 2)")
+    cpu="-"
+    if [[ ${cpus[$c]} != *-* ]]; then
+        cpu=$(stats "${cpus[$c]}" | awk '{printf "%.1f (%.1f-%.1f)", $1, $2, $3}')
+    fi
     kind=${c%%:*} n=${c##*:}
     ratio="-"
     if [[ $kind == sluice ]]; then
@@ -160,11 +171,11 @@ for c in "${configs[@]}"; do
             -v bhi="${wall_hi[baseline:$n]}" -v s="${wall_m[$c]}" -v lo="${wall_lo[$c]}" \
             -v hi="${wall_hi[$c]}" 'BEGIN {printf "%.2f (%.2f-%.2f)", b / s, blo / hi, bhi / lo}')
     fi
-    printf '| %-12s | %-22s | %-10s | %-9s | %-22s | %-22s |\n' "$kind $n" \
+    printf '| %-12s | %-22s | %-10s | %-9s | %-22s | %-22s | %-22s |\n' "$kind $n" \
         "$(printf '%.2f (%.2f-%.2f)' "${wall_m[$c]}" "${wall_lo[$c]}" "${wall_hi[$c]}")" \
         "$(awk -v r="$RECORDS" -v t="${wall_m[$c]}" 'BEGIN {printf "%.1f k", r / t / 1000}')" \
         "$(awk -v b="$input_bytes" -v t="${wall_m[$c]}" 'BEGIN {printf "%.1f", b / 1e6 / t}')" \
         "$(awk -v m="$rss_m" -v lo="$rss_lo" -v hi="$rss_hi" \
-            'BEGIN {printf "%.0f (%.0f-%.0f)", m / 1024, lo / 1024, hi / 1024}')" "$ratio"
+            'BEGIN {printf "%.0f (%.0f-%.0f)", m / 1024, lo / 1024, hi / 1024}')" "$cpu" "$ratio"
 done
 echo "equal work checked: every configuration's decoded records and dead letters equal the baseline's"
