@@ -6,9 +6,10 @@
 #
 # What it does:
 #   1. builds the release binaries once: `sluice` and `sluice-baseline` (pipelines/src/bin/baseline.rs);
-#   2. generates the workload with `sluice generate` (telemetry-like submissions, ~3.6 KB mean
-#      documents, 70% gzipped, ERROR_RATE broken records of every kind, every bundled schema,
-#      telemetry in its 6-part URI form), deterministic by SEED, cached under BENCH_DIR;
+#   2. generates the workload with `sluice generate` (telemetry-like submissions: the 4 bundled
+#      schemas, telemetry main/event in its 6-part URI form, documents of 1.9 KB mean (inflated),
+#      70% gzipped, ERROR_RATE broken records of every kind), deterministic by SEED, cached under
+#      BENCH_DIR (regenerated when `sluice` is rebuilt);
 #   3. runs, RUNS times each, interleaved: the baseline with 1..N threads and
 #      `sluice run examples/configs/decoder-local.toml` (file -> file) with 1..N workers, each under
 #      `/usr/bin/time -v` (peak RSS from /proc/<pid>/status VmHWM when it is missing);
