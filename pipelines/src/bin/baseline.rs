@@ -176,6 +176,9 @@ impl Steps {
 
     /// One message through every step; a rejected message comes back as the step received it,
     /// with the step's name as error type.
+    // The message comes back whole, as the steps' owned maps give it, so that dead-lettering it
+    // copies nothing: the large `Err` is the design (as in `sluice_transforms::decode`).
+    #[allow(clippy::result_large_err)]
     fn decode(&self, mut m: Message) -> Result<Message, (Message, &'static str, Failure)> {
         for k in REPLAY_STRIPPED_ATTRIBUTES {
             m.attributes.remove(*k);
