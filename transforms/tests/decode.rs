@@ -429,6 +429,34 @@ fn outputs_carry_the_canonical_names_the_schema_was_found_by() {
     }
 }
 
+#[test]
+fn the_decoder_scrubs_client_ips_unless_told_otherwise() {
+    let m = Message::new(r#"{"field":"x"}"#)
+        .with_attribute("uri", generic_uri("test", "test", 1, ID))
+        .with_attribute("remote_addr", "192.0.2.1")
+        .with_attribute("x_forwarded_for", "192.0.2.1")
+        .with_attribute("x_debug_id", "dbg");
+    let out = decode(registry(), vec![m.clone()]);
+    let got = &out.output[0];
+    assert_eq!(got.attribute("remote_addr"), None);
+    assert_eq!(got.attribute("x_forwarded_for"), None);
+    assert_eq!(got.attribute("x_debug_id"), Some("dbg"));
+
+    let registry = registry();
+    let out = harness::run(vec![m], move |input, dead| {
+        let scrub =
+            sluice_transforms::scrub::ScrubAttributes::none().with_attributes(["x_debug_id"]);
+        input
+            .apply("decoder", Decoder::new(registry.clone()).with_scrub(scrub))
+            .failures_to(dead)
+    });
+    let got = &out.output[0];
+    assert_eq!(got.attribute("remote_addr"), Some("192.0.2.1"));
+    assert_eq!(got.attribute("x_debug_id"), None);
+    let v: Value = serde_json::from_slice(&got.payload).unwrap();
+    assert!(v["metadata"]["header"]["x_debug_id"].is_null(), "{v}");
+}
+
 // ---- every input exactly once, random input never panics ----
 
 fn arbitrary_message() -> impl Strategy<Value = Message> {
