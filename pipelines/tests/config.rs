@@ -278,7 +278,7 @@ fn every_example_config_round_trips_and_checks_without_touching_anything() {
             .unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
         assert_eq!(back, job, "{}:\n{text}", path.display());
         // point local sinks at a directory that does not exist: checking must not create it
-        for sink in [&mut job.sink, &mut job.dead_letter] {
+        for sink in [&mut job.sink, &mut job.dead_letter.sink] {
             if let SinkConfig::File(c) = sink {
                 c.dir = out.clone();
             }
@@ -605,4 +605,43 @@ fn validate_command_creates_no_directory() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+}
+
+#[test]
+fn privacy_and_schema_keys_default_off_and_are_checked() {
+    std::env::set_current_dir(root()).unwrap();
+    let job = config::parse_str(BASE, &Overrides::new()).unwrap();
+    let decoder = job.decoder.as_ref().unwrap();
+    assert!(!decoder.keep_client_ip);
+    assert!(!decoder.strict_schemas);
+    assert!(decoder.scrub_attributes.is_empty());
+    assert!(!job.dead_letter.keep_client_ip);
+
+    let text = BASE
+        .replace(
+            "[decoder]\n",
+            "[decoder]\nkeep_client_ip = true\nstrict_schemas = true\nscrub_attributes = [\"x_debug_id\"]\n",
+        )
+        .replace("[dead_letter]\n", "[dead_letter]\nkeep_client_ip = true\n");
+    let job = config::parse_str(&text, &Overrides::new()).unwrap();
+    let decoder = job.decoder.as_ref().unwrap();
+    assert!(decoder.keep_client_ip && decoder.strict_schemas);
+    assert_eq!(decoder.scrub_attributes, ["x_debug_id"]);
+    assert!(job.dead_letter.keep_client_ip);
+    assert!(matches!(job.dead_letter.sink, SinkConfig::Stderr(_)));
+    // round-trips
+    let back = config::parse_str(&toml::to_string(&job).unwrap(), &Overrides::new()).unwrap();
+    assert_eq!(back, job);
+
+    let e = errors(&BASE.replace(
+        "[dead_letter]\n",
+        "[dead_letter]\nkeep_client_ip = \"yes\"\n",
+    ));
+    assert_one(&e, "dead_letter.keep_client_ip", "expected a boolean");
+    let e = errors(&BASE.replace("[dead_letter]\n", "[dead_letter]\nkeep_client_ips = true\n"));
+    assert_one(&e, "dead_letter.keep_client_ips", "unknown key");
+    let e = errors(&BASE.replace("[decoder]\n", "[decoder]\nscrub_attributes = \"x\"\n"));
+    assert_one(&e, "decoder.scrub_attributes", "expected");
+    let e = errors(&BASE.replace("[sink]\n", "[sink]\nkeep_client_ip = true\n"));
+    assert_one(&e, "sink.keep_client_ip", "unknown key");
 }

@@ -81,6 +81,15 @@ pub enum Error {
         /// The directory or archive.
         path: String,
     },
+    /// Schema files the registry cannot index (misplaced, a template, not JSON, an unknown
+    /// draft, not compiling), all of them, when loading strictly or when nothing else loaded.
+    #[error("{} schema file(s) in `{path}` cannot be indexed:{}", files.len(), list(files))]
+    Unindexable {
+        /// The directory or archive.
+        path: String,
+        /// One error per file, each naming it.
+        files: Vec<Error>,
+    },
     /// A schema is not in the registry.
     #[error("schema `{namespace}/{doctype}.{version}` not found")]
     NotFound {
@@ -103,4 +112,38 @@ pub enum Error {
     /// A Heka message could not be converted.
     #[error(transparent)]
     Conversion(#[from] ConversionError),
+}
+
+impl Error {
+    /// The schema file (or archive entry) a loading error is about, if it is about one.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            Error::Layout { file, .. }
+            | Error::InvalidJson { file, .. }
+            | Error::UnsupportedDraft { file, .. }
+            | Error::Compile { file, .. } => Some(file),
+            Error::Io { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The error and its causes on one line, each said once (`a: b: c`).
+    pub fn describe(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
+}
+
+/// The files of [`Error::Unindexable`], one per line.
+fn list(files: &[Error]) -> String {
+    files
+        .iter()
+        .map(|e| format!("\n  {}", e.describe()))
+        .collect()
 }

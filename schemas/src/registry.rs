@@ -18,6 +18,8 @@ const MAX_MESSAGE_BYTES: usize = 300;
 pub struct Schema {
     namespace: String,
     doctype: String,
+    canonical_namespace: String,
+    canonical_doctype: String,
     version: u32,
     source: String,
     json: Value,
@@ -25,14 +27,15 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// Compiles `json`; `source` names it in errors (a file path or archive entry).
+    /// Compiles `json`; `source` names it in errors (a file path or archive entry). The
+    /// first argument is the namespace and doctype as the repository spells them (they are
+    /// snake_cased for lookups).
     ///
     /// The draft is taken from `$schema` (draft-04, -06, -07, 2019-09 or 2020-12); a schema
     /// without `$schema` is read as draft-07, the draft of mozilla-pipeline-schemas. Formats are
     /// asserted in every draft; unknown formats are ignored. References are never fetched.
     fn compile(
-        namespace: String,
-        doctype: String,
+        (canonical_namespace, canonical_doctype): (String, String),
         version: u32,
         source: String,
         json: Value,
@@ -64,8 +67,10 @@ impl Schema {
                 reason: describe_compile_error(&e),
             })?;
         Ok(Schema {
-            namespace,
-            doctype,
+            namespace: snake_case(&canonical_namespace),
+            doctype: snake_case(&canonical_doctype),
+            canonical_namespace,
+            canonical_doctype,
             version,
             source,
             json,
@@ -81,6 +86,19 @@ impl Schema {
     /// The doctype, snake_cased.
     pub fn doctype(&self) -> &str {
         &self.doctype
+    }
+
+    /// The namespace as the repository spells it (its folder name, `org-mozilla-fenix`),
+    /// whatever spelling found the schema: the value outputs are partitioned by, so that
+    /// `.test.` or `Test` never open a partition of their own.
+    pub fn canonical_namespace(&self) -> &str {
+        &self.canonical_namespace
+    }
+
+    /// The doctype as the repository spells it (its folder name); see
+    /// [`Schema::canonical_namespace`].
+    pub fn canonical_doctype(&self) -> &str {
+        &self.canonical_doctype
     }
 
     /// The version.
@@ -169,8 +187,15 @@ fn truncate(mut s: String, max: usize) -> String {
 /// The layout is `<namespace>/<doctype>/<doctype>.<version>.schema.json`, optionally below one
 /// top folder and/or a `schemas/` folder, as in an archive of mozilla-pipeline-schemas
 /// (`mozilla-pipeline-schemas-abc123/schemas/telemetry/main/main.4.schema.json`). Other files
-/// (README, `.bq`, ...) and hidden files are skipped; a `*.schema.json` anywhere else is an
-/// error. Namespaces and doctypes are stored [`snake_case`]d and looked up the same way.
+/// (README, `.bq`, ...) and hidden files are ignored. Namespaces and doctypes are stored
+/// [`snake_case`]d and looked up the same way.
+///
+/// A `*.schema.json` the registry cannot index — misplaced or misnamed, a template (below a
+/// `templates/` folder, as in mozilla-pipeline-schemas), not JSON, of an unknown draft, not
+/// compiling — is skipped and listed by [`SchemaRegistry::skipped`], so that one bad file
+/// does not stop a job; [`SchemaRegistry::load_strict`] makes them an error listing them all.
+/// Unreadable files, two files for one schema and a source without any schema are always
+/// errors.
 ///
 /// A registry is immutable once loaded, `Send + Sync`: share it between workers in an `Arc`.
 ///
@@ -195,6 +220,8 @@ pub struct SchemaRegistry {
     /// namespace -> doctype -> version -> schema
     schemas: HashMap<String, HashMap<String, BTreeMap<u32, Schema>>>,
     len: usize,
+    /// Files that could not be indexed, sorted by file.
+    skipped: Vec<Error>,
 }
 
 impl SchemaRegistry {
@@ -203,27 +230,49 @@ impl SchemaRegistry {
         SchemaRegistry::default()
     }
 
-    /// Loads a directory, or a `.tar.gz`/`.tgz` archive, of schemas.
+    /// Loads a directory, or a `.tar.gz`/`.tgz` archive, of schemas, skipping the schema files
+    /// it cannot index ([`SchemaRegistry::skipped`] lists them; an error if every one was).
     ///
-    /// Any unreadable, misplaced, invalid or uncompilable schema file is an error naming it;
-    /// so is a source without any schema.
+    /// An unreadable file, two files for one schema, or a source without any schema is an
+    /// error.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+        Self::load_with(path.as_ref(), false)
+    }
+
+    /// Like [`SchemaRegistry::load`], but a schema file that cannot be indexed is an error:
+    /// [`Error::Unindexable`], listing every such file.
+    pub fn load_strict(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(path.as_ref(), true)
+    }
+
+    fn load_with(path: &Path, strict: bool) -> Result<Self> {
         if path.is_dir() {
-            return Self::from_dir(path);
+            return Self::dir(path, strict);
         }
         let name = path.to_string_lossy();
         if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-            return Self::from_tar_gz(path);
+            let file = std::fs::File::open(path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            return Self::tar_gz(std::io::BufReader::new(file), &name, strict);
         }
         Err(Error::UnsupportedSource {
             path: name.into_owned(),
         })
     }
 
+    /// The schema files that were skipped, each error naming its file, sorted by file.
+    pub fn skipped(&self) -> &[Error] {
+        &self.skipped
+    }
+
     /// Loads every schema below a directory (see [`SchemaRegistry::load`]).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref();
+        Self::dir(dir.as_ref(), false)
+    }
+
+    fn dir(dir: &Path, strict: bool) -> Result<Self> {
         let mut registry = SchemaRegistry::empty();
         let mut pending = vec![dir.to_path_buf()];
         while let Some(current) = pending.pop() {
@@ -254,8 +303,13 @@ impl SchemaRegistry {
                 }
                 let relative = path.strip_prefix(dir).unwrap_or(&path);
                 let file = path.display().to_string();
-                let Some(key) = parse_layout(relative, &file)? else {
-                    continue;
+                let key = match parse_layout(relative, &file) {
+                    Ok(Some(key)) => key,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        registry.skipped.push(e);
+                        continue;
+                    }
                 };
                 let bytes = std::fs::read(&path).map_err(|source| Error::Io {
                     path: file.clone(),
@@ -264,7 +318,7 @@ impl SchemaRegistry {
                 registry.add_file(key, file, &bytes)?;
             }
         }
-        registry.non_empty(dir.display().to_string())
+        registry.finish(dir.display().to_string(), strict)
     }
 
     /// Loads every schema of a gzipped tar archive file (see [`SchemaRegistry::load`]).
@@ -278,8 +332,12 @@ impl SchemaRegistry {
     }
 
     /// Loads every schema of a gzipped tar archive read from `reader` (a download, say);
-    /// `name` stands for the archive in error messages.
+    /// `name` stands for the archive in error messages (see [`SchemaRegistry::load`]).
     pub fn from_tar_gz_reader(reader: impl Read, name: &str) -> Result<Self> {
+        Self::tar_gz(reader, name, false)
+    }
+
+    fn tar_gz(reader: impl Read, name: &str, strict: bool) -> Result<Self> {
         let io_error = |entry: &str, source| Error::Io {
             path: if entry.is_empty() {
                 name.to_owned()
@@ -300,8 +358,13 @@ impl SchemaRegistry {
             if hidden(&entry_path) {
                 continue;
             }
-            let Some(key) = parse_layout(&entry_path, &file)? else {
-                continue;
+            let key = match parse_layout(&entry_path, &file) {
+                Ok(Some(key)) => key,
+                Ok(None) => continue,
+                Err(e) => {
+                    registry.skipped.push(e);
+                    continue;
+                }
             };
             let mut bytes = Vec::new();
             entry
@@ -309,30 +372,54 @@ impl SchemaRegistry {
                 .map_err(|e| io_error(&entry_path.display().to_string(), e))?;
             registry.add_file(key, file, &bytes)?;
         }
-        registry.non_empty(name.to_owned())
+        registry.finish(name.to_owned(), strict)
     }
 
-    /// Compiles and adds one schema (names are snake_cased); an error if it does not compile or
-    /// its namespace, doctype and version are taken. For tests and schemas built in code.
+    /// Compiles and adds one schema (names are snake_cased for lookups, and kept as given as
+    /// its canonical names); an error if it does not compile or its namespace, doctype and
+    /// version are taken. For tests and schemas built in code.
     pub fn add(&mut self, namespace: &str, doctype: &str, version: u32, json: Value) -> Result<()> {
-        let (namespace, doctype) = (snake_case(namespace), snake_case(doctype));
         let source = format!("{namespace}/{doctype}/{doctype}.{version}.schema.json (in memory)");
-        self.insert(Schema::compile(namespace, doctype, version, source, json)?)
-    }
-
-    fn add_file(&mut self, key: LayoutKey, file: String, bytes: &[u8]) -> Result<()> {
-        let json: Value = serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson {
-            file: file.clone(),
-            source,
-        })?;
-        let (namespace, doctype) = (snake_case(&key.namespace), snake_case(&key.doctype));
         self.insert(Schema::compile(
-            namespace,
-            doctype,
-            key.version,
-            file,
+            (namespace.to_owned(), doctype.to_owned()),
+            version,
+            source,
             json,
         )?)
+    }
+
+    /// Indexes one file; one that cannot be indexed is recorded as skipped.
+    fn add_file(&mut self, key: LayoutKey, file: String, bytes: &[u8]) -> Result<()> {
+        let json: Value = match serde_json::from_slice(bytes) {
+            Ok(json) => json,
+            Err(source) => {
+                self.skipped.push(Error::InvalidJson { file, source });
+                return Ok(());
+            }
+        };
+        match Schema::compile((key.namespace, key.doctype), key.version, file, json) {
+            Ok(schema) => self.insert(schema),
+            Err(e) => {
+                self.skipped.push(e);
+                Ok(())
+            }
+        }
+    }
+
+    /// The registry, or the error: files skipped in strict mode, or nothing loaded.
+    fn finish(mut self, path: String, strict: bool) -> Result<Self> {
+        self.skipped.sort_by(|a, b| {
+            a.file()
+                .unwrap_or_default()
+                .cmp(b.file().unwrap_or_default())
+        });
+        if !self.skipped.is_empty() && (strict || self.is_empty()) {
+            return Err(Error::Unindexable {
+                path,
+                files: std::mem::take(&mut self.skipped),
+            });
+        }
+        self.non_empty(path)
     }
 
     fn insert(&mut self, schema: Schema) -> Result<()> {
@@ -470,6 +557,11 @@ fn parse_layout(relative: &Path, file: &str) -> Result<Option<LayoutKey>> {
         return Err(layout_error(EXPECTED));
     }
     let prefix = &parts[..parts.len() - 3];
+    if prefix.iter().any(|p| p == "templates") {
+        return Err(layout_error(
+            "a template (below `templates/`), not a schema: load the generated `schemas/`",
+        ));
+    }
     let prefix_ok = match prefix {
         [] => true,
         [_top] => true,

@@ -173,7 +173,8 @@ fn an_archive_with_a_broken_schema_names_the_entry() {
         b"{ not json".to_vec(),
     )];
     let archive = tar_gz("top/", &files);
-    let err = SchemaRegistry::from_tar_gz_reader(&archive[..], "a.tgz").unwrap_err();
+    // nothing else to load: an error, listing the file
+    let err = only_file(SchemaRegistry::from_tar_gz_reader(&archive[..], "a.tgz").unwrap_err());
     assert!(
         matches!(err, Error::InvalidJson { ref file, .. }
         if file == "a.tgz:top/telemetry/main/main.4.schema.json"),
@@ -183,11 +184,20 @@ fn an_archive_with_a_broken_schema_names_the_entry() {
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
+/// The one file of an [`Error::Unindexable`].
+fn only_file(err: Error) -> Error {
+    match err {
+        Error::Unindexable { mut files, .. } if files.len() == 1 => files.remove(0),
+        other => panic!("expected one unindexable file: {other}"),
+    }
+}
+
 /// Loads a directory holding only `test/test/test.1.schema.json` with these contents.
 fn load_one(test: &str, contents: &str) -> (PathBuf, Error) {
     let dir = scratch(test);
     let file = write(&dir, "test/test/test.1.schema.json", contents);
-    (file, SchemaRegistry::load(&dir).unwrap_err())
+    let err = only_file(SchemaRegistry::load(&dir).unwrap_err());
+    (file, err)
 }
 
 #[test]
@@ -257,20 +267,125 @@ fn uncompilable_schemas_are_errors_naming_the_file() {
 }
 
 #[test]
-fn misplaced_schema_files_are_errors_and_other_files_are_skipped() {
+fn misplaced_schema_files_are_skipped_and_other_files_ignored() {
     let dir = scratch("misplaced");
     write(&dir, "test/test/test.1.schema.json", "{}");
     write(&dir, "README.md", "# schemas");
     write(&dir, "test/test/notes.txt", "notes");
     write(&dir, ".git/objects/x.1.schema.json", "garbage");
-    assert_eq!(SchemaRegistry::load(&dir).unwrap().len(), 1);
+    let registry = SchemaRegistry::load(&dir).unwrap();
+    assert_eq!(registry.len(), 1);
+    assert!(registry.skipped().is_empty());
 
     write(&dir, "test/test.1.schema.json", "{}");
-    let err = SchemaRegistry::load(&dir).unwrap_err();
+    let registry = SchemaRegistry::load(&dir).unwrap();
+    assert_eq!(registry.len(), 1);
+    let err = &registry.skipped()[0];
     assert!(
         matches!(err, Error::Layout { ref file, .. } if file.ends_with("test/test.1.schema.json")),
         "{err}"
     );
+    let err = only_file(SchemaRegistry::load_strict(&dir).unwrap_err());
+    assert!(matches!(err, Error::Layout { .. }), "{err}");
+}
+
+/// A repository laid out like mozilla-pipeline-schemas: generated `schemas/`, `templates/`
+/// (not JSON, with includes), a file named unlike its folder, one of an unknown draft.
+fn mozilla_like(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    write(&dir, "README.md", "# mozilla-pipeline-schemas");
+    write(
+        &dir,
+        "schemas/test/test/test.1.schema.json",
+        r#"{"type": "object"}"#,
+    );
+    write(
+        &dir,
+        "schemas/telemetry/main/main.4.schema.json",
+        r#"{"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}"#,
+    );
+    write(&dir, "schemas/telemetry/main/main.4.bq", "[]");
+    write(
+        &dir,
+        "templates/telemetry/main/main.4.schema.json",
+        r#"{"type": "object", "properties": { @TELEMETRY_ENVIRONMENT_1_JSON@ }}"#,
+    );
+    write(&dir, "templates/include/telemetry/environment.1.json", "{}");
+    write(
+        &dir,
+        "schemas/telemetry/crash/crash-ping.4.schema.json",
+        "{}",
+    );
+    write(
+        &dir,
+        "schemas/telemetry/old/old.1.schema.json",
+        r#"{"$schema": "http://json-schema.org/draft-03/schema#"}"#,
+    );
+    dir
+}
+
+#[test]
+fn a_mozilla_like_repository_loads_what_it_can_and_lists_the_rest() {
+    let dir = mozilla_like("mozilla-like");
+    let registry = SchemaRegistry::load(&dir).unwrap();
+    assert_eq!(
+        keys(&registry),
+        [
+            ("telemetry".to_owned(), "main".to_owned(), 4),
+            ("test".to_owned(), "test".to_owned(), 1),
+        ]
+    );
+    let skipped: Vec<String> = registry
+        .skipped()
+        .iter()
+        .map(|e| {
+            let file = e.file().unwrap();
+            file[dir.display().to_string().len() + 1..].to_owned()
+        })
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "schemas/telemetry/crash/crash-ping.4.schema.json",
+            "schemas/telemetry/old/old.1.schema.json",
+            "templates/telemetry/main/main.4.schema.json",
+        ]
+    );
+    assert!(registry.skipped()[2].to_string().contains("a template"));
+
+    // the same as an archive
+    let archive = tar_gz("mps-abc123/", &files_below(&dir));
+    let from_tar = SchemaRegistry::from_tar_gz_reader(&archive[..], "mps.tgz").unwrap();
+    assert_eq!(keys(&from_tar), keys(&registry));
+    assert_eq!(from_tar.skipped().len(), 3);
+
+    // strict: one error listing every file, each cause said once
+    let err = SchemaRegistry::load_strict(&dir).unwrap_err();
+    let Error::Unindexable { ref files, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(files.len(), 3);
+    let text = err.to_string();
+    assert!(text.starts_with("3 schema file(s) in "), "{text}");
+    for name in ["crash-ping.4", "old.1", "templates/telemetry/main"] {
+        assert_eq!(text.matches(name).count(), 1, "{name} once in: {text}");
+    }
+    // an error's causes follow it once
+    let invalid = only_file(
+        SchemaRegistry::load(&{
+            let d = scratch("invalid-describe");
+            write(&d, "a/b/b.1.schema.json", "{ nope");
+            d
+        })
+        .unwrap_err(),
+    );
+    let described = invalid.describe();
+    assert_eq!(
+        described.matches("is not valid json").count(),
+        1,
+        "{described}"
+    );
+    assert!(described.contains(": key must be a string"), "{described}");
 }
 
 #[test]

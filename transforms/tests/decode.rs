@@ -356,6 +356,107 @@ fn replayed_metadata_is_lifted_with_whitespace_kept() {
     assert_eq!(lifted.attributes, out.attributes);
 }
 
+#[test]
+fn payload_metadata_never_overwrites_attributes() {
+    let mut rng = support::Rng::new(5);
+    let payload = format!(
+        r#"{{"metadata":{{"document_namespace":"telemetry","document_type":"main","document_version":"4",
+            "geo":{{"country":"XX"}}}},
+           "submission_timestamp":"1999-12-31T00:00:00Z","document_id":"{CLIENT}","field":"x"}}"#
+    );
+    let m = submission(payload, generic_uri("test", "test", 1, ID), &mut rng);
+    let out = decode(registry(), vec![m.clone()]);
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    let got = &out.output[0];
+    for name in [
+        "document_namespace",
+        "document_type",
+        "document_version",
+        "document_id",
+        "submission_timestamp",
+        "geo_country",
+    ] {
+        let edge = ParseUri::apply_to(&m).unwrap();
+        assert_eq!(got.attribute(name), edge.attribute(name), "{name}");
+    }
+    let v: Value = serde_json::from_slice(&got.payload).unwrap();
+    assert_eq!(v["metadata"]["document_namespace"], "test");
+    assert_eq!(v["document_id"], ID);
+    assert_eq!(v["field"], "x");
+}
+
+#[test]
+fn a_document_id_from_the_payload_must_be_a_uuid() {
+    // a payload alone (no uri): its metadata fills the attributes, the id is still checked
+    let payload = r#"{"metadata":{"document_namespace":"test","document_type":"test","document_version":"1"},"document_id":"../../etc","field":"x"}"#;
+    let e = parse(Message::new(payload)).unwrap_err();
+    assert_eq!(e.to_string(), "document id `../../etc` is not a uuid");
+    let ok = parse(Message::new(payload.replace("../../etc", ID))).unwrap();
+    assert_eq!(ok.attribute("document_id"), Some(ID));
+}
+
+#[test]
+fn outputs_carry_the_canonical_names_the_schema_was_found_by() {
+    for (namespace, doctype, version) in [
+        (".test.", "test", "1"),
+        ("test-", "Test", "01"),
+        ("Org-Mozilla-Fenix", "baseline", "1"),
+        ("org_mozilla_fenix", "baseline", "0001"),
+    ] {
+        let payload = if namespace.to_lowercase().contains("fenix") {
+            fenix_baseline(&mut support::Rng::new(1)).to_string()
+        } else {
+            r#"{"field":"x"}"#.to_string()
+        };
+        let uri = format!("/submit/{namespace}/{doctype}/{version}/{ID}");
+        let out = decode(
+            registry(),
+            vec![Message::new(payload).with_attribute("uri", uri)],
+        );
+        assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+        let m = &out.output[0];
+        let want = if namespace.to_lowercase().contains("fenix") {
+            ("org-mozilla-fenix", "baseline")
+        } else {
+            ("test", "test")
+        };
+        assert_eq!(m.attribute("document_namespace"), Some(want.0));
+        assert_eq!(m.attribute("document_type"), Some(want.1));
+        assert_eq!(m.attribute("document_version"), Some("1"));
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["metadata"]["document_namespace"], want.0);
+        assert_eq!(v["metadata"]["document_version"], "1");
+    }
+}
+
+#[test]
+fn the_decoder_scrubs_client_ips_unless_told_otherwise() {
+    let m = Message::new(r#"{"field":"x"}"#)
+        .with_attribute("uri", generic_uri("test", "test", 1, ID))
+        .with_attribute("remote_addr", "192.0.2.1")
+        .with_attribute("x_forwarded_for", "192.0.2.1")
+        .with_attribute("x_debug_id", "dbg");
+    let out = decode(registry(), vec![m.clone()]);
+    let got = &out.output[0];
+    assert_eq!(got.attribute("remote_addr"), None);
+    assert_eq!(got.attribute("x_forwarded_for"), None);
+    assert_eq!(got.attribute("x_debug_id"), Some("dbg"));
+
+    let registry = registry();
+    let out = harness::run(vec![m], move |input, dead| {
+        let scrub =
+            sluice_transforms::scrub::ScrubAttributes::none().with_attributes(["x_debug_id"]);
+        input
+            .apply("decoder", Decoder::new(registry.clone()).with_scrub(scrub))
+            .failures_to(dead)
+    });
+    let got = &out.output[0];
+    assert_eq!(got.attribute("remote_addr"), Some("192.0.2.1"));
+    assert_eq!(got.attribute("x_debug_id"), None);
+    let v: Value = serde_json::from_slice(&got.payload).unwrap();
+    assert!(v["metadata"]["header"]["x_debug_id"].is_null(), "{v}");
+}
+
 // ---- every input exactly once, random input never panics ----
 
 fn arbitrary_message() -> impl Strategy<Value = Message> {

@@ -23,7 +23,7 @@ use super::ConfigError;
 /// `serde::de::IgnoredAny` sections so that it can check each section on its own.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct JobConfig<Src = SourceConfig, Snk = SinkConfig> {
+pub struct JobConfig<Src = SourceConfig, Snk = SinkConfig, Dl = DeadLetterConfig> {
     /// Which named job runs: `decoder` or `sink`.
     pub job: JobKind,
     /// Worker threads in this process (at least 1).
@@ -40,7 +40,7 @@ pub struct JobConfig<Src = SourceConfig, Snk = SinkConfig> {
     /// Where records go.
     pub sink: Snk,
     /// Where every dead letter goes, in dead-letter message form.
-    pub dead_letter: Snk,
+    pub dead_letter: Dl,
     /// Engine tuning: epochs and backpressure.
     #[serde(default)]
     pub pipeline: PipelineTuning,
@@ -151,15 +151,56 @@ connectors! {
     planned = ["kafka", "pubsub", "bigquery", "memory"];
 }
 
+/// The `[dead_letter]` section: a sink (its `type` and that sink's keys) and what dead
+/// letters keep.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct DeadLetterConfig {
+    /// Keep the client IP attributes (`remote_addr`, `x_forwarded_for`) in dead letters;
+    /// by default they are removed, so a dead letter is replayable but holds no client IP.
+    #[serde(default)]
+    pub keep_client_ip: bool,
+    /// Where dead letters are written. Serde's `deny_unknown_fields` cannot be combined with
+    /// `flatten`: the sink's own struct refuses unknown keys, and validation checks the
+    /// section's keys (see `validate`).
+    #[serde(flatten)]
+    pub sink: SinkConfig,
+}
+
+impl DeadLetterConfig {
+    /// The keys of the section besides the sink's (checked on their own by validation).
+    pub const OWN_KEYS: &'static [&'static str] = &["keep_client_ip"];
+
+    /// Dead letters written to `sink`, without client IPs.
+    pub fn new(sink: SinkConfig) -> Self {
+        DeadLetterConfig {
+            keep_client_ip: false,
+            sink,
+        }
+    }
+}
+
 /// The decoder's settings.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecoderConfig {
     /// The schema registry: a directory or a `.tar.gz` (it must exist).
     pub schemas: PathBuf,
+    /// Make schema files the registry cannot index (misplaced or misnamed, templates, not
+    /// JSON, of an unknown draft) an error listing them all; by default they are skipped with
+    /// one warning listing them all.
+    #[serde(default)]
+    pub strict_schemas: bool,
     /// Larger decompressed payloads are dead letters (`LimitPayloadSize`): bytes or `"8MB"`.
     #[serde(default = "default_max_payload_bytes", with = "units::size")]
     pub max_payload_bytes: usize,
+    /// Keep the client IP attributes (`remote_addr`, `x_forwarded_for`) in decoded outputs;
+    /// by default they are removed before anything is written.
+    #[serde(default)]
+    pub keep_client_ip: bool,
+    /// More attributes removed from decoded outputs and from dead letters (say
+    /// `["x_debug_id"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scrub_attributes: Vec<String>,
 }
 
 /// 8 MB, the edge's limit.

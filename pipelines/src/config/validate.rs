@@ -21,7 +21,7 @@ use serde::de::{self, DeserializeOwned, IgnoredAny, Visitor};
 use serde::Deserialize;
 use toml::Value;
 
-use super::model::{JobConfig, SinkConfig, SourceConfig};
+use super::model::{DeadLetterConfig, JobConfig, SinkConfig, SourceConfig};
 use super::ConfigError;
 
 /// A tagged config section: one struct per `type`.
@@ -55,7 +55,7 @@ pub fn check_connector<T: DeserializeOwned>(
 const TAGGED: &[&str] = &["source", "sink", "dead_letter"];
 
 /// The top level, its sections taken as anything: they are checked on their own.
-type TopLevel = JobConfig<IgnoredAny, IgnoredAny>;
+type TopLevel = JobConfig<IgnoredAny, IgnoredAny, IgnoredAny>;
 
 /// The keys a config file may have at its top level (sections included).
 pub(super) fn top_level_keys() -> &'static [&'static str] {
@@ -70,7 +70,7 @@ pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
     check_as::<TopLevel>(Value::Table(root.clone()), "", &missing, errors);
     check_tagged::<SourceConfig>(root, "source", errors);
     check_tagged::<SinkConfig>(root, "sink", errors);
-    check_tagged::<SinkConfig>(root, "dead_letter", errors);
+    check_dead_letter(root, errors);
 
     // Rules across keys.
     match root.get("job").and_then(Value::as_str) {
@@ -139,6 +139,23 @@ fn type_name(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Table(_) => "a table",
     }
+}
+
+/// `[dead_letter]`: its own keys ([`DeadLetterConfig::OWN_KEYS`]), then the rest as a sink.
+fn check_dead_letter(root: &toml::Table, errors: &mut Vec<ConfigError>) {
+    let mut root = root.clone();
+    if let Some(Value::Table(section)) = root.get_mut("dead_letter") {
+        for key in DeadLetterConfig::OWN_KEYS {
+            match section.remove(*key) {
+                None | Some(Value::Boolean(_)) => {}
+                Some(other) => errors.push(ConfigError::new(
+                    format!("dead_letter.{key}"),
+                    format!("expected a boolean, found {}", type_name(&other)),
+                )),
+            }
+        }
+    }
+    check_tagged::<SinkConfig>(&root, "dead_letter", errors);
 }
 
 fn check_tagged<C: Connector>(root: &toml::Table, section: &str, errors: &mut Vec<ConfigError>) {

@@ -11,14 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sluice::{
-    BoxError, Counter, EpochBounds, InFlightBounds, Message, Metrics, Pipeline, PipelineBuilder,
-    Sink, SinkContext, SinkWriter,
+    BoxError, Counter, DeadLetters, EpochBounds, InFlightBounds, Message, Metrics, Pipeline,
+    PipelineBuilder, Sink, SinkContext, SinkWriter,
 };
 use sluice_schemas::SchemaRegistry;
 use sluice_transforms::decode::{Decoder, DecompressPayload};
 use sluice_transforms::io::file::FileSource;
 use sluice_transforms::io::object::ObjectSink;
 use sluice_transforms::io::stdio::{StderrSink, StdinSource, StdoutSink};
+use sluice_transforms::scrub::ScrubAttributes;
 
 use crate::config::{JobConfig, JobKind, PipelineTuning, SinkConfig, SourceConfig};
 
@@ -32,8 +33,9 @@ pub enum JobError {
     /// A connector cannot be set up from the config (found before any record is read).
     #[error("{0}")]
     Setup(String),
-    /// The schema registry does not load.
-    #[error("cannot load schemas `{path}`: {source}")]
+    /// The schema registry does not load (the cause is the error's source, printed once by
+    /// the chain).
+    #[error("cannot load schemas `{path}`")]
     Schemas {
         /// The configured path.
         path: String,
@@ -130,7 +132,7 @@ fn source_for(cfg: &SourceConfig) -> Source {
 pub fn check(config: &JobConfig) -> Result<(), JobError> {
     resolve(&source_for(&config.source))?;
     check_sink(&config.sink)?;
-    check_sink(&config.dead_letter)?;
+    check_sink(&config.dead_letter.sink)?;
     registry_for(config)?;
     Ok(())
 }
@@ -141,7 +143,10 @@ pub fn check(config: &JobConfig) -> Result<(), JobError> {
 pub fn check_services(config: &JobConfig) -> Result<(), JobError> {
     let ctx = CheckRuntime::new()?;
     check_source_service(&source_for(&config.source), &ctx)?;
-    for (section, cfg) in [("sink", &config.sink), ("dead_letter", &config.dead_letter)] {
+    for (section, cfg) in [
+        ("sink", &config.sink),
+        ("dead_letter", &config.dead_letter.sink),
+    ] {
         // A local directory is checked by `check` without being created; remote stores are
         // built (no connection yet) and then listed.
         if let SinkConfig::S3(_) = cfg {
@@ -197,12 +202,30 @@ fn resolve(source: &Source) -> Result<(), JobError> {
 
 fn registry_for(config: &JobConfig) -> Result<Option<Arc<SchemaRegistry>>, JobError> {
     Ok(match (&config.job, &config.decoder) {
-        (JobKind::Decoder, Some(d)) => Some(Arc::new(SchemaRegistry::load(&d.schemas).map_err(
-            |source| JobError::Schemas {
+        (JobKind::Decoder, Some(d)) => {
+            let loaded = if d.strict_schemas {
+                SchemaRegistry::load_strict(&d.schemas)
+            } else {
+                SchemaRegistry::load(&d.schemas)
+            };
+            let registry = loaded.map_err(|source| JobError::Schemas {
                 path: d.schemas.display().to_string(),
                 source,
-            },
-        )?)),
+            })?;
+            if !registry.skipped().is_empty() {
+                let files: String = registry
+                    .skipped()
+                    .iter()
+                    .map(|e| format!("\n  {}", e.describe()))
+                    .collect();
+                tracing::warn!(
+                    "skipped {} schema file(s) in `{}` that cannot be indexed (set decoder.strict_schemas = true to make this an error):{files}",
+                    registry.skipped().len(),
+                    d.schemas.display(),
+                );
+            }
+            Some(Arc::new(registry))
+        }
         _ => None,
     })
 }
@@ -230,7 +253,7 @@ impl Prepared {
         let source = source_for(&config.source);
         resolve(&source)?;
         let sink = sink_for(&config.sink)?;
-        let dead_letter_sink = sink_for(&config.dead_letter)?;
+        let dead_letter_sink = sink_for(&config.dead_letter.sink)?;
         let registry = registry_for(&config)?;
         Ok(Prepared {
             config,
@@ -373,7 +396,7 @@ fn build(
     };
     let output = match (config.job, parts.registry) {
         (JobKind::Decoder, Some(registry)) => {
-            let mut decoder = Decoder::new(registry);
+            let mut decoder = Decoder::new(registry).with_scrub(output_scrub(config));
             if let Some(d) = &config.decoder {
                 decoder = decoder.with_max_payload_bytes(d.max_payload_bytes);
             }
@@ -394,8 +417,46 @@ fn build(
     count_outputs(output, metrics)
         .write("write", parts.sink)
         .failures_to(&mut dead_letters);
+    let scrub = dead_letter_scrub(config);
+    let all = dead_letters.into_pcollection();
+    let scrubbed = if scrub.is_empty() {
+        all
+    } else {
+        all.map(move |d| scrub.scrub_dead_letter(d))
+    };
+    let mut dead_letters = DeadLetters::for_pipeline_of(&scrubbed);
+    dead_letters.push(scrubbed);
     dead_letters.write_messages("write_dead_letters", parts.dead_letter_sink);
     Ok(())
+}
+
+/// What decoded outputs lose before their metadata is nested: the client IPs unless
+/// `decoder.keep_client_ip`, and `decoder.scrub_attributes`.
+fn output_scrub(config: &JobConfig) -> ScrubAttributes {
+    match &config.decoder {
+        Some(d) => scrub_for(d.keep_client_ip, &d.scrub_attributes),
+        None => ScrubAttributes::client_ip(),
+    }
+}
+
+/// What dead letters lose before they are written: the client IPs unless
+/// `dead_letter.keep_client_ip`, and the decoder's `scrub_attributes` (names a job never
+/// writes, whichever the sink).
+fn dead_letter_scrub(config: &JobConfig) -> ScrubAttributes {
+    let configured = config
+        .decoder
+        .as_ref()
+        .map_or(&[][..], |d| &d.scrub_attributes[..]);
+    scrub_for(config.dead_letter.keep_client_ip, configured)
+}
+
+fn scrub_for(keep_client_ip: bool, names: &[String]) -> ScrubAttributes {
+    let base = if keep_client_ip {
+        ScrubAttributes::none()
+    } else {
+        ScrubAttributes::client_ip()
+    };
+    base.with_attributes(names.iter().cloned())
 }
 
 /// The decoder job memory -> memory, for `sluice bench` and tests: returns the summary, the

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use sluice::{Message, PCollection, PTransform, WithFailures};
 use sluice_schemas::{Limits, SchemaRegistry};
 
+use crate::scrub::ScrubAttributes;
+
 use super::{
     AddMetadata, DecompressPayload, LimitPayloadSize, ParsePayload, ParseUri,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -45,6 +47,10 @@ pub const REPLAY_STRIPPED_ATTRIBUTES: &[&str] = &[
 /// bytes, as a `LimitPayloadSize` dead letter holding the compressed payload. Decoding is
 /// idempotent: the decoder's output, decoded again, is unchanged.
 ///
+/// Before the metadata is nested, the attributes of [`Decoder::with_scrub`] are removed (by
+/// default the client IPs, [`CLIENT_IP_ATTRIBUTES`](crate::scrub::CLIENT_IP_ATTRIBUTES)), so
+/// that neither the output's attributes nor its payload hold them.
+///
 /// ```
 /// use std::sync::Arc;
 /// use sluice::Message;
@@ -70,6 +76,7 @@ pub struct Decoder {
     max_payload_bytes: usize,
     limits: Limits,
     stripped: Vec<String>,
+    scrub: ScrubAttributes,
 }
 
 impl Decoder {
@@ -83,7 +90,15 @@ impl Decoder {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            scrub: ScrubAttributes::client_ip(),
         }
+    }
+
+    /// Sets the attributes removed from decoded messages before the metadata is nested
+    /// (default: [`ScrubAttributes::client_ip`]; [`ScrubAttributes::none`] keeps everything).
+    pub fn with_scrub(mut self, scrub: ScrubAttributes) -> Self {
+        self.scrub = scrub;
+        self
     }
 
     /// Sets the largest (decompressed) payload accepted; default 8 MiB. Gunzip stops one byte
@@ -133,6 +148,21 @@ impl<'s> PTransform<PCollection<'s, Message>> for Decoder {
                 "parse_payload",
                 ParsePayload::new(self.registry).with_limits(self.limits),
             )
-            .and_then("add_metadata", AddMetadata::new())
+            .and_then("add_metadata", ScrubbedMetadata(self.scrub))
+    }
+}
+
+/// [`AddMetadata`] on a message whose scrubbed attributes are gone first.
+struct ScrubbedMetadata(ScrubAttributes);
+
+impl<'s> PTransform<PCollection<'s, Message>> for ScrubbedMetadata {
+    type Output = WithFailures<'s, Message>;
+
+    fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
+        let scrub = self.0;
+        input.try_map_owned("AddMetadata", move |mut m: Message| {
+            scrub.scrub(&mut m.attributes);
+            AddMetadata::apply_owned(m)
+        })
     }
 }

@@ -53,6 +53,13 @@ pub enum DecodeError {
         /// The offending id.
         document_id: String,
     },
+    /// The `document_id` attribute (from the payload's metadata on a replay, or set by the
+    /// source) is not a UUID.
+    #[error("document id `{document_id}` is not a uuid")]
+    InvalidDocumentIdAttribute {
+        /// The offending id.
+        document_id: String,
+    },
     /// The payload starts like gzip but does not gunzip.
     #[error("corrupt gzip payload of {size} bytes: {source}")]
     CorruptGzip {

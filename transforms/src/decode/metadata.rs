@@ -171,11 +171,14 @@ fn scalar_text(v: &Value) -> Option<String> {
 }
 
 /// Takes the members [`nest_metadata`] writes out of a parsed payload and puts them back into
-/// `attributes` (overwriting): the inverse of `nest_metadata`. Returns whether the payload had
-/// any such member (then its bytes need the same members cut).
+/// `attributes` where they are absent: the inverse of `nest_metadata` for a payload alone, and
+/// never a way for a payload to change what the edge (or an earlier step) set. Returns whether
+/// the payload had any such member (then its bytes need the same members cut).
 ///
-/// As in gcp-ingestion, the members are removed whatever their type; only scalar values
-/// become attributes.
+/// Only the names `nest_metadata` writes are read back: the `geo`, `isp` and `user_agent`
+/// objects, the known `header` and `uri` names, the identifying fields in `metadata` and the
+/// top-level fields. As in gcp-ingestion, the members are removed whatever their type; only
+/// scalar values become attributes.
 ///
 /// ```
 /// use std::collections::BTreeMap;
@@ -191,6 +194,12 @@ fn scalar_text(v: &Value) -> Option<String> {
 /// assert!(lift_metadata(value.as_object_mut().unwrap(), &mut lifted));
 /// assert_eq!(lifted, attrs);
 /// assert_eq!(value, serde_json::json!({}));
+///
+/// // what is already set stays
+/// let mut value = serde_json::json!({"metadata": {"document_namespace": "other"}});
+/// let mut set = BTreeMap::from([("document_namespace".to_string(), "telemetry".to_string())]);
+/// lift_metadata(value.as_object_mut().unwrap(), &mut set);
+/// assert_eq!(set["document_namespace"], "telemetry");
 /// ```
 pub fn lift_metadata(
     payload: &mut Map<String, Value>,
@@ -199,39 +208,45 @@ pub fn lift_metadata(
     if !payload.keys().any(|k| is_metadata_member(k)) {
         return false;
     }
+    let mut fill = |name: String, v: String| {
+        attributes.entry(name).or_insert(v);
+    };
     if let Some(Value::Object(metadata)) = payload.remove(METADATA) {
         for (name, prefix) in PREFIXED {
             if let Some(Value::Object(o)) = metadata.get(name) {
                 for (k, v) in o {
                     if let Some(v) = scalar_text(v) {
-                        attributes.insert(format!("{prefix}{k}"), v);
+                        fill(format!("{prefix}{k}"), v);
                     }
                 }
             }
         }
-        for name in ["header", "uri"] {
+        for (name, known) in [
+            ("header", &HEADER_ATTRIBUTES[..]),
+            ("uri", &URI_ATTRIBUTES[..]),
+        ] {
             if let Some(Value::Object(o)) = metadata.get(name) {
-                for (k, v) in o {
-                    if let Some(v) = scalar_text(v) {
-                        attributes.insert(k.clone(), v);
+                for k in known {
+                    if let Some(v) = o.get(*k).and_then(scalar_text) {
+                        fill(k.to_string(), v);
                     }
                 }
             }
         }
         for name in IDENTIFYING_FIELDS {
             if let Some(Value::String(v)) = metadata.get(name) {
-                attributes.insert(name.to_string(), v.clone());
+                fill(name.to_string(), v.clone());
             }
         }
     }
     for name in TOP_LEVEL_STRING_FIELDS {
         if let Some(Value::String(v)) = payload.remove(name) {
-            attributes.insert(name.to_string(), v);
+            fill(name.to_string(), v);
         }
     }
     for name in TOP_LEVEL_INT_FIELDS {
         if let Some(v) = payload.remove(name).as_ref().and_then(scalar_text) {
-            attributes.insert(name.to_string(), v);
+            fill(name.to_string(), v);
         }
     }
     true
@@ -348,6 +363,42 @@ mod tests {
         want.remove("client_id");
         want.remove("client_compression");
         assert_eq!(lifted, want);
+    }
+
+    #[test]
+    fn lifting_fills_only_what_is_absent() {
+        let mut v: Value = serde_json::from_str(
+            r#"{"metadata":{"document_namespace":"other","document_type":"x","document_version":"9",
+                "geo":{"country":"FR"},"header":{"dnt":"1","document_id":"h","remote_addr":"1.2.3.4"},
+                "uri":{"app_name":"Evil","submission_timestamp":"u"}},
+                "submission_timestamp":"1999-01-01T00:00:00Z","document_id":"evil","sample_id":3}"#,
+        )
+        .unwrap();
+        let mut a = attrs(&[
+            ("document_namespace", "test"),
+            ("document_type", "test"),
+            ("document_version", "1"),
+            ("document_id", "id"),
+            ("submission_timestamp", "2024-01-01T00:00:00Z"),
+            ("geo_country", "DE"),
+        ]);
+        assert!(lift_metadata(v.as_object_mut().unwrap(), &mut a));
+        assert_eq!(
+            a,
+            attrs(&[
+                ("document_namespace", "test"),
+                ("document_type", "test"),
+                ("document_version", "1"),
+                ("document_id", "id"),
+                ("submission_timestamp", "2024-01-01T00:00:00Z"),
+                ("geo_country", "DE"),
+                // absent, so filled; unknown header and uri names are not read
+                ("dnt", "1"),
+                ("app_name", "Evil"),
+                ("sample_id", "3"),
+            ])
+        );
+        assert_eq!(v, serde_json::json!({}));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use sluice_schemas::{Limits, SchemaRegistry};
 
 use super::json_scan::remove_members;
 use super::metadata::{is_metadata_member, lift_metadata};
+use super::parse_uri::is_uuid;
 use super::{attr, DecodeError};
 
 const TELEMETRY: &str = "telemetry";
@@ -27,17 +28,25 @@ pub fn sample_id(client_id: &str) -> u32 {
 /// message back into attributes (and out of the payload), and validates the rest against its
 /// schema (gcp-ingestion's `ParsePayload`).
 ///
+/// - Lifting only fills attributes the message lacks ([`lift_metadata`]): a payload's own
+///   `metadata` never changes what the edge set (namespace, doctype, version,
+///   `submission_timestamp`, `document_id`, ...). A `document_id`, wherever it came from, must
+///   be a UUID.
 /// - The schema is `document_namespace`/`document_type` at `document_version`; for the
 ///   `telemetry` namespace the version may come from the payload's `version` or `v` (and is
 ///   then set as the `document_version` attribute).
 /// - Adds `client_id` (from `clientId` or `client_info.client_id`) and `sample_id` (see
 ///   [`sample_id`]) where the payload has a client id.
+/// - `document_namespace`, `document_type` and `document_version` are then set to the names of
+///   the schema found ([`Schema::canonical_namespace`](sluice_schemas::Schema::canonical_namespace),
+///   its version as a plain integer), so that outputs are partitioned by the repository's
+///   spelling: `.test.`, `Test` or version `01` land where `test` and `1` do.
 /// - The payload's nesting and array lengths are bounded ([`Limits`]) before validation.
 /// - The output payload is the input bytes, minus the lifted members if there were any: the
 ///   document is never re-serialized.
 ///
-/// Errors (`error_type` `ParsePayload`): not JSON, not an object, over the limits, missing
-/// namespace or doctype, unknown doctype, missing or non-integer version, schema version not
+/// Errors (`error_type` `ParsePayload`): not JSON, not an object, over the limits, a
+/// `document_id` that is not a UUID, missing namespace or doctype, unknown doctype, missing or non-integer version, schema version not
 /// found, invalid (the message names the failing JSON pointers).
 #[derive(Debug, Clone)]
 pub struct ParsePayload {
@@ -76,10 +85,13 @@ impl ParsePayload {
         if let Some(lifted) = parsed.attributes {
             message.attributes = lifted;
         }
-        if let Some(version) = parsed.version_from_payload {
-            message
-                .attributes
-                .insert(attr::DOCUMENT_VERSION.to_string(), version);
+        let [namespace, doctype, version] = parsed.canonical;
+        for (name, value) in [
+            (attr::DOCUMENT_NAMESPACE, namespace),
+            (attr::DOCUMENT_TYPE, doctype),
+            (attr::DOCUMENT_VERSION, version),
+        ] {
+            message.attributes.insert(name.to_string(), value);
         }
         add_client_id(&parsed.document, &mut message.attributes);
         message.payload = parsed.payload;
@@ -117,22 +129,31 @@ impl ParsePayload {
         } else {
             (payload.clone(), None)
         };
+        let attributes = lifted.as_ref().unwrap_or(attributes);
+        if let Some(id) = attributes.get(attr::DOCUMENT_ID) {
+            if !is_uuid(id) {
+                return Err(DecodeError::InvalidDocumentIdAttribute {
+                    document_id: id.clone(),
+                });
+            }
+        }
         self.limits.check(&value).map_err(DecodeError::Limits)?;
-        let version_from_payload = self.validate(&value, lifted.as_ref().unwrap_or(attributes))?;
+        let canonical = self.validate(&value, attributes)?;
         Ok(Parsed {
             payload,
             document: value,
             attributes: lifted,
-            version_from_payload,
+            canonical,
         })
     }
 
-    /// Validates `document`; gives the version to set when it came from the payload.
+    /// Validates `document`; gives the canonical namespace, doctype and version of the schema
+    /// it matched.
     fn validate(
         &self,
         document: &Value,
         attributes: &BTreeMap<String, String>,
-    ) -> Result<Option<String>, DecodeError> {
+    ) -> Result<[String; 3], DecodeError> {
         let namespace =
             attributes
                 .get(attr::DOCUMENT_NAMESPACE)
@@ -190,7 +211,11 @@ impl ParsePayload {
                 version,
                 failure,
             })?;
-        Ok(from_payload)
+        Ok([
+            schema.canonical_namespace().to_owned(),
+            schema.canonical_doctype().to_owned(),
+            version.to_string(),
+        ])
     }
 }
 
@@ -202,8 +227,9 @@ struct Parsed {
     document: Value,
     /// The attributes with the lifted metadata, for a replay.
     attributes: Option<BTreeMap<String, String>>,
-    /// `document_version` taken from a telemetry payload.
-    version_from_payload: Option<String>,
+    /// The namespace, doctype and version of the schema the document matched, as the
+    /// repository spells them.
+    canonical: [String; 3],
 }
 
 fn add_client_id(map: &Value, attributes: &mut BTreeMap<String, String>) {
