@@ -241,6 +241,26 @@ impl Prepared {
         })
     }
 
+    /// What the job's input will say about how far it was read, once the run ended (take it
+    /// before [`Prepared::run`]).
+    pub fn input_status(&self) -> InputStatus {
+        match &self.source {
+            Source::File(s) => InputStatus(Some(s.clone())),
+            Source::Stdin(_) => InputStatus(None),
+        }
+    }
+
+    /// For an unbounded input that buffers (stdin): a flag that, once set, ends the input
+    /// after the records it already read, which are then written as at a normal end. What a
+    /// signal should set instead of the pipeline's shutdown flag, which drops them. `None` for
+    /// a bounded input.
+    pub fn drain_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        match &self.source {
+            Source::Stdin(s) => Some(s.end_flag()),
+            Source::File(_) => None,
+        }
+    }
+
     /// Asks every source and sink to verify what it can before any record is read (a
     /// missing bucket, bad credentials): a job fails here, not after decoding has started.
     pub fn check_services(&self) -> Result<(), JobError> {
@@ -285,6 +305,26 @@ impl Prepared {
             build(p, parts, &metrics)
         })?;
         Ok(summary)
+    }
+}
+
+/// How far a job's bounded input was read (see [`Prepared::input_status`]).
+#[derive(Clone)]
+pub struct InputStatus(Option<FileSource>);
+
+impl InputStatus {
+    /// The input files this process opened readers for that were not read to their end (a
+    /// stop before the end of input): empty after a complete run, and for unbounded inputs.
+    pub fn unfinished(&self) -> Vec<std::path::PathBuf> {
+        self.0
+            .as_ref()
+            .map_or_else(Vec::new, FileSource::unfinished)
+    }
+
+    /// Whether a later run resumes where this one stopped (a file source with a state
+    /// directory).
+    pub fn resumes(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.state_dir().is_some())
     }
 }
 

@@ -186,7 +186,12 @@ pub struct FileSource {
     resolved: Arc<Mutex<Option<Listing>>>,
     checkpoints: FileCheckpoints,
     state_dir: Option<PathBuf>,
+    /// The files readers of this process were given, and whether each was read to its end.
+    read_to_end: ReadToEnd,
 }
+
+/// Per input file a reader was opened for: whether it was read to its end.
+type ReadToEnd = Arc<Mutex<BTreeMap<PathBuf, bool>>>;
 
 impl FileSource {
     /// Files matching one glob pattern (or one plain path).
@@ -207,6 +212,7 @@ impl FileSource {
             resolved: Arc::default(),
             checkpoints: FileCheckpoints::default(),
             state_dir: None,
+            read_to_end: Arc::default(),
         }
     }
 
@@ -275,6 +281,44 @@ impl FileSource {
     /// The acknowledged input, per file.
     pub fn checkpoints(&self) -> FileCheckpoints {
         self.checkpoints.clone()
+    }
+
+    /// The files this process's readers were given that they did not read to their end,
+    /// sorted: empty once a run read all of its input, the rest after a stop (shutdown flag)
+    /// before the end. Files other processes of a cluster read are not included.
+    ///
+    /// ```
+    /// use sluice::{MemorySink, Pipeline};
+    /// use sluice_transforms::io::file::FileSource;
+    /// use sluice_transforms::io::format::InputFormat;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("a.txt"), "one\ntwo\n").unwrap();
+    /// let source = FileSource::glob(dir.path().join("*.txt").display().to_string(), InputFormat::Text);
+    /// let s = source.clone();
+    /// let pipeline = Pipeline::new("stopped");
+    /// pipeline.shutdown_flag().store(true, std::sync::atomic::Ordering::SeqCst);
+    /// pipeline
+    ///     .run(move |p| {
+    ///         let mut dl = p.dead_letters();
+    ///         p.read_with_failures("read", s.clone())
+    ///             .failures_to(&mut dl)
+    ///             .write("write", MemorySink::new());
+    ///         dl.write("dead_letters", MemorySink::new());
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// // stopped before reading anything: the file is not read to its end
+    /// assert_eq!(source.unfinished(), vec![dir.path().join("a.txt")]);
+    /// ```
+    pub fn unfinished(&self) -> Vec<PathBuf> {
+        self.read_to_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, done)| !**done)
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// Lists the files to read, sorted and without duplicates, with their sizes; checks that
@@ -389,7 +433,17 @@ impl Source for FileSource {
             }
         };
         let opened = vec![None; files.len()];
+        {
+            let mut read_to_end = self
+                .read_to_end
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (path, _) in &files {
+                read_to_end.insert(path.clone(), false);
+            }
+        }
         Ok(Box::new(FileReader {
+            read_to_end: self.read_to_end.clone(),
             files,
             format: self.format,
             max_line_bytes: self.max_line_bytes,
@@ -428,9 +482,17 @@ struct FileReader {
     store: Option<CheckpointStore>,
     /// Per file, once opened: its checkpoint key and identity (with a state directory).
     opened: Vec<Option<(PathBuf, FileIdentity)>>,
+    read_to_end: ReadToEnd,
 }
 
 impl FileReader {
+    fn finished(&self, index: usize) {
+        self.read_to_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.files[index].0.clone(), true);
+    }
+
     fn open_next(&mut self) -> Result<(), FileError> {
         let index = self.next;
         self.next += 1;
@@ -456,6 +518,7 @@ impl FileReader {
             if resume.complete {
                 tracing::debug!(input = %path.display(), "input file already acknowledged whole: skipped");
                 self.done_bytes += self.files[index].1;
+                self.finished(index);
                 return Ok(());
             }
         }
@@ -579,7 +642,9 @@ impl SourceReader<ReadResult> for FileReader {
             );
             if batch.end {
                 self.done_bytes += self.files[file.index].1;
+                let index = file.index;
                 self.current = None;
+                self.finished(index);
             }
         }
         let state = if self.current.is_none() && self.next >= self.files.len() {
