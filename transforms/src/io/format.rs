@@ -187,6 +187,11 @@ pub enum FormatError {
     /// A stretch of a Heka stream that is not a frame (the dead letter holds the bytes skipped).
     #[error(transparent)]
     BrokenFrame(sluice_schemas::heka::FrameError),
+    /// A file or stream that breaks before its end (a truncated or corrupt gzip): its records
+    /// before the break were read, and the break itself is this one dead letter, with the
+    /// position where reading stopped and an empty payload.
+    #[error("input cannot be read past this point: {0}")]
+    Unreadable(String),
     /// A Heka frame whose message does not convert to a message (the dead letter holds the
     /// frame).
     #[error("heka message does not convert: {0}")]

@@ -41,12 +41,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sluice::{
-    BoxError, Epoch, EpochLedger, ReadState, ReadStatus, Source, SourceContext, SourceReader,
+    BoxError, Epoch, EpochLedger, ReadState, ReadStatus, Source, SourceContext, SourcePosition,
+    SourceReader,
 };
 
 use checkpoint::{CheckpointStore, FileIdentity, Resume};
 
-use crate::io::format::InputFormat;
+use crate::io::format::{FormatError, InputFormat};
 
 pub use config::FileSourceConfig;
 pub(crate) use reader::{decompressed, record_bytes};
@@ -110,7 +111,18 @@ pub enum FileError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Reading a file failed after this many lines or bytes (a disk error, corrupt gzip).
+    /// A file was shorter at its end than when it was listed: it shrank while being read,
+    /// and the records of the part cut off are lost to this run.
+    #[error("input file {path} shrank while being read: {listed} bytes when listed, {read} read")]
+    Shrunk {
+        /// The path.
+        path: PathBuf,
+        /// Its size when the input was listed.
+        listed: u64,
+        /// The bytes read to its end.
+        read: u64,
+    },
+    /// Reading a file failed after this many lines or bytes (a disk error).
     #[error("cannot read input file {path} after {position}: {source}")]
     Read {
         /// The path.
@@ -170,6 +182,13 @@ type Listing = Arc<Vec<(PathBuf, u64)>>;
 /// - A line or frame that does not decode is a dead letter (`error_type` `ReadInput`, raw bytes
 ///   as payload, `input_file` and `input_line` or `input_offset` as source position); use it
 ///   with `PipelineBuilder::read_with_failures`.
+/// - A file whose content breaks before its end (a truncated or corrupt gzip) yields its
+///   records up to the break, then one dead letter for the break (empty payload, the position
+///   where reading stopped, [`crate::io::format::FormatError::Unreadable`]); the other files
+///   are read. The file counts as read (and acknowledged) whole: a restart does not retry it.
+/// - A file that is shorter at its end than when it was listed (it shrank while being read)
+///   stops the run with [`FileError::Shrunk`] naming it, never a silent short read; other
+///   read errors (a disk error) stop the run too.
 /// - `progress()` is (bytes read, total bytes) of this worker's files, compressed sizes for
 ///   gzipped files; acknowledged input is tracked in [`FileSource::checkpoints`].
 /// - With [`FileSource::with_state_dir`] what is acknowledged is also persisted, and a run
@@ -337,6 +356,15 @@ impl FileSource {
         *slot = Some(files.clone());
         Ok(files)
     }
+}
+
+/// Whether a read error is the content breaking (a truncated or corrupt gzip stream), as
+/// opposed to the file or disk failing.
+fn is_broken_content(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+    )
 }
 
 fn is_pattern(input: &str) -> bool {
@@ -616,20 +644,82 @@ impl SourceReader<ReadResult> for FileReader {
             let Some(file) = self.current.as_mut() else {
                 continue;
             };
-            let batch = file
-                .records
-                .read_batch(out, max_records - records, BYTES_PER_READ - bytes)
-                .map_err(|source| {
+            let before = out.len();
+            let batch = match file.records.read_batch(
+                out,
+                max_records - records,
+                BYTES_PER_READ - bytes,
+            ) {
+                Ok(b) => b,
+                Err(source) if is_broken_content(&source) => {
+                    let index = file.index;
+                    let path = &self.files[index].0;
+                    let (lines, offset) = (file.records.lines(), file.records.offset());
+                    let name: Arc<str> = path.display().to_string().into();
+                    let (position, at) = match self.format {
+                        InputFormat::Heka => (
+                            SourcePosition::Offset {
+                                file: Some(name),
+                                offset,
+                            },
+                            format!("byte {offset}"),
+                        ),
+                        _ => (
+                            SourcePosition::Line {
+                                file: Some(name),
+                                line: lines + 1,
+                            },
+                            format!("line {}", lines + 1),
+                        ),
+                    };
+                    tracing::warn!(input = %path.display(), at = %at, error = %source, "input file breaks before its end: the break is a dead letter, the next file is read");
+                    let broken = reader::dead_letter(
+                        sluice::Bytes::new(),
+                        position,
+                        &FormatError::Unreadable(source.to_string()),
+                    );
+                    let added: usize = out[before..].iter().map(record_bytes).sum();
+                    out.push(Err(broken));
+                    records += out.len() - before;
+                    bytes += added;
+                    self.ledger.record(
+                        index,
+                        FileCheckpoint {
+                            lines,
+                            offset,
+                            complete: true,
+                        },
+                    );
+                    self.done_bytes += self.files[index].1;
+                    self.current = None;
+                    self.finished(index);
+                    continue;
+                }
+                Err(source) => {
                     let position = match self.format {
                         InputFormat::Heka => format!("byte {}", file.records.offset()),
                         _ => format!("line {}", file.records.lines()),
                     };
-                    FileError::Read {
+                    return Err(FileError::Read {
                         path: self.files[file.index].0.clone(),
                         position,
                         source,
                     }
-                })?;
+                    .into());
+                }
+            };
+            if batch.end {
+                let (path, listed) = &self.files[file.index];
+                let read = file.read_bytes.load(Ordering::Relaxed);
+                if read < *listed {
+                    return Err(FileError::Shrunk {
+                        path: path.clone(),
+                        listed: *listed,
+                        read,
+                    }
+                    .into());
+                }
+            }
             records += batch.records;
             bytes += batch.bytes;
             self.ledger.record(
