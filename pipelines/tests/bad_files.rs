@@ -75,3 +75,44 @@ fn a_truncated_gz_among_good_files_is_dead_lettered_from_its_break_and_the_run_e
     assert!(break_line > 1 && break_line <= 300, "{break_line}");
     assert!(log.contains("ReadInput"), "the summary counts it:\n{log}");
 }
+
+#[test]
+fn two_megabytes_of_separators_in_a_heka_input_are_one_dead_letter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out) = (tmp.path().join("in.heka"), tmp.path().join("out"));
+    let mut stream = Vec::new();
+    for r in Generator::new(4, 0.0).take(20) {
+        r.write_heka_frame(&mut stream).unwrap();
+    }
+    let flood_at = stream.len();
+    stream.extend(std::iter::repeat_n(0x1e_u8, 2_000_000));
+    for r in Generator::new(5, 0.0).take(5) {
+        r.write_heka_frame(&mut stream).unwrap();
+    }
+    std::fs::write(&input, &stream).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "../examples/configs/sink-local.toml"])
+        .args(["--set", &format!("source.path={}", input.display())])
+        .args(["--set", "source.format=heka"])
+        .args(["--set", &format!("sink.dir={}", out.display())])
+        .args(["--set", &format!("dead_letter.dir={}", out.display())])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{log}");
+    let mut objects = Vec::new();
+    files(&out, &mut objects);
+    let dead: Vec<sluice::Message> = objects
+        .iter()
+        .flat_map(|p| read_object_lines(p).unwrap())
+        .map(|l| sluice::Message::from_json_line(l.as_bytes()).unwrap())
+        .filter(|m| m.attribute("error_type").is_some())
+        .collect();
+    assert_eq!(dead.len(), 1, "one dead letter for the stretch:\n{log}");
+    assert_eq!(
+        dead[0].attribute("input_offset"),
+        Some(flood_at.to_string().as_str())
+    );
+    assert_eq!(dead[0].payload.len(), 2_000_000);
+}
