@@ -76,6 +76,11 @@ enum Command {
         /// Never draw a progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Refuse to run unless the input files listed here have this digest (what `sluice
+        /// validate` prints): give every process of a cluster the same digest, so that a host
+        /// that sees other files fails at start instead of leaving files unread.
+        #[arg(long, value_name = "DIGEST")]
+        expect_listing: Option<String>,
     },
     /// Check a config file, reporting every problem; exit 2 if there is any.
     Validate {
@@ -186,6 +191,7 @@ fn main() -> ExitCode {
             hostfile,
             metrics_addr,
             no_progress,
+            expect_listing,
         } => run(RunArgs {
             config,
             set,
@@ -193,6 +199,7 @@ fn main() -> ExitCode {
             cluster: processes.zip(process).zip(hostfile),
             metrics_addr,
             no_progress,
+            expect_listing,
         }),
         Command::Validate {
             config,
@@ -262,8 +269,16 @@ fn validate(path: &std::path::Path, set: &[String], print: bool, check: bool) ->
             .write_all(text.as_bytes())
             .context("cannot write to stdout")?;
     } else {
-        writeln!(std::io::stdout().lock(), "{}: ok", path.display())
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}: ok", path.display()).context("cannot write to stdout")?;
+        if let Some(listing) = jobs::listing(&cfg) {
+            let (digest, files) = listing.map_err(job_exit)?;
+            writeln!(
+                out,
+                "input listing digest {digest} ({files} files): run every process of a cluster with --expect-listing {digest}"
+            )
             .context("cannot write to stdout")?;
+        }
     }
     Ok(())
 }
@@ -282,6 +297,7 @@ struct RunArgs {
     cluster: Option<((usize, usize), PathBuf)>,
     metrics_addr: Option<String>,
     no_progress: bool,
+    expect_listing: Option<String>,
 }
 
 fn run(args: RunArgs) -> Result<(), Exit> {
@@ -294,6 +310,11 @@ fn run(args: RunArgs) -> Result<(), Exit> {
     let bounded = matches!(cfg.source, config::SourceConfig::File(_));
     let prepared = Prepared::new(cfg).map_err(job_exit)?;
     let inputs = prepared.input_status();
+    check_listing(
+        &inputs,
+        args.expect_listing.as_deref(),
+        args.cluster.is_some(),
+    )?;
     prepared.check_services().map_err(job_exit)?;
     let mut pipeline = prepared.pipeline();
     if let Some(((processes, process), hostfile)) = &args.cluster {
@@ -352,6 +373,46 @@ fn run(args: RunArgs) -> Result<(), Exit> {
         ));
     }
     Ok(())
+}
+
+/// Compares the input listing with `--expect-listing`; in a cluster without it, logs the
+/// digest so that the processes' logs can be compared.
+fn check_listing(
+    inputs: &jobs::InputStatus,
+    expected: Option<&str>,
+    cluster: bool,
+) -> Result<(), Exit> {
+    let Some(listing) = inputs.listing() else {
+        if expected.is_some() {
+            return Err(Exit(
+                2,
+                anyhow::anyhow!("--expect-listing is for a file source, and this job reads none"),
+            ));
+        }
+        return Ok(());
+    };
+    let (digest, files) = listing.map_err(job_exit)?;
+    match expected {
+        Some(e) if !e.eq_ignore_ascii_case(&digest) => Err(Exit(
+            2,
+            anyhow::anyhow!(
+                "the input files listed here ({files} files, digest {digest}) differ from the expected listing {e}: this host sees other files than the one the digest was taken on, and a cluster would leave files unread"
+            ),
+        )),
+        Some(_) => {
+            tracing::info!(digest, files, "input listing matches --expect-listing");
+            Ok(())
+        }
+        None if cluster => {
+            tracing::warn!(
+                digest,
+                files,
+                "input listing of this process; pass --expect-listing to every process so that a host seeing other files fails at start"
+            );
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 /// Sets `stop` on the first SIGINT/SIGTERM (and `signalled`), exits 130 on the second. The

@@ -124,6 +124,15 @@ fn source_for(cfg: &SourceConfig) -> Source {
     }
 }
 
+/// The input listing digest and file count of a config's file source (`None` for other
+/// sources): what `sluice validate` prints and `run --expect-listing` compares.
+pub fn listing(config: &JobConfig) -> Option<Result<(String, usize), JobError>> {
+    match source_for(&config.source) {
+        Source::File(s) => InputStatus(Some(s)).listing(),
+        Source::Stdin(_) => None,
+    }
+}
+
 /// Checks, before any record is read and without creating or writing anything, what a
 /// config needs that a config file cannot say: input files match, sinks can be built (an
 /// output directory may not exist yet), schemas load. What `sluice validate` runs.
@@ -319,6 +328,20 @@ impl InputStatus {
         self.0
             .as_ref()
             .map_or_else(Vec::new, FileSource::unfinished)
+    }
+
+    /// The digest of the input file listing and the number of files (see
+    /// `FileSource::listing_digest`), for a file input.
+    pub fn listing(&self) -> Option<Result<(String, usize), JobError>> {
+        let s = self.0.as_ref()?;
+        let setup = |e: sluice_transforms::io::file::FileError| {
+            JobError::Setup(format!("source.path: {e}"))
+        };
+        Some(
+            s.listing_digest()
+                .and_then(|d| s.resolve().map(|f| (d, f.len())))
+                .map_err(setup),
+        )
     }
 
     /// Whether a later run resumes where this one stopped (a file source with a state

@@ -340,6 +340,38 @@ impl FileSource {
             .collect()
     }
 
+    /// A digest of the input listing (the sorted paths with their sizes), 16 hex digits: the
+    /// processes of a cluster must see the same listing, since file `i` is read by worker
+    /// `i % peers` of the whole cluster; compare digests to be sure they do.
+    ///
+    /// ```
+    /// use sluice_transforms::io::file::FileSource;
+    /// use sluice_transforms::io::format::InputFormat;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("a.txt"), "one\n").unwrap();
+    /// let glob = dir.path().join("*.txt").display().to_string();
+    /// let before = FileSource::glob(&glob, InputFormat::Text).listing_digest().unwrap();
+    /// assert_eq!(before.len(), 16);
+    /// std::fs::write(dir.path().join("b.txt"), "two\n").unwrap();
+    /// assert_ne!(FileSource::glob(&glob, InputFormat::Text).listing_digest().unwrap(), before);
+    /// ```
+    pub fn listing_digest(&self) -> Result<String, FileError> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        for (path, size) in self.listing()?.iter() {
+            let path = path.display().to_string();
+            hash.update((path.len() as u64).to_le_bytes());
+            hash.update(path.as_bytes());
+            hash.update(size.to_le_bytes());
+        }
+        Ok(hash
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     /// Lists the files to read, sorted and without duplicates, with their sizes; checks that
     /// every pattern matches and every path exists. Called by `open`; call it to validate a
     /// configuration before running.
