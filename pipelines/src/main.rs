@@ -33,7 +33,13 @@ Examples:
 Overrides: `--set section.key=value` (value read as TOML, else as a string) and
 environment variables SLUICE_SECTION__KEY=value (double underscore nests); --set wins.
 
-Exit codes: 0 success, 1 runtime failure, 2 config error, 130 aborted by a second signal.
+Exit codes:
+  0    success; also a job on stdin stopped by SIGINT/SIGTERM (it drains and ends cleanly)
+  1    runtime failure
+  2    config error
+  3    a job on files stopped by a signal before the end of its input (what was read is
+       written and acknowledged; the summary names the files not read to the end)
+  130  aborted by a second signal
 Logging: RUST_LOG (e.g. RUST_LOG=sluice=debug).";
 
 #[derive(Parser)]
@@ -70,6 +76,11 @@ enum Command {
         /// Never draw a progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Refuse to run unless the input files listed here have this digest (what `sluice
+        /// validate` prints): give every process of a cluster the same digest, so that a host
+        /// that sees other files fails at start instead of leaving files unread.
+        #[arg(long, value_name = "DIGEST")]
+        expect_listing: Option<String>,
     },
     /// Check a config file, reporting every problem; exit 2 if there is any.
     Validate {
@@ -135,6 +146,22 @@ enum GenFormat {
 /// A failure with the exit code it maps to.
 struct Exit(u8, anyhow::Error);
 
+/// A job on files stopped by a signal before the end of its input (documented in `--help`).
+const EXIT_STOPPED_BEFORE_END: u8 = 3;
+/// A second signal aborted the run.
+const EXIT_ABORTED: u8 = 130;
+
+/// Writes to stderr, ignoring failures: a closed stderr (`sluice run | head`, a terminal gone)
+/// must never turn into a panic or stop what the process is doing.
+fn say(text: std::fmt::Arguments<'_>) {
+    let _ = std::io::stderr().lock().write_fmt(text);
+}
+
+/// `eprintln!` that never panics (see [`say`]).
+macro_rules! say {
+    ($($arg:tt)*) => { say(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 impl From<anyhow::Error> for Exit {
     fn from(e: anyhow::Error) -> Self {
         Exit(1, e)
@@ -143,6 +170,9 @@ impl From<anyhow::Error> for Exit {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        // A log line that cannot be written is dropped: the default would report it with
+        // `eprintln!`, which panics on a closed stderr.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
@@ -161,6 +191,7 @@ fn main() -> ExitCode {
             hostfile,
             metrics_addr,
             no_progress,
+            expect_listing,
         } => run(RunArgs {
             config,
             set,
@@ -168,6 +199,7 @@ fn main() -> ExitCode {
             cluster: processes.zip(process).zip(hostfile),
             metrics_addr,
             no_progress,
+            expect_listing,
         }),
         Command::Validate {
             config,
@@ -194,7 +226,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit(code, e)) => {
             if !e.to_string().is_empty() {
-                eprintln!("error: {e:#}");
+                say!("error: {e:#}");
             }
             ExitCode::from(code)
         }
@@ -216,7 +248,7 @@ fn overrides(set: &[String]) -> Overrides {
 
 fn config_exit(errors: ConfigErrors, path: &std::path::Path) -> Exit {
     for e in &errors.0 {
-        eprintln!("config error: {e}");
+        say!("config error: {e}");
     }
     Exit(
         2,
@@ -232,9 +264,21 @@ fn validate(path: &std::path::Path, set: &[String], print: bool, check: bool) ->
     }
     if print {
         let text = toml::to_string(&cfg).context("cannot print the config as TOML")?;
-        print!("{text}");
+        std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .context("cannot write to stdout")?;
     } else {
-        println!("{}: ok", path.display());
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}: ok", path.display()).context("cannot write to stdout")?;
+        if let Some(listing) = jobs::listing(&cfg) {
+            let (digest, files) = listing.map_err(job_exit)?;
+            writeln!(
+                out,
+                "input listing digest {digest} ({files} files): run every process of a cluster with --expect-listing {digest}"
+            )
+            .context("cannot write to stdout")?;
+        }
     }
     Ok(())
 }
@@ -253,6 +297,7 @@ struct RunArgs {
     cluster: Option<((usize, usize), PathBuf)>,
     metrics_addr: Option<String>,
     no_progress: bool,
+    expect_listing: Option<String>,
 }
 
 fn run(args: RunArgs) -> Result<(), Exit> {
@@ -264,6 +309,12 @@ fn run(args: RunArgs) -> Result<(), Exit> {
         config::load(&args.config, &overrides(&set)).map_err(|e| config_exit(e, &args.config))?;
     let bounded = matches!(cfg.source, config::SourceConfig::File(_));
     let prepared = Prepared::new(cfg).map_err(job_exit)?;
+    let inputs = prepared.input_status();
+    check_listing(
+        &inputs,
+        args.expect_listing.as_deref(),
+        args.cluster.is_some(),
+    )?;
     prepared.check_services().map_err(job_exit)?;
     let mut pipeline = prepared.pipeline();
     if let Some(((processes, process), hostfile)) = &args.cluster {
@@ -283,7 +334,13 @@ fn run(args: RunArgs) -> Result<(), Exit> {
         tracing::info!(processes, process, "running as part of a cluster");
     }
     let metrics = pipeline.metrics();
-    install_signals(pipeline.shutdown_flag()).map_err(|e| Exit(1, e))?;
+    // An unbounded input (stdin) is stopped by ending it after what it buffered, so that
+    // nothing already read is dropped; a bounded one stops reading at once.
+    let stop = prepared
+        .drain_flag()
+        .unwrap_or_else(|| pipeline.shutdown_flag());
+    let signalled = Arc::new(AtomicBool::new(false));
+    install_signals(stop, signalled.clone()).map_err(|e| Exit(1, e))?;
     if let Some(addr) = &args.metrics_addr {
         serve_metrics(addr, metrics.clone()).map_err(|e| Exit(2, e))?;
     }
@@ -298,11 +355,70 @@ fn run(args: RunArgs) -> Result<(), Exit> {
     done.store(true, Ordering::SeqCst);
     let _ = progress.join();
     let summary = result.map_err(job_exit)?;
-    print_summary(&summary, &metrics);
+    // Which files were not read to their end: only a stop can leave any.
+    let unfinished = inputs.unfinished();
+    print_summary(&summary, &metrics, &unfinished);
+    if !unfinished.is_empty() && signalled.load(Ordering::SeqCst) {
+        return Err(Exit(
+            EXIT_STOPPED_BEFORE_END,
+            anyhow::anyhow!(
+                "stopped by a signal before the end of the input: {} file(s) not read to the end (what was read is written{})",
+                unfinished.len(),
+                if inputs.resumes() {
+                    "; a run with the same state directory resumes"
+                } else {
+                    "; without a state directory a run reads everything again"
+                }
+            ),
+        ));
+    }
     Ok(())
 }
 
-fn install_signals(flag: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Compares the input listing with `--expect-listing`; in a cluster without it, logs the
+/// digest so that the processes' logs can be compared.
+fn check_listing(
+    inputs: &jobs::InputStatus,
+    expected: Option<&str>,
+    cluster: bool,
+) -> Result<(), Exit> {
+    let Some(listing) = inputs.listing() else {
+        if expected.is_some() {
+            return Err(Exit(
+                2,
+                anyhow::anyhow!("--expect-listing is for a file source, and this job reads none"),
+            ));
+        }
+        return Ok(());
+    };
+    let (digest, files) = listing.map_err(job_exit)?;
+    match expected {
+        Some(e) if !e.eq_ignore_ascii_case(&digest) => Err(Exit(
+            2,
+            anyhow::anyhow!(
+                "the input files listed here ({files} files, digest {digest}) differ from the expected listing {e}: this host sees other files than the one the digest was taken on, and a cluster would leave files unread"
+            ),
+        )),
+        Some(_) => {
+            tracing::info!(digest, files, "input listing matches --expect-listing");
+            Ok(())
+        }
+        None if cluster => {
+            tracing::warn!(
+                digest,
+                files,
+                "input listing of this process; pass --expect-listing to every process so that a host seeing other files fails at start"
+            );
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Sets `stop` on the first SIGINT/SIGTERM (and `signalled`), exits 130 on the second. The
+/// flags are set before anything is logged, and logging cannot fail: a closed stderr never
+/// keeps a job from stopping.
+fn install_signals(stop: Arc<AtomicBool>, signalled: Arc<AtomicBool>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot install signal handlers")?;
@@ -313,14 +429,15 @@ fn install_signals(flag: Arc<AtomicBool>) -> anyhow::Result<()> {
             for sig in signals.forever() {
                 seen += 1;
                 if seen == 1 {
+                    signalled.store(true, Ordering::SeqCst);
+                    stop.store(true, Ordering::SeqCst);
                     tracing::warn!(
                         signal = sig,
                         "stopping: flushing sinks (signal again to abort)"
                     );
-                    flag.store(true, Ordering::SeqCst);
                 } else {
-                    eprintln!("aborted");
-                    std::process::exit(130);
+                    say!("aborted");
+                    std::process::exit(i32::from(EXIT_ABORTED));
                 }
             }
         })?;
@@ -393,7 +510,7 @@ fn spawn_progress(
     })
 }
 
-fn print_summary(summary: &sluice::RunSummary, metrics: &Metrics) {
+fn print_summary(summary: &sluice::RunSummary, metrics: &Metrics, unfinished: &[PathBuf]) {
     let snapshot = metrics.snapshot();
     let secs = summary.elapsed.as_secs_f64().max(1e-9);
     let read = summary.total_read();
@@ -423,7 +540,19 @@ fn print_summary(summary: &sluice::RunSummary, metrics: &Metrics) {
         summary.bytes_read as f64 / 1e6 / secs,
         summary.total_dead_lettered(),
     ));
-    eprint!("{out}");
+    if !unfinished.is_empty() {
+        out.push_str(&format!(
+            "  STOPPED before the end of the input: {} file(s) not read to the end\n",
+            unfinished.len()
+        ));
+        for f in unfinished.iter().take(20) {
+            out.push_str(&format!("    {}\n", f.display()));
+        }
+        if unfinished.len() > 20 {
+            out.push_str(&format!("    ... and {} more\n", unfinished.len() - 20));
+        }
+    }
+    say(format_args!("{out}"));
 }
 
 fn generate(
@@ -477,18 +606,20 @@ fn bench(
         sluice_schemas::SchemaRegistry::load(schemas)
             .with_context(|| format!("cannot load schemas `{}`", schemas.display()))?,
     );
-    eprintln!("generating {count} messages...");
+    say!("generating {count} messages...");
     let input = sluice_pipelines::generate::messages(count, seed, error_rate);
     let bytes: usize = input.iter().map(|m| m.payload.len()).sum();
     let started = Instant::now();
     let (summary, ok, dead) = jobs::decode_in_memory(input, registry, workers)?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    println!(
+    writeln!(
+        std::io::stdout().lock(),
         "decoder memory->memory, {workers} worker(s): {} messages in {secs:.2}s = {:.0} msgs/s, {:.1} MB/s of payload; {ok} decoded, {dead} dead letters; peak RSS {} MB",
         summary.total_read(),
         summary.total_read() as f64 / secs,
         bytes as f64 / 1e6 / secs,
         peak_rss_kb().map_or("?".to_string(), |kb| (kb / 1024).to_string()),
-    );
+    )
+    .context("cannot write to stdout")?;
     Ok(())
 }

@@ -213,19 +213,18 @@ fn heka_files_lose_no_good_frame_around_broken_ones() {
             .dead
             .iter()
             .any(|d| d.source_position["input_offset"] == garbage_at.to_string()));
-        // both are broken frames; the cut frame decodes into the next frame's bytes, which
-        // the frame decoder detects and says so
+        // the garbage and the cut frame right after it are one broken stretch: one dead
+        // letter per file, at the garbage's offset (the cut frame decodes into the next
+        // frame's bytes, which the decoder detects: no good frame is lost, as checked above)
+        assert_eq!(r.dead.len(), 2, "one dead letter per file");
         assert!(r
             .dead
             .iter()
-            .all(|d| d.exception_class.ends_with("FormatError::BrokenFrame")));
-        assert!(
-            r.dead
-                .iter()
-                .any(|d| d.error_message.contains("overlaps the next frame")),
-            "{:?}",
-            r.dead.iter().map(|d| &d.error_message).collect::<Vec<_>>()
-        );
+            .all(|d| d.source_position["input_offset"] == garbage_at.to_string()));
+        assert!(r
+            .dead
+            .iter()
+            .all(|d| d.exception_class.ends_with("FormatError::BrokenStretch")));
     }
 }
 
@@ -288,19 +287,74 @@ fn a_missing_file_is_a_clear_error() {
 }
 
 #[test]
-fn a_corrupt_gzip_file_fails_the_run_naming_the_file() {
+fn a_broken_gzip_file_is_dead_lettered_from_its_break_and_the_other_files_are_read() {
+    for (name, breakage) in [("truncated", 0), ("corrupt", 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+        let mut gz = gzip(lines.as_bytes());
+        let n = gz.len();
+        if breakage == 0 {
+            gz.truncate(n / 2);
+        } else {
+            gz[n / 2..].iter_mut().for_each(|b| *b = 0xAA);
+        }
+        std::fs::write(dir.path().join("b.txt.gz"), gz).unwrap();
+        std::fs::write(dir.path().join("a.txt"), "a1\na2\n").unwrap();
+        std::fs::write(dir.path().join("c.txt"), "c1\n").unwrap();
+        for workers in [1, 2] {
+            let r = run(
+                FileSource::glob(pattern(dir.path(), "*"), InputFormat::Text),
+                workers,
+            )
+            .unwrap_or_else(|e| panic!("{name}: a broken file must not stop the run: {e}"));
+            let payloads: Vec<String> = r
+                .output
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+                .collect();
+            for good in ["a1", "a2", "c1", "line 0"] {
+                assert!(payloads.iter().any(|p| p == good), "{name}: {good} missing");
+            }
+            let from_b = payloads.iter().filter(|p| p.starts_with("line ")).count();
+            assert!(
+                from_b > 0 && from_b < 2000,
+                "{name}: the readable lines before the break flow ({from_b})"
+            );
+            assert_eq!(r.dead.len(), 1, "{name}: the break is one dead letter");
+            let dl = &r.dead[0];
+            assert_eq!(dl.error_type, READ_INPUT_ERROR_TYPE);
+            assert!(
+                dl.exception_class.ends_with("FormatError::Unreadable"),
+                "{name}"
+            );
+            assert!(dl.source_position["input_file"].ends_with("b.txt.gz"));
+            // the break is right after the last line read from the file
+            assert_eq!(
+                dl.source_position["input_line"],
+                (from_b + 1).to_string(),
+                "{name}"
+            );
+            assert!(dl.original.payload.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_file_that_shrinks_while_read_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut gz = gzip(b"line one\nline two\n");
-    let n = gz.len();
-    gz[n / 2..].iter_mut().for_each(|b| *b = 0xAA);
-    std::fs::write(dir.path().join("bad.txt.gz"), gz).unwrap();
-    let Err(e) = run(
-        FileSource::glob(pattern(dir.path(), "*.gz"), InputFormat::Text),
-        1,
-    ) else {
-        panic!("a corrupt gzip file must fail the run")
+    let path = dir.path().join("shrinks.txt");
+    let lines: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(&path, &lines).unwrap();
+    let source = FileSource::glob(path.display().to_string(), InputFormat::Text);
+    // listed at its full size, then cut to half before it is read
+    source.resolve().unwrap();
+    std::fs::write(&path, &lines[..lines.len() / 2]).unwrap();
+    let Err(e) = run(source, 1) else {
+        panic!("a file that shrank must fail the run, not read short")
     };
-    assert!(e.to_string().contains("bad.txt.gz"), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("shrinks.txt"), "{msg}");
+    assert!(msg.contains("shrank while being read"), "{msg}");
 }
 
 #[test]

@@ -126,6 +126,15 @@ fn source_for(cfg: &SourceConfig) -> Source {
     }
 }
 
+/// The input listing digest and file count of a config's file source (`None` for other
+/// sources): what `sluice validate` prints and `run --expect-listing` compares.
+pub fn listing(config: &JobConfig) -> Option<Result<(String, usize), JobError>> {
+    match source_for(&config.source) {
+        Source::File(s) => InputStatus(Some(s)).listing(),
+        Source::Stdin(_) => None,
+    }
+}
+
 /// Checks, before any record is read and without creating or writing anything, what a
 /// config needs that a config file cannot say: input files match, sinks can be built (an
 /// output directory may not exist yet), schemas load. What `sluice validate` runs.
@@ -264,6 +273,26 @@ impl Prepared {
         })
     }
 
+    /// What the job's input will say about how far it was read, once the run ended (take it
+    /// before [`Prepared::run`]).
+    pub fn input_status(&self) -> InputStatus {
+        match &self.source {
+            Source::File(s) => InputStatus(Some(s.clone())),
+            Source::Stdin(_) => InputStatus(None),
+        }
+    }
+
+    /// For an unbounded input that buffers (stdin): a flag that, once set, ends the input
+    /// after the records it already read, which are then written as at a normal end. What a
+    /// signal should set instead of the pipeline's shutdown flag, which drops them. `None` for
+    /// a bounded input.
+    pub fn drain_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        match &self.source {
+            Source::Stdin(s) => Some(s.end_flag()),
+            Source::File(_) => None,
+        }
+    }
+
     /// Asks every source and sink to verify what it can before any record is read (a
     /// missing bucket, bad credentials): a job fails here, not after decoding has started.
     pub fn check_services(&self) -> Result<(), JobError> {
@@ -308,6 +337,40 @@ impl Prepared {
             build(p, parts, &metrics)
         })?;
         Ok(summary)
+    }
+}
+
+/// How far a job's bounded input was read (see [`Prepared::input_status`]).
+#[derive(Clone)]
+pub struct InputStatus(Option<FileSource>);
+
+impl InputStatus {
+    /// The input files this process opened readers for that were not read to their end (a
+    /// stop before the end of input): empty after a complete run, and for unbounded inputs.
+    pub fn unfinished(&self) -> Vec<std::path::PathBuf> {
+        self.0
+            .as_ref()
+            .map_or_else(Vec::new, FileSource::unfinished)
+    }
+
+    /// The digest of the input file listing and the number of files (see
+    /// `FileSource::listing_digest`), for a file input.
+    pub fn listing(&self) -> Option<Result<(String, usize), JobError>> {
+        let s = self.0.as_ref()?;
+        let setup = |e: sluice_transforms::io::file::FileError| {
+            JobError::Setup(format!("source.path: {e}"))
+        };
+        Some(
+            s.listing_digest()
+                .and_then(|d| s.resolve().map(|f| (d, f.len())))
+                .map_err(setup),
+        )
+    }
+
+    /// Whether a later run resumes where this one stopped (a file source with a state
+    /// directory).
+    pub fn resumes(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.state_dir().is_some())
     }
 }
 

@@ -187,6 +187,22 @@ pub enum FormatError {
     /// A stretch of a Heka stream that is not a frame (the dead letter holds the bytes skipped).
     #[error(transparent)]
     BrokenFrame(sluice_schemas::heka::FrameError),
+    /// Consecutive broken Heka frames, kept as one dead letter holding the bytes (a stretch is
+    /// cut at the longest span a frame can have, so one dead letter stays bounded).
+    #[error("broken heka stream: {length} bytes in {frames} broken frames, the first: {first}")]
+    BrokenStretch {
+        /// Bytes in the stretch (the dead letter's payload).
+        length: usize,
+        /// Broken frames the decoder found in it.
+        frames: usize,
+        /// Why the first one is broken.
+        first: String,
+    },
+    /// A file or stream that breaks before its end (a truncated or corrupt gzip): its records
+    /// before the break were read, and the break itself is this one dead letter, with the
+    /// position where reading stopped and an empty payload.
+    #[error("input cannot be read past this point: {0}")]
+    Unreadable(String),
     /// A Heka frame whose message does not convert to a message (the dead letter holds the
     /// frame).
     #[error("heka message does not convert: {0}")]

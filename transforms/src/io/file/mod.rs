@@ -41,12 +41,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sluice::{
-    BoxError, Epoch, EpochLedger, ReadState, ReadStatus, Source, SourceContext, SourceReader,
+    BoxError, Epoch, EpochLedger, ReadState, ReadStatus, Source, SourceContext, SourcePosition,
+    SourceReader,
 };
 
 use checkpoint::{CheckpointStore, FileIdentity, Resume};
 
-use crate::io::format::InputFormat;
+use crate::io::format::{FormatError, InputFormat};
 
 pub use config::FileSourceConfig;
 pub(crate) use reader::{decompressed, record_bytes};
@@ -110,7 +111,18 @@ pub enum FileError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Reading a file failed after this many lines or bytes (a disk error, corrupt gzip).
+    /// A file was shorter at its end than when it was listed: it shrank while being read,
+    /// and the records of the part cut off are lost to this run.
+    #[error("input file {path} shrank while being read: {listed} bytes when listed, {read} read")]
+    Shrunk {
+        /// The path.
+        path: PathBuf,
+        /// Its size when the input was listed.
+        listed: u64,
+        /// The bytes read to its end.
+        read: u64,
+    },
+    /// Reading a file failed after this many lines or bytes (a disk error).
     #[error("cannot read input file {path} after {position}: {source}")]
     Read {
         /// The path.
@@ -170,6 +182,13 @@ type Listing = Arc<Vec<(PathBuf, u64)>>;
 /// - A line or frame that does not decode is a dead letter (`error_type` `ReadInput`, raw bytes
 ///   as payload, `input_file` and `input_line` or `input_offset` as source position); use it
 ///   with `PipelineBuilder::read_with_failures`.
+/// - A file whose content breaks before its end (a truncated or corrupt gzip) yields its
+///   records up to the break, then one dead letter for the break (empty payload, the position
+///   where reading stopped, [`crate::io::format::FormatError::Unreadable`]); the other files
+///   are read. The file counts as read (and acknowledged) whole: a restart does not retry it.
+/// - A file that is shorter at its end than when it was listed (it shrank while being read)
+///   stops the run with [`FileError::Shrunk`] naming it, never a silent short read; other
+///   read errors (a disk error) stop the run too.
 /// - `progress()` is (bytes read, total bytes) of this worker's files, compressed sizes for
 ///   gzipped files; acknowledged input is tracked in [`FileSource::checkpoints`].
 /// - With [`FileSource::with_state_dir`] what is acknowledged is also persisted, and a run
@@ -186,7 +205,12 @@ pub struct FileSource {
     resolved: Arc<Mutex<Option<Listing>>>,
     checkpoints: FileCheckpoints,
     state_dir: Option<PathBuf>,
+    /// The files readers of this process were given, and whether each was read to its end.
+    read_to_end: ReadToEnd,
 }
+
+/// Per input file a reader was opened for: whether it was read to its end.
+type ReadToEnd = Arc<Mutex<BTreeMap<PathBuf, bool>>>;
 
 impl FileSource {
     /// Files matching one glob pattern (or one plain path).
@@ -207,6 +231,7 @@ impl FileSource {
             resolved: Arc::default(),
             checkpoints: FileCheckpoints::default(),
             state_dir: None,
+            read_to_end: Arc::default(),
         }
     }
 
@@ -277,6 +302,76 @@ impl FileSource {
         self.checkpoints.clone()
     }
 
+    /// The files this process's readers were given that they did not read to their end,
+    /// sorted: empty once a run read all of its input, the rest after a stop (shutdown flag)
+    /// before the end. Files other processes of a cluster read are not included.
+    ///
+    /// ```
+    /// use sluice::{MemorySink, Pipeline};
+    /// use sluice_transforms::io::file::FileSource;
+    /// use sluice_transforms::io::format::InputFormat;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("a.txt"), "one\ntwo\n").unwrap();
+    /// let source = FileSource::glob(dir.path().join("*.txt").display().to_string(), InputFormat::Text);
+    /// let s = source.clone();
+    /// let pipeline = Pipeline::new("stopped");
+    /// pipeline.shutdown_flag().store(true, std::sync::atomic::Ordering::SeqCst);
+    /// pipeline
+    ///     .run(move |p| {
+    ///         let mut dl = p.dead_letters();
+    ///         p.read_with_failures("read", s.clone())
+    ///             .failures_to(&mut dl)
+    ///             .write("write", MemorySink::new());
+    ///         dl.write("dead_letters", MemorySink::new());
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// // stopped before reading anything: the file is not read to its end
+    /// assert_eq!(source.unfinished(), vec![dir.path().join("a.txt")]);
+    /// ```
+    pub fn unfinished(&self) -> Vec<PathBuf> {
+        self.read_to_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, done)| !**done)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// A digest of the input listing (the sorted paths with their sizes), 16 hex digits: the
+    /// processes of a cluster must see the same listing, since file `i` is read by worker
+    /// `i % peers` of the whole cluster; compare digests to be sure they do.
+    ///
+    /// ```
+    /// use sluice_transforms::io::file::FileSource;
+    /// use sluice_transforms::io::format::InputFormat;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("a.txt"), "one\n").unwrap();
+    /// let glob = dir.path().join("*.txt").display().to_string();
+    /// let before = FileSource::glob(&glob, InputFormat::Text).listing_digest().unwrap();
+    /// assert_eq!(before.len(), 16);
+    /// std::fs::write(dir.path().join("b.txt"), "two\n").unwrap();
+    /// assert_ne!(FileSource::glob(&glob, InputFormat::Text).listing_digest().unwrap(), before);
+    /// ```
+    pub fn listing_digest(&self) -> Result<String, FileError> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        for (path, size) in self.listing()?.iter() {
+            let path = path.display().to_string();
+            hash.update((path.len() as u64).to_le_bytes());
+            hash.update(path.as_bytes());
+            hash.update(size.to_le_bytes());
+        }
+        Ok(hash
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     /// Lists the files to read, sorted and without duplicates, with their sizes; checks that
     /// every pattern matches and every path exists. Called by `open`; call it to validate a
     /// configuration before running.
@@ -293,6 +388,15 @@ impl FileSource {
         *slot = Some(files.clone());
         Ok(files)
     }
+}
+
+/// Whether a read error is the content breaking (a truncated or corrupt gzip stream), as
+/// opposed to the file or disk failing.
+fn is_broken_content(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+    )
 }
 
 fn is_pattern(input: &str) -> bool {
@@ -389,7 +493,17 @@ impl Source for FileSource {
             }
         };
         let opened = vec![None; files.len()];
+        {
+            let mut read_to_end = self
+                .read_to_end
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (path, _) in &files {
+                read_to_end.insert(path.clone(), false);
+            }
+        }
         Ok(Box::new(FileReader {
+            read_to_end: self.read_to_end.clone(),
             files,
             format: self.format,
             max_line_bytes: self.max_line_bytes,
@@ -428,9 +542,17 @@ struct FileReader {
     store: Option<CheckpointStore>,
     /// Per file, once opened: its checkpoint key and identity (with a state directory).
     opened: Vec<Option<(PathBuf, FileIdentity)>>,
+    read_to_end: ReadToEnd,
 }
 
 impl FileReader {
+    fn finished(&self, index: usize) {
+        self.read_to_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.files[index].0.clone(), true);
+    }
+
     fn open_next(&mut self) -> Result<(), FileError> {
         let index = self.next;
         self.next += 1;
@@ -456,6 +578,7 @@ impl FileReader {
             if resume.complete {
                 tracing::debug!(input = %path.display(), "input file already acknowledged whole: skipped");
                 self.done_bytes += self.files[index].1;
+                self.finished(index);
                 return Ok(());
             }
         }
@@ -553,20 +676,82 @@ impl SourceReader<ReadResult> for FileReader {
             let Some(file) = self.current.as_mut() else {
                 continue;
             };
-            let batch = file
-                .records
-                .read_batch(out, max_records - records, BYTES_PER_READ - bytes)
-                .map_err(|source| {
+            let before = out.len();
+            let batch = match file.records.read_batch(
+                out,
+                max_records - records,
+                BYTES_PER_READ - bytes,
+            ) {
+                Ok(b) => b,
+                Err(source) if is_broken_content(&source) => {
+                    let index = file.index;
+                    let path = &self.files[index].0;
+                    let (lines, offset) = (file.records.lines(), file.records.offset());
+                    let name: Arc<str> = path.display().to_string().into();
+                    let (position, at) = match self.format {
+                        InputFormat::Heka => (
+                            SourcePosition::Offset {
+                                file: Some(name),
+                                offset,
+                            },
+                            format!("byte {offset}"),
+                        ),
+                        _ => (
+                            SourcePosition::Line {
+                                file: Some(name),
+                                line: lines + 1,
+                            },
+                            format!("line {}", lines + 1),
+                        ),
+                    };
+                    tracing::warn!(input = %path.display(), at = %at, error = %source, "input file breaks before its end: the break is a dead letter, the next file is read");
+                    let broken = reader::dead_letter(
+                        sluice::Bytes::new(),
+                        position,
+                        &FormatError::Unreadable(source.to_string()),
+                    );
+                    let added: usize = out[before..].iter().map(record_bytes).sum();
+                    out.push(Err(broken));
+                    records += out.len() - before;
+                    bytes += added;
+                    self.ledger.record(
+                        index,
+                        FileCheckpoint {
+                            lines,
+                            offset,
+                            complete: true,
+                        },
+                    );
+                    self.done_bytes += self.files[index].1;
+                    self.current = None;
+                    self.finished(index);
+                    continue;
+                }
+                Err(source) => {
                     let position = match self.format {
                         InputFormat::Heka => format!("byte {}", file.records.offset()),
                         _ => format!("line {}", file.records.lines()),
                     };
-                    FileError::Read {
+                    return Err(FileError::Read {
                         path: self.files[file.index].0.clone(),
                         position,
                         source,
                     }
-                })?;
+                    .into());
+                }
+            };
+            if batch.end {
+                let (path, listed) = &self.files[file.index];
+                let read = file.read_bytes.load(Ordering::Relaxed);
+                if read < *listed {
+                    return Err(FileError::Shrunk {
+                        path: path.clone(),
+                        listed: *listed,
+                        read,
+                    }
+                    .into());
+                }
+            }
             records += batch.records;
             bytes += batch.bytes;
             self.ledger.record(
@@ -579,7 +764,9 @@ impl SourceReader<ReadResult> for FileReader {
             );
             if batch.end {
                 self.done_bytes += self.files[file.index].1;
+                let index = file.index;
                 self.current = None;
+                self.finished(index);
             }
         }
         let state = if self.current.is_none() && self.next >= self.files.len() {

@@ -308,6 +308,34 @@ impl<R: BufRead> RecordReader<R> {
         Ok(())
     }
 
+    /// Makes the broken stretch read so far, if any, one dead letter.
+    fn flush_stretch(
+        &self,
+        stretch: &mut Option<Stretch>,
+        out: &mut Vec<ReadResult>,
+        batch: &mut Batch,
+    ) {
+        let Some(s) = stretch.take() else { return };
+        let Some(first) = s.first else { return };
+        let position = SourcePosition::Offset {
+            file: self.file.clone(),
+            offset: s.offset,
+        };
+        let error = if s.frames == 1 {
+            FormatError::BrokenFrame(first)
+        } else {
+            FormatError::BrokenStretch {
+                length: s.raw.len(),
+                frames: s.frames,
+                first: first.kind().to_string(),
+            }
+        };
+        let record = Err(dead_letter(Bytes::from(s.raw), position, &error));
+        batch.records += 1;
+        batch.bytes += record_bytes(&record);
+        out.push(record);
+    }
+
     fn read_frames(
         &mut self,
         out: &mut Vec<ReadResult>,
@@ -315,6 +343,7 @@ impl<R: BufRead> RecordReader<R> {
         max_bytes: usize,
     ) -> io::Result<Batch> {
         let mut batch = Batch::default();
+        let mut stretch: Option<Stretch> = None;
         while batch.records < max_records && batch.bytes < max_bytes {
             let avail = &self.pending[self.pending_pos..];
             if avail.is_empty() {
@@ -356,34 +385,62 @@ impl<R: BufRead> RecordReader<R> {
                 self.fill(more)?;
                 continue;
             }
-            let position = SourcePosition::Offset {
-                file: self.file.clone(),
-                offset: self.offset,
-            };
-            let record = match item {
-                Ok(heka) => match heka_to_message(&heka) {
-                    Ok(m) => Ok(m.with_position(position)),
-                    Err(e) => Err(dead_letter(
-                        Bytes::copy_from_slice(&avail[..used]),
-                        position,
-                        &FormatError::InvalidHeka(e),
-                    )),
-                },
-                Err(e) => Err(dead_letter(
-                    Bytes::copy_from_slice(&avail[..used]),
-                    position,
-                    &FormatError::BrokenFrame(e),
-                )),
-            };
+            match item {
+                Ok(heka) => {
+                    self.flush_stretch(&mut stretch, out, &mut batch);
+                    let position = SourcePosition::Offset {
+                        file: self.file.clone(),
+                        offset: self.offset,
+                    };
+                    let record = match heka_to_message(&heka) {
+                        Ok(m) => Ok(m.with_position(position)),
+                        Err(e) => Err(dead_letter(
+                            Bytes::copy_from_slice(&avail[..used]),
+                            position,
+                            &FormatError::InvalidHeka(e),
+                        )),
+                    };
+                    batch.records += 1;
+                    batch.bytes += record_bytes(&record);
+                    out.push(record);
+                }
+                Err(e) => {
+                    // A broken stretch is one dead letter, however many frames the decoder
+                    // finds broken in it (2 MB of separators would be 2 million), cut at the
+                    // longest span a frame can have.
+                    let s = stretch.get_or_insert_with(|| Stretch {
+                        offset: self.offset,
+                        raw: Vec::new(),
+                        frames: 0,
+                        first: None,
+                    });
+                    s.raw.extend_from_slice(&avail[..used]);
+                    s.frames += 1;
+                    s.first.get_or_insert(e);
+                    if s.raw.len() >= MAX_FRAME_SPAN {
+                        self.pending_pos += used;
+                        self.offset += used as u64;
+                        self.flush_stretch(&mut stretch, out, &mut batch);
+                        continue;
+                    }
+                }
+            }
             self.pending_pos += used;
             self.offset += used as u64;
-            batch.records += 1;
-            batch.bytes += record_bytes(&record);
-            out.push(record);
         }
+        self.flush_stretch(&mut stretch, out, &mut batch);
         batch.end = self.eof && self.pending_pos >= self.pending.len();
         Ok(batch)
     }
+}
+
+/// Consecutive broken frames being gathered into one dead letter.
+struct Stretch {
+    /// Where it starts in the decompressed stream.
+    offset: u64,
+    raw: Vec<u8>,
+    frames: usize,
+    first: Option<sluice_schemas::heka::FrameError>,
 }
 
 /// Whether a frame starting inside `input[..end]` runs past the end of `input`.
@@ -627,13 +684,54 @@ mod tests {
             "every byte is accounted for"
         );
         assert!(dead.iter().all(|d| d.error_type == READ_INPUT_ERROR_TYPE));
-        assert_eq!(dead[0].original.payload, "garbage");
+        // the garbage and the broken frame after it are one stretch, so one dead letter
+        assert_eq!(dead[0].original.payload, &b"garbage\x1e\x05"[..]);
         assert_eq!(
             dead[0].source_position["input_offset"],
             encode_frame(&heka("a")).len().to_string()
         );
         let m = out[0].as_ref().unwrap();
         assert_eq!(m.attribute("uri"), Some("/submit/\u{1e}x"));
+    }
+
+    #[test]
+    fn a_broken_stretch_is_one_dead_letter_with_its_offset_and_length() {
+        use sluice_schemas::heka::encode_frame;
+        let good = encode_frame(&heka("a"));
+        let flood = vec![RECORD_SEPARATOR; 2_000_000];
+        let mut stream = good.clone();
+        stream.extend_from_slice(&flood);
+        stream.extend_from_slice(&good);
+        let out = read_all_from(
+            io::BufReader::with_capacity(64 * 1024, &stream[..]),
+            InputFormat::Heka,
+        );
+        assert_eq!(out.len(), 3, "good, one dead letter, good");
+        assert!(out[0].is_ok() && out[2].is_ok());
+        let dl = out[1].as_ref().unwrap_err();
+        assert_eq!(dl.original.payload.len(), flood.len());
+        assert_eq!(dl.source_position["input_offset"], good.len().to_string());
+        assert!(dl.exception_class.ends_with("FormatError::BrokenStretch"));
+        assert!(
+            dl.error_message.contains("2000000 bytes"),
+            "{}",
+            dl.error_message
+        );
+
+        // a stretch longer than a frame can be is cut, each piece at its own offset
+        let huge = vec![RECORD_SEPARATOR; MAX_FRAME_SPAN + 10];
+        let out = read_all_from(
+            io::BufReader::with_capacity(64 * 1024, &huge[..]),
+            InputFormat::Heka,
+        );
+        let dead: Vec<_> = out.iter().map(|r| r.as_ref().unwrap_err()).collect();
+        assert_eq!(dead.len(), 2);
+        assert_eq!(dead[0].original.payload.len(), MAX_FRAME_SPAN);
+        assert_eq!(dead[1].original.payload.len(), 10);
+        assert_eq!(
+            dead[1].source_position["input_offset"],
+            MAX_FRAME_SPAN.to_string()
+        );
     }
 
     fn read_all_from<R: BufRead>(input: R, format: InputFormat) -> Vec<ReadResult> {

@@ -2,8 +2,9 @@
 //!
 //! - [`StdinSource`] frames stdin (or any reader) like a file ([`RecordReader`]): worker 0
 //!   reads it on a dedicated thread into a bounded channel and the worker is woken when
-//!   records arrive, so a slow or idle stdin never blocks a worker. End of input ends the
-//!   source.
+//!   records arrive, so a slow or idle stdin never blocks a worker. Records are handed over
+//!   before every read of stdin, so none waits for more input. End of input ends the source;
+//!   so does its end flag ([`StdinSource::end_flag`]), after the records already read.
 //! - [`StdoutSink`], [`StderrSink`] and [`WriterSink`] write one record per line in an
 //!   [`OutputFormat`] on a writer thread per worker; an epoch is durable once its lines are
 //!   written and flushed to the file descriptor.
@@ -11,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -123,6 +124,7 @@ pub struct StdinSource {
     /// worker 0 takes the input.
     input: Arc<Mutex<Option<BoxedRead>>>,
     acknowledged: Arc<AtomicU64>,
+    end: Arc<AtomicBool>,
 }
 
 impl StdinSource {
@@ -143,7 +145,48 @@ impl StdinSource {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             input: Arc::new(Mutex::new(Some(input))),
             acknowledged: Arc::default(),
+            end: Arc::default(),
         }
+    }
+
+    /// A flag that, once set, ends the input as if it had closed, after the records already
+    /// read from it: they are handed out and written like any others, and the pipeline ends
+    /// at the end of input. How a signal stops a job on stdin without dropping what it
+    /// buffered (the pipeline's shutdown flag stops reading at once and drops them). Shared
+    /// by clones. Bytes not yet read from the input (a line still incomplete, or sent while
+    /// the flag is set) are left unread. The reader notices the flag within the epoch age.
+    ///
+    /// ```
+    /// use sluice::{MemorySink, Pipeline};
+    /// use sluice_transforms::io::format::InputFormat;
+    /// use sluice_transforms::io::stdio::StdinSource;
+    ///
+    /// // an input that sends two lines, then never ends (like a pipe whose writer waits)
+    /// let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// std::io::Write::write_all(&mut tx, b"one\ntwo\n").unwrap();
+    /// let source = StdinSource::from_reader(InputFormat::Text, rx);
+    /// let end = source.end_flag();
+    /// std::thread::spawn(move || {
+    ///     std::thread::sleep(std::time::Duration::from_millis(300));
+    ///     end.store(true, std::sync::atomic::Ordering::SeqCst);
+    /// });
+    /// let out = MemorySink::new();
+    /// let o = out.clone();
+    /// Pipeline::new("stdin")
+    ///     .run(move |p| {
+    ///         let mut dl = p.dead_letters();
+    ///         p.read_with_failures("read", source.clone())
+    ///             .failures_to(&mut dl)
+    ///             .write("write", o.clone());
+    ///         dl.write("dead_letters", MemorySink::new());
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(out.len(), 2);
+    /// drop(tx);
+    /// ```
+    pub fn end_flag(&self) -> Arc<AtomicBool> {
+        self.end.clone()
     }
 
     /// How many records, from the input's start (messages and dead letters; blank lines are
@@ -197,6 +240,45 @@ impl Source for StdinSource {
 
 type Chunk = Result<Vec<ReadResult>, StdioError>;
 
+/// Records the stdin thread framed but has not sent yet, and their bytes.
+type Framed = Arc<Mutex<(Vec<ReadResult>, usize)>>;
+
+/// The stdin thread's input: sends the records framed so far before each read of the input,
+/// since a read may block for as long as the writer of a pipe waits, and records already
+/// read must not wait with it (nor be lost if the job is stopped meanwhile).
+struct SendBeforeRead {
+    inner: BoxedRead,
+    framed: Framed,
+    tx: SyncSender<Chunk>,
+    waker: SourceWaker,
+}
+
+impl SendBeforeRead {
+    /// Sends what is framed; false if the worker hung up.
+    fn send_framed(&self) -> bool {
+        let chunk = {
+            let mut framed = self.framed.lock().unwrap_or_else(PoisonError::into_inner);
+            framed.1 = 0;
+            std::mem::take(&mut framed.0)
+        };
+        if chunk.is_empty() {
+            return true;
+        }
+        let sent = self.tx.send(Ok(chunk)).is_ok();
+        self.waker.wake();
+        sent
+    }
+}
+
+impl Read for SendBeforeRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.send_framed() {
+            return Err(io::Error::other("the reader hung up"));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// The reading thread: frames the input and sends chunks until the end, a failure, or the
 /// worker hangs up.
 fn read_input(
@@ -207,6 +289,13 @@ fn read_input(
     tx: SyncSender<Chunk>,
     waker: SourceWaker,
 ) {
+    let framed: Framed = Arc::default();
+    let input = SendBeforeRead {
+        inner: input,
+        framed: framed.clone(),
+        tx: tx.clone(),
+        waker: waker.clone(),
+    };
     let send = |chunk: Chunk| {
         let sent = tx.send(chunk).is_ok();
         waker.wake();
@@ -224,18 +313,36 @@ fn read_input(
         }
     };
     let mut reader = RecordReader::new(input, format).with_max_line_bytes(max_line_bytes);
+    let mut one = Vec::with_capacity(1);
     loop {
-        let mut records = Vec::new();
-        match reader.read_batch(&mut records, CHUNK_RECORDS, CHUNK_BYTES) {
+        // One record at a time, so that a read of the input finds every record before it
+        // framed and sends it first.
+        match reader.read_batch(&mut one, 1, usize::MAX) {
             Ok(batch) => {
-                if !records.is_empty() && !send(Ok(records)) {
-                    return;
+                let full = {
+                    let mut f = framed.lock().unwrap_or_else(PoisonError::into_inner);
+                    f.1 += batch.bytes;
+                    f.0.append(&mut one);
+                    (f.0.len() >= CHUNK_RECORDS || f.1 >= CHUNK_BYTES).then(|| {
+                        f.1 = 0;
+                        std::mem::take(&mut f.0)
+                    })
+                };
+                if let Some(chunk) = full {
+                    if !send(Ok(chunk)) {
+                        return;
+                    }
                 }
                 if batch.end {
                     break;
                 }
             }
             Err(source) => {
+                let rest =
+                    std::mem::take(&mut framed.lock().unwrap_or_else(PoisonError::into_inner).0);
+                if !rest.is_empty() && !send(Ok(rest)) {
+                    return;
+                }
                 send(Err(StdioError::Read {
                     name,
                     line: reader.lines(),
@@ -245,7 +352,12 @@ fn read_input(
             }
         }
     }
+    let rest = std::mem::take(&mut framed.lock().unwrap_or_else(PoisonError::into_inner).0);
+    if !rest.is_empty() && !send(Ok(rest)) {
+        return;
+    }
     // hang up before the last wake, so the worker finds the input ended
+    drop(reader);
     drop(tx);
     waker.wake();
 }
@@ -259,6 +371,7 @@ struct StdinReader {
     ledger: EpochLedger<(), u64>,
     read: u64,
     acknowledged: Arc<AtomicU64>,
+    end: Arc<AtomicBool>,
 }
 
 impl StdinReader {
@@ -270,6 +383,22 @@ impl StdinReader {
             ledger: EpochLedger::new(),
             read: 0,
             acknowledged: source.acknowledged.clone(),
+            end: source.end.clone(),
+        }
+    }
+
+    /// Takes what the reading thread already sent, then hangs up: the input ends there (the
+    /// thread stops at its next send).
+    fn end_after_buffered(&mut self) -> Result<(), StdioError> {
+        let Some(rx) = self.chunks.take() else {
+            return Ok(());
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(Ok(chunk)) => self.pending.extend(chunk),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(()),
+            }
         }
     }
 
@@ -288,6 +417,9 @@ impl SourceReader<ReadResult> for StdinReader {
         max_records: usize,
     ) -> Result<ReadStatus, BoxError> {
         let max_records = max_records.max(1);
+        if self.end.load(Ordering::SeqCst) {
+            self.end_after_buffered()?;
+        }
         let mut bytes = 0;
         let mut taken = 0;
         loop {
