@@ -7,9 +7,10 @@
 //! [`RecordReader`], run the [`Decoder`](sluice_transforms::decode::Decoder)'s steps one after
 //! the other by calling the same per-record functions (strip replay attributes, `ParseUri`,
 //! `DecompressPayload` bounded by the payload limit, `LimitPayloadSize`, `ParsePayload` with the
-//! registry's validators, `AddMetadata`), and write json envelopes, gzipped, into one file per
+//! registry's validators, the client-IP scrub, `AddMetadata`), and write json envelopes, gzipped, into one file per
 //! rendered partition path and thread through a 1 MiB `BufWriter`; dead letters likewise,
-//! with the attributes the runner gives them (`job_name`, `input`, `input_type`, position).
+//! with the attributes the runner gives them (`job_name`, `input`, `input_type`, position) and
+//! without client IPs, as the job writes them.
 //! Calling the same step functions makes the work equal by construction; `compare` checks it on
 //! the outputs.
 //!
@@ -48,6 +49,7 @@ use sluice_transforms::io::file::RecordReader;
 use sluice_transforms::io::format::{InputFormat, OutputFormat};
 use sluice_transforms::io::object::PathTemplate;
 use sluice_transforms::io::units::parse_size;
+use sluice_transforms::scrub::ScrubAttributes;
 
 /// Buffer of each output file, and of the input reader.
 const BUFFER_BYTES: usize = 1 << 20;
@@ -200,6 +202,9 @@ impl Steps {
             .parse
             .apply_owned(m)
             .map_err(|(m, e)| (m, "ParsePayload", e.into()))?;
+        // The Decoder's default scrubbing: client IPs go before the metadata is nested.
+        let mut m = m;
+        ScrubAttributes::client_ip().scrub(&mut m.attributes);
         AddMetadata::apply_owned(m).map_err(|(m, e)| (m, "AddMetadata", e.into()))
     }
 }
@@ -214,12 +219,13 @@ struct Job {
 }
 
 impl Job {
-    /// The provenance the runner gives every dead letter (`DeadLetters` of a file source).
+    /// The provenance the runner gives every dead letter (`DeadLetters` of a file source),
+    /// and the job's default scrubbing of dead letters (client IPs).
     fn finish(&self, mut dl: DeadLetter) -> DeadLetter {
         dl.job_name.get_or_insert_with(|| self.job_name.clone());
         dl.input.get_or_insert_with(|| self.input_name.clone());
         dl.input_type.get_or_insert_with(|| "file".to_string());
-        dl
+        ScrubAttributes::client_ip().scrub_dead_letter(dl)
     }
 }
 
