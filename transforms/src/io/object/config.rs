@@ -152,8 +152,8 @@ pub struct BatchConfig {
     pub max_age: Duration,
     /// Compressed bytes an open batch buffers before they go to the store as one part of a
     /// multipart upload (an object smaller than a part is one put). When absent: 1 MiB on a
-    /// local directory ([`default_local_part_size`]), 8 MiB on S3
-    /// ([`default_s3_part_size`]), where it must be at least 5 MiB.
+    /// local directory ([`LOCAL_PART_SIZE`](crate::io::object::LOCAL_PART_SIZE)), 8 MiB on S3
+    /// ([`DEFAULT_PART_SIZE`](crate::io::object::DEFAULT_PART_SIZE)), where it must be at least 5 MiB.
     #[serde(
         default,
         with = "units::option_size",
