@@ -167,23 +167,12 @@ fn read_store(store: &dyn ObjectStore) -> Vec<Message> {
 #[cfg(feature = "s3")]
 #[test]
 fn the_object_sink_on_s3_conforms() {
-    use sluice_transforms::io::object::S3Options;
     let Ok(endpoint) = std::env::var("SLUICE_TEST_S3_ENDPOINT") else {
         println!("skipped: set SLUICE_TEST_S3_ENDPOINT to run the S3 conformance suite");
         return;
     };
-    let counter = std::sync::atomic::AtomicUsize::new(0);
     sink_conformance("object sink (S3)", || {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let bucket = format!("sluice-conformance-{}-{nanos}-{n}", std::process::id());
-        let options = S3Options::new(&bucket)
-            .with_endpoint(&endpoint)
-            .with_credentials("test", "test");
-        create_bucket(&endpoint, &bucket);
+        let options = fresh_bucket(&endpoint, "conformance");
         let sink = ObjectSink::s3(&options, template())
             .unwrap()
             .with_format(OutputFormat::Json)
@@ -199,23 +188,13 @@ fn the_object_sink_on_s3_conforms() {
 #[cfg(feature = "s3")]
 #[test]
 fn the_object_sink_on_s3_conforms_with_objects_larger_than_a_part() {
-    use sluice_transforms::io::object::{S3Options, S3_MIN_PART_SIZE};
+    use sluice_transforms::io::object::S3_MIN_PART_SIZE;
     let Ok(endpoint) = std::env::var("SLUICE_TEST_S3_ENDPOINT") else {
         println!("skipped: set SLUICE_TEST_S3_ENDPOINT to run the S3 conformance suite");
         return;
     };
-    let counter = std::sync::atomic::AtomicUsize::new(0);
     sink_conformance("object sink (S3, multipart)", || {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let bucket = format!("sluice-big-{}-{nanos}-{n}", std::process::id());
-        let options = S3Options::new(&bucket)
-            .with_endpoint(&endpoint)
-            .with_credentials("test", "test");
-        create_bucket(&endpoint, &bucket);
+        let options = fresh_bucket(&endpoint, "big");
         let sink = ObjectSink::s3(&options, PathTemplate::parse("big/").unwrap())
             .unwrap()
             .with_format(OutputFormat::Json)
@@ -229,6 +208,22 @@ fn the_object_sink_on_s3_conforms_with_objects_larger_than_a_part() {
         let reader = sink.store().clone();
         SinkUnderTest::new(sink, move || read_store(reader.as_ref())).with_padding(400_000)
     });
+}
+
+/// A new, empty bucket on the test server (unique per call), with the server's options.
+#[cfg(feature = "s3")]
+fn fresh_bucket(endpoint: &str, name: &str) -> sluice_transforms::io::object::S3Options {
+    static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = CREATED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let bucket = format!("sluice-{name}-{}-{nanos}-{n}", std::process::id());
+    create_bucket(endpoint, &bucket);
+    sluice_transforms::io::object::S3Options::new(&bucket)
+        .with_endpoint(endpoint)
+        .with_credentials("test", "test")
 }
 
 /// Creates a bucket with boto3 (the S3 server is moto in the test script).
