@@ -76,26 +76,34 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The object sink on a fresh temporary directory (kept alive in `dirs` until the test ends),
+/// read back from the final objects only (staging files `<name>#<n>` are not objects).
+fn local_sink(
+    dirs: &Mutex<Vec<tempfile::TempDir>>,
+    configure: impl Fn(ObjectSink) -> ObjectSink,
+) -> SinkUnderTest<ObjectSink> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    dirs.lock().unwrap().push(dir);
+    let sink = ObjectSink::local(&root, template())
+        .unwrap()
+        .with_format(OutputFormat::Json)
+        .with_compression(Compression::Gzip);
+    SinkUnderTest::new(configure(sink), move || {
+        files_under(&root)
+            .iter()
+            .filter(|f| !f.to_string_lossy().contains('#'))
+            .flat_map(|f| messages_in(&f.to_string_lossy(), &std::fs::read(f).unwrap()))
+            .collect()
+    })
+    .refusing(unwritable())
+}
+
 #[test]
 fn the_object_sink_on_a_local_directory_conforms() {
-    let dirs = Arc::new(Mutex::new(Vec::new()));
+    let dirs = Mutex::new(Vec::new());
     sink_conformance("object sink (local directory)", || {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        dirs.lock().unwrap().push(dir);
-        let sink = ObjectSink::local(&root, template())
-            .unwrap()
-            .with_format(OutputFormat::Json)
-            .with_compression(Compression::Gzip)
-            .with_batch(small_batches());
-        SinkUnderTest::new(sink, move || {
-            files_under(&root)
-                .iter()
-                .filter(|f| !f.to_string_lossy().contains('#'))
-                .flat_map(|f| messages_in(&f.to_string_lossy(), &std::fs::read(f).unwrap()))
-                .collect()
-        })
-        .refusing(unwritable())
+        local_sink(&dirs, |s| s.with_batch(small_batches()))
     });
 }
 
@@ -103,29 +111,16 @@ fn the_object_sink_on_a_local_directory_conforms() {
 /// 8 KiB, so every object goes up as a multipart upload (a staging file written part by part).
 #[test]
 fn the_object_sink_on_a_local_directory_conforms_with_objects_larger_than_a_part() {
-    let dirs = Arc::new(Mutex::new(Vec::new()));
+    let dirs = Mutex::new(Vec::new());
     sink_conformance("object sink (local directory, multipart)", || {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        dirs.lock().unwrap().push(dir);
-        let sink = ObjectSink::local(&root, template())
-            .unwrap()
-            .with_format(OutputFormat::Json)
-            .with_compression(Compression::Gzip)
-            .with_batch(BatchBounds {
+        local_sink(&dirs, |s| {
+            s.with_batch(BatchBounds {
                 max_records: 1000,
                 max_bytes: 1 << 30,
                 max_age: Duration::from_secs(3600),
             })
-            .with_part_size(8 << 10);
-        SinkUnderTest::new(sink, move || {
-            files_under(&root)
-                .iter()
-                .filter(|f| !f.to_string_lossy().contains('#'))
-                .flat_map(|f| messages_in(&f.to_string_lossy(), &std::fs::read(f).unwrap()))
-                .collect()
+            .with_part_size(8 << 10)
         })
-        .refusing(unwritable())
         .with_padding(3000)
     });
 }
