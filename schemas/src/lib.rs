@@ -6,6 +6,8 @@
 //!   looks schemas up by (snake_cased) namespace, doctype and version.
 //! - [`Schema::validate`] reports the JSON pointer and reason of a failure;
 //!   [`check_depth_and_size`] bounds a document before it is validated.
+//! - [`bigquery`] derives BigQuery table schemas from the JSON schemas and fits documents
+//!   into rows of them.
 //! - [`heka`] holds the Heka message, its stream framing and the conversion to and from
 //!   [`sluice::Message`].
 //!
@@ -13,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bigquery;
 mod error;
 pub mod heka;
 mod limits;
