@@ -3,6 +3,7 @@
 //! fields, named `default_*` functions, unknown keys refused). [`units`] is the one grammar of
 //! sizes and durations they share.
 
+pub mod bigquery;
 pub mod file;
 pub mod format;
 pub mod memory;

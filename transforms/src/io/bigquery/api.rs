@@ -1,0 +1,300 @@
+//! What the sink needs of BigQuery, as a small trait: the REST client (`tabledata.insertAll`
+//! through `gcp-bigquery-client`) and the memory double implement it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sluice_schemas::bigquery::TableSchema;
+
+use super::table::TableRef;
+
+/// A JSON row as `insertAll` takes it.
+pub type Row = Map<String, Value>;
+
+/// Why a request failed as a whole.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The table (or its dataset) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request was refused as it is (invalid, too large): a smaller one may pass.
+    #[error("{reason}: {message}")]
+    Invalid {
+        /// BigQuery's reason (`invalid`, `payloadTooLarge`, ...).
+        reason: String,
+        /// Its message.
+        message: String,
+    },
+    /// Worth retrying: the service is unavailable, rate limited, or did not answer.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying will not help: credentials, permissions, a bad endpoint.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// One row `insertAll` did not insert: its index in the request, BigQuery's reason and
+/// message. A row whose reason is `stopped` was valid and was not inserted only because
+/// another row of its request was not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowFailure {
+    /// Index of the row in the request.
+    pub index: usize,
+    /// BigQuery's reason (`invalid`, `stopped`, ...).
+    pub reason: String,
+    /// BigQuery's message.
+    pub message: String,
+}
+
+impl RowFailure {
+    /// The reason BigQuery gives a valid row that was not inserted because of another.
+    pub const STOPPED: &'static str = "stopped";
+}
+
+/// The BigQuery calls of the sink. `insert_all` inserts rows only when all are valid (no
+/// `skipInvalidRows`): the sink resends the valid ones itself, so that each row is either
+/// inserted or refused with its reason.
+#[async_trait]
+pub trait BigQueryApi: Send + Sync + 'static {
+    /// The table's schema; `None` when the table does not exist.
+    async fn table_schema(&self, table: &TableRef) -> Result<Option<TableSchema>, ApiError>;
+    /// Creates the table (and its dataset when missing); a table that already exists is no
+    /// error.
+    async fn create_table(&self, table: &TableRef, schema: &TableSchema) -> Result<(), ApiError>;
+    /// `tabledata.insertAll`: the rows not inserted (none when all were).
+    async fn insert_all(&self, table: &TableRef, rows: &[Row])
+        -> Result<Vec<RowFailure>, ApiError>;
+    /// Verifies credentials and reachability without writing.
+    async fn check(&self) -> Result<(), ApiError>;
+}
+
+/// How the REST client authenticates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// Application default credentials (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's user
+    /// credentials, the metadata server).
+    ApplicationDefault,
+    /// No credentials: an emulator.
+    None,
+}
+
+/// A token for emulators, which check none.
+#[derive(Clone)]
+struct NoAuth;
+
+#[async_trait]
+impl gcp_bigquery_client::auth::Authenticator for NoAuth {
+    async fn access_token(&self) -> Result<String, gcp_bigquery_client::error::BQError> {
+        Ok("emulator".to_string())
+    }
+}
+
+/// BigQuery's REST API through `gcp-bigquery-client` (the client is built on first use, on
+/// the runtime of the call).
+pub struct RestApi {
+    project: String,
+    base_url: Option<String>,
+    auth: Auth,
+    client: tokio::sync::OnceCell<gcp_bigquery_client::Client>,
+}
+
+impl RestApi {
+    /// A client of `project`; `endpoint` replaces `https://bigquery.googleapis.com` (an
+    /// emulator: `http://127.0.0.1:9250`).
+    pub fn new(project: impl Into<String>, endpoint: Option<&str>, auth: Auth) -> Self {
+        RestApi {
+            project: project.into(),
+            base_url: endpoint.map(|e| format!("{}/bigquery/v2", e.trim_end_matches('/'))),
+            auth,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn client(&self) -> Result<&gcp_bigquery_client::Client, ApiError> {
+        self.client
+            .get_or_try_init(|| async {
+                let mut builder = gcp_bigquery_client::client_builder::ClientBuilder::new();
+                if let Some(url) = &self.base_url {
+                    builder.with_v2_base_url(url.clone());
+                }
+                let built = match self.auth {
+                    Auth::None => builder.build_from_authenticator(Arc::new(NoAuth)).await,
+                    Auth::ApplicationDefault => {
+                        builder.build_from_application_default_credentials().await
+                    }
+                };
+                built.map_err(|e| ApiError::Fatal(format!("cannot build a BigQuery client: {e}")))
+            })
+            .await
+    }
+
+    fn project<'a>(&'a self, table: &'a TableRef) -> &'a str {
+        table.project.as_deref().unwrap_or(&self.project)
+    }
+}
+
+/// Whether the answer is 409: it already exists.
+fn is_conflict(e: &gcp_bigquery_client::error::BQError) -> bool {
+    matches!(e, gcp_bigquery_client::error::BQError::ResponseError { error } if error.error.code == 409)
+}
+
+/// Sorts the client's errors into what the sink does with them.
+fn classify(e: gcp_bigquery_client::error::BQError) -> ApiError {
+    use gcp_bigquery_client::error::BQError;
+    match e {
+        BQError::ResponseError { error } => {
+            let e = error.error;
+            let reason = e
+                .errors
+                .first()
+                .and_then(|m| m.get("reason"))
+                .cloned()
+                .unwrap_or_default();
+            let message = format!(
+                "{} ({}{})",
+                e.message,
+                e.code,
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {reason}")
+                }
+            );
+            match (e.code, reason.as_str()) {
+                (404, _) => ApiError::NotFound(message),
+                (400, _) | (413, _) => ApiError::Invalid {
+                    reason: if reason.is_empty() {
+                        "invalid".into()
+                    } else {
+                        reason
+                    },
+                    message: e.message,
+                },
+                (403, "rateLimitExceeded" | "quotaExceeded" | "backendError") => {
+                    ApiError::Transient(message)
+                }
+                (408 | 429 | 500 | 502 | 503 | 504, _) => ApiError::Transient(message),
+                _ => ApiError::Fatal(message),
+            }
+        }
+        // connection refused, timeouts, an error answer that is not JSON
+        BQError::RequestError(e) => ApiError::Transient(format!("request failed: {e}")),
+        other => ApiError::Fatal(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl BigQueryApi for RestApi {
+    async fn table_schema(&self, table: &TableRef) -> Result<Option<TableSchema>, ApiError> {
+        let client = self.client().await?;
+        match client
+            .table()
+            .get(self.project(table), &table.dataset, &table.table, None)
+            .await
+        {
+            Ok(t) => {
+                let json = serde_json::to_value(&t.schema)
+                    .map_err(|e| ApiError::Fatal(format!("table `{table}`: {e}")))?;
+                TableSchema::from_json(&json)
+                    .map(Some)
+                    .map_err(|e| ApiError::Fatal(format!("table `{table}`: {e}")))
+            }
+            Err(e) => match classify(e) {
+                ApiError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn create_table(&self, table: &TableRef, schema: &TableSchema) -> Result<(), ApiError> {
+        use gcp_bigquery_client::model::{dataset::Dataset, table::Table};
+        let client = self.client().await?;
+        let project = self.project(table);
+        let fields: gcp_bigquery_client::model::table_schema::TableSchema =
+            serde_json::from_value(schema.to_json())
+                .map_err(|e| ApiError::Fatal(format!("table `{table}`: {e}")))?;
+        match client
+            .dataset()
+            .create(Dataset::new(project, &table.dataset))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(classify(e)),
+        }
+        match client
+            .table()
+            .create(Table::new(project, &table.dataset, &table.table, fields))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_conflict(&e) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn insert_all(
+        &self,
+        table: &TableRef,
+        rows: &[Row],
+    ) -> Result<Vec<RowFailure>, ApiError> {
+        use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
+        let client = self.client().await?;
+        let mut request = TableDataInsertAllRequest::new();
+        for row in rows {
+            request
+                .add_row(None, row)
+                .map_err(|e| ApiError::Fatal(e.to_string()))?;
+        }
+        let response = client
+            .tabledata()
+            .insert_all(self.project(table), &table.dataset, &table.table, request)
+            .await
+            .map_err(classify)?;
+        let mut failures = Vec::new();
+        for e in response.insert_errors.unwrap_or_default() {
+            let Some(index) = e.index.and_then(|i| usize::try_from(i).ok()) else {
+                return Err(ApiError::Transient(
+                    "insertAll reported a row error without a row index".into(),
+                ));
+            };
+            let errors = e.errors.unwrap_or_default();
+            // a row refused for its own sake names that reason; `stopped` only when it was not
+            let own = errors
+                .iter()
+                .find(|p| p.reason.as_deref() != Some(RowFailure::STOPPED))
+                .or(errors.first());
+            failures.push(RowFailure {
+                index,
+                reason: own
+                    .and_then(|p| p.reason.clone())
+                    .unwrap_or_else(|| "invalid".into()),
+                message: own
+                    .map(|p| {
+                        let mut m = p.message.clone().unwrap_or_default();
+                        if let Some(l) = p.location.as_deref().filter(|l| !l.is_empty()) {
+                            m = format!("{l}: {m}");
+                        }
+                        m
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(failures)
+    }
+
+    async fn check(&self) -> Result<(), ApiError> {
+        let client = self.client().await?;
+        client
+            .dataset()
+            .list(
+                &self.project,
+                gcp_bigquery_client::dataset::ListOptions::default().max_results(1),
+            )
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}

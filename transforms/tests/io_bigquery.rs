@@ -1,0 +1,407 @@
+//! The BigQuery sink: the shared sink conformance suite against the memory double and the
+//! BigQuery emulator, and the emulator's answers to refused rows and missing tables, read
+//! back with an independent client (SQL queries over REST, from Python).
+//!
+//! The emulator tests need `SLUICE_TEST_BIGQUERY_URL` (e.g. `http://127.0.0.1:9250` from
+//! `scripts/services/bigquery.sh start`) and `python3`; they are skipped, saying so, when the
+//! variable is unset. Each test creates its own datasets.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use sluice::{DeadLetter, MemorySink, MemorySource, Message, Pipeline};
+use sluice_schemas::bigquery::{raw_table_schema, Field, FieldType, Mode, TableSchema};
+use sluice_testing::conformance::{self, sink_conformance, SinkUnderTest};
+use sluice_transforms::io::bigquery::{
+    Auth, BigQueryApi, BigQuerySink, InsertBatch, MemoryBigQuery, RestApi, RetryPolicy, RowFormat,
+    TableRef, TableTemplate,
+};
+
+/// A raw row (every attribute a column, `additional_properties` JSON, base64 payload) back
+/// into the message it was made from.
+fn message_from_raw_row(row: &serde_json::Map<String, Value>) -> Message {
+    let mut attributes = BTreeMap::new();
+    let mut payload = Vec::new();
+    for (k, v) in row {
+        match (k.as_str(), v) {
+            (_, Value::Null) => {}
+            ("payload", Value::String(b64)) => {
+                payload = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .expect("base64 payload");
+            }
+            ("additional_properties", Value::String(text)) => {
+                let extra: serde_json::Map<String, Value> = serde_json::from_str(text).unwrap();
+                for (k, v) in extra {
+                    attributes.insert(k, v.as_str().unwrap().to_string());
+                }
+            }
+            (k, Value::String(s)) => {
+                attributes.insert(k.to_string(), s.clone());
+            }
+            (k, other) => panic!("unexpected column {k}: {other}"),
+        }
+    }
+    Message::new(payload).with_attributes(attributes)
+}
+
+fn quick_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+    }
+}
+
+#[test]
+fn conformance_memory_double() {
+    sink_conformance("bigquery memory double", || {
+        let bq = MemoryBigQuery::new();
+        let sink = BigQuerySink::new(
+            Arc::new(bq.clone()),
+            TableTemplate::parse("conf.rows").unwrap(),
+        )
+        .with_format(RowFormat::Raw)
+        .with_create_tables(true)
+        .with_batch(InsertBatch {
+            max_rows: 4,
+            max_bytes: 1 << 20,
+        })
+        .with_retry(quick_retry());
+        SinkUnderTest::new(sink, move || {
+            bq.rows("conf", "rows")
+                .unwrap_or_default()
+                .iter()
+                .map(message_from_raw_row)
+                .collect()
+        })
+    });
+}
+
+/// A sample record whose table does not exist: refused by the sink (`notFound`).
+fn refused_record() -> Message {
+    conformance::sample_messages(1)
+        .remove(0)
+        .with_attribute("table", "missing")
+}
+
+#[test]
+fn conformance_memory_double_refusing_rows() {
+    sink_conformance("bigquery memory double, refusing", || {
+        let bq = MemoryBigQuery::new();
+        bq.add_table("conf", "rows", raw_table_schema());
+        // the suite wants refusals untouched and named after the write step
+        let sink = BigQuerySink::new(
+            Arc::new(bq.clone()),
+            TableTemplate::parse("conf.${table:-rows}").unwrap(),
+        )
+        .with_format(RowFormat::Raw)
+        .with_error_attributes(false)
+        .with_retry(quick_retry());
+        SinkUnderTest::new(sink, move || {
+            bq.rows("conf", "rows")
+                .unwrap_or_default()
+                .iter()
+                .map(message_from_raw_row)
+                .collect()
+        })
+        .refusing(refused_record())
+    });
+}
+
+#[test]
+fn refusals_name_the_table_and_reason_and_the_rest_of_the_epoch_lands() {
+    let bq = MemoryBigQuery::new();
+    bq.add_table(
+        "ds",
+        "t",
+        TableSchema {
+            fields: vec![Field::new("n", FieldType::Int64).with_mode(Mode::Nullable)],
+        },
+    );
+    let sink = BigQuerySink::new(
+        Arc::new(bq.clone()),
+        TableTemplate::parse("ds.${t:-t}").unwrap(),
+    )
+    .with_retry(quick_retry());
+    let input: Vec<Message> = (0..30)
+        .map(|i| match i % 10 {
+            3 => Message::new(format!("{{\"n\":\"x{i}\"}}")),
+            7 => Message::new(format!("{{\"n\":{i}}}")).with_attribute("t", "missing"),
+            _ => Message::new(format!("{{\"n\":{i}}}")),
+        })
+        .collect();
+    let dead = MemorySink::<DeadLetter>::new();
+    let (d, s) = (dead.clone(), sink.clone());
+    Pipeline::new("t")
+        .run(move |p| {
+            let mut dl = p.dead_letters();
+            p.read("read", MemorySource::from(input.clone()))
+                .write("write", s.clone())
+                .failures_to(&mut dl);
+            dl.write("dead_letters", d.clone());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(bq.rows("ds", "t").unwrap().len(), 24);
+    let dead = dead.records();
+    assert_eq!(dead.len(), 6);
+    for d in &dead {
+        assert_eq!(d.error_type, "WriteBigQuery");
+        let reason = d.original.attribute("error_reason").unwrap();
+        let table = d.original.attribute("error_table").unwrap();
+        if d.original.attribute("t") == Some("missing") {
+            assert_eq!((reason, table), ("notFound", "ds.missing"));
+        } else {
+            assert_eq!((reason, table), ("invalid", "ds.t"));
+            assert!(
+                d.error_message.contains("no column for n"),
+                "{}",
+                d.error_message
+            );
+        }
+    }
+}
+
+// ---- against the emulator ----
+
+fn emulator() -> Option<(String, String)> {
+    match std::env::var("SLUICE_TEST_BIGQUERY_URL") {
+        Ok(u) if !u.is_empty() => Some((
+            u,
+            std::env::var("SLUICE_TEST_BIGQUERY_PROJECT").unwrap_or_else(|_| "test-proj".into()),
+        )),
+        _ => {
+            println!(
+                "skipped: set SLUICE_TEST_BIGQUERY_URL (e.g. http://127.0.0.1:9250 after \
+                 scripts/services/bigquery.sh start) to run the BigQuery emulator tests"
+            );
+            None
+        }
+    }
+}
+
+/// A dataset name no other test run uses.
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("sluice_{name}_{}_{nanos}", std::process::id())
+}
+
+/// Every row of `dataset.table` as JSON objects (scalars as BigQuery's REST API returns them:
+/// strings), read with a SQL query from Python's standard library: an independent client.
+fn query_rows(
+    url: &str,
+    project: &str,
+    dataset: &str,
+    table: &str,
+) -> Vec<serde_json::Map<String, Value>> {
+    const SCRIPT: &str = r#"
+import sys, json, urllib.request
+base, project, dataset, table = sys.argv[1:5]
+def call(path, body):
+    req = urllib.request.Request(base + '/bigquery/v2/projects/' + project + path,
+        data=json.dumps(body).encode(), method='POST', headers={'Content-Type': 'application/json'})
+    return json.load(urllib.request.urlopen(req, timeout=60))
+def val(field, v):
+    if v is None:
+        return None
+    if field.get('mode') == 'REPEATED':
+        return [val(dict(field, mode='NULLABLE'), x['v']) for x in v]
+    if field['type'] in ('RECORD', 'STRUCT'):
+        return row(field['fields'], v['f'])
+    return v
+def row(fields, cells):
+    return {f['name']: val(f, c['v']) for f, c in zip(fields, cells)}
+res = call('/queries', {'query': 'SELECT * FROM `%s.%s.%s`' % (project, dataset, table),
+                        'useLegacySql': False, 'maxResults': 1000000, 'timeoutMs': 60000})
+assert res.get('jobComplete', True), res
+for r in res.get('rows', []):
+    print(json.dumps(row(res['schema']['fields'], r['f'])))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .args([url, project, dataset, table])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "query of {dataset}.{table} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn rest(url: &str, project: &str) -> Arc<RestApi> {
+    Arc::new(RestApi::new(project, Some(url), Auth::None))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn conformance_emulator() {
+    let Some((url, project)) = emulator() else {
+        return;
+    };
+    sink_conformance("bigquery emulator", || {
+        let dataset = unique("conf");
+        let sink = BigQuerySink::new(
+            rest(&url, &project),
+            TableTemplate::parse(&format!("{dataset}.rows")).unwrap(),
+        )
+        .with_format(RowFormat::Raw)
+        .with_create_tables(true)
+        .with_batch(InsertBatch {
+            max_rows: 16,
+            max_bytes: 1 << 20,
+        })
+        .with_retry(quick_retry());
+        let (url, project) = (url.clone(), project.clone());
+        let api = rest(&url, &project);
+        SinkUnderTest::new(sink, move || {
+            let table = TableRef::parse(&format!("{dataset}.rows")).unwrap();
+            if block_on(api.table_schema(&table)).unwrap().is_none() {
+                return Vec::new();
+            }
+            query_rows(&url, &project, &dataset, "rows")
+                .iter()
+                .map(message_from_raw_row)
+                .collect()
+        })
+    });
+}
+
+#[test]
+fn emulator_refused_rows_and_missing_tables_are_dead_letters_and_the_rest_lands() {
+    let Some((url, project)) = emulator() else {
+        return;
+    };
+    let dataset = unique("refuse");
+    let api = rest(&url, &project);
+    let table = TableRef::parse(&format!("{dataset}.t")).unwrap();
+    let schema = TableSchema {
+        fields: vec![
+            Field::new("id", FieldType::Int64),
+            Field::new("n", FieldType::Int64),
+            Field::new("tags", FieldType::String).with_mode(Mode::Repeated),
+        ],
+    };
+    block_on(api.create_table(&table, &schema)).unwrap();
+    let sink = BigQuerySink::new(
+        api.clone(),
+        TableTemplate::parse(&format!("{dataset}.${{t:-t}}")).unwrap(),
+    )
+    .with_retry(quick_retry());
+    let input: Vec<Message> = (0..40)
+        .map(|i| match i % 8 {
+            1 => Message::new(format!("{{\"id\":{i},\"n\":\"not a number\"}}")),
+            5 => Message::new(format!("{{\"id\":{i},\"n\":1}}")).with_attribute("t", "absent"),
+            _ => Message::new(format!("{{\"id\":{i},\"n\":{i},\"tags\":[\"a\",\"b\"]}}")),
+        })
+        .collect();
+    let dead = MemorySink::<DeadLetter>::new();
+    let (d, s) = (dead.clone(), sink.clone());
+    Pipeline::new("t")
+        .run(move |p| {
+            let mut dl = p.dead_letters();
+            p.read("read", MemorySource::from(input.clone()))
+                .write("write", s.clone())
+                .failures_to(&mut dl);
+            dl.write("dead_letters", d.clone());
+            Ok(())
+        })
+        .unwrap();
+    let rows = query_rows(&url, &project, &dataset, "t");
+    let mut ids: Vec<i64> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    let expected: Vec<i64> = (0..40).filter(|i| i % 8 != 1 && i % 8 != 5).collect();
+    assert_eq!(ids, expected);
+    assert!(rows.iter().all(|r| r["tags"] == json!(["a", "b"])));
+    let dead = dead.records();
+    assert_eq!(dead.len(), 10);
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for d in &dead {
+        assert_eq!(d.error_type, "WriteBigQuery");
+        *reasons
+            .entry(d.original.attribute("error_reason").unwrap().to_string())
+            .or_default() += 1;
+    }
+    // a string that is not a number has no INT64 column to go to, and this table has no
+    // `additional_properties`: refused before sending (the emulator would answer 500)
+    assert_eq!(reasons.get("invalid"), Some(&5), "{reasons:?}");
+    assert_eq!(reasons.get("notFound"), Some(&5), "{reasons:?}");
+}
+
+#[test]
+fn emulator_rows_missing_a_required_column_are_dead_letters_and_the_rest_lands() {
+    let Some((url, project)) = emulator() else {
+        return;
+    };
+    let dataset = unique("required");
+    let api = rest(&url, &project);
+    let table = TableRef::parse(&format!("{dataset}.t")).unwrap();
+    let mut fields = raw_table_schema().fields;
+    fields.push(Field::new("must", FieldType::String).with_mode(Mode::Required));
+    block_on(api.create_table(&table, &TableSchema { fields })).unwrap();
+    let sink = BigQuerySink::new(
+        api.clone(),
+        TableTemplate::parse(&format!("{dataset}.t")).unwrap(),
+    )
+    .with_format(RowFormat::Raw)
+    .with_retry(quick_retry());
+    let input: Vec<Message> = (0..12)
+        .map(|i| {
+            let m = Message::new(format!("p{i}")).with_attribute("i", i.to_string());
+            if i % 4 == 0 {
+                m
+            } else {
+                m.with_attribute("must", "x")
+            }
+        })
+        .collect();
+    let dead = MemorySink::<DeadLetter>::new();
+    let (d, s) = (dead.clone(), sink.clone());
+    Pipeline::new("t")
+        .run(move |p| {
+            let mut dl = p.dead_letters();
+            p.read("read", MemorySource::from(input.clone()))
+                .write("write", s.clone())
+                .failures_to(&mut dl);
+            dl.write("dead_letters", d.clone());
+            Ok(())
+        })
+        .unwrap();
+    let rows = query_rows(&url, &project, &dataset, "t");
+    assert_eq!(rows.len(), 9);
+    assert!(rows.iter().all(|r| r["must"] == "x"));
+    let dead = dead.records();
+    assert_eq!(dead.len(), 3);
+    for d in &dead {
+        assert_eq!(
+            d.original.attribute("error_table"),
+            Some(table.to_string().as_str())
+        );
+        assert_eq!(d.original.attribute("error_reason"), Some("invalid"));
+        assert!(d.error_message.contains("must"), "{}", d.error_message);
+    }
+}
