@@ -115,6 +115,11 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Derived schemas.
+    Schemas {
+        #[command(subcommand)]
+        what: SchemasCommand,
+    },
     /// Decode generated messages memory -> memory and report throughput.
     Bench {
         /// Messages to generate.
@@ -133,6 +138,33 @@ enum Command {
         #[arg(long, default_value = "schemas/json")]
         schemas: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Print the BigQuery table schema (JSON, as `bq show --schema` prints it) that
+    /// `create_tables` makes: for NAMESPACE/DOCTYPE.VERSION in the `payload` format, or the
+    /// fixed table of the `decoded` or `raw` (error table) format.
+    Bigquery {
+        /// The JSON schema, e.g. `telemetry/main.4` (the `payload` format only).
+        name: Option<String>,
+        /// The schema registry: a directory or a .tar.gz.
+        #[arg(long, default_value = "schemas/json")]
+        schemas: PathBuf,
+        /// The row format of the table.
+        #[arg(long, value_enum, default_value_t = TableFormat::Payload)]
+        format: TableFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TableFormat {
+    /// The decoded document: derived from its JSON schema.
+    Payload,
+    /// The decoder's metadata and the payload bytes.
+    Decoded,
+    /// Every attribute a column and the payload bytes (an error table).
+    Raw,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -214,6 +246,14 @@ fn main() -> ExitCode {
             format,
             output,
         } => generate(count, seed, error_rate, format, output).map_err(Exit::from),
+        Command::Schemas {
+            what:
+                SchemasCommand::Bigquery {
+                    name,
+                    schemas,
+                    format,
+                },
+        } => bigquery_schema(name.as_deref(), &schemas, format).map_err(|e| Exit(2, e)),
         Command::Bench {
             count,
             workers,
@@ -231,6 +271,41 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// `sluice schemas bigquery`: prints a derived table schema.
+fn bigquery_schema(
+    name: Option<&str>,
+    schemas: &std::path::Path,
+    format: TableFormat,
+) -> anyhow::Result<()> {
+    use sluice_schemas::bigquery;
+    let table = match (format, name) {
+        (TableFormat::Decoded, None) => bigquery::decoded_table_schema(),
+        (TableFormat::Raw, None) => bigquery::raw_table_schema(),
+        (TableFormat::Decoded | TableFormat::Raw, Some(_)) => {
+            anyhow::bail!("the decoded and raw tables are the same for every schema: give no name")
+        }
+        (TableFormat::Payload, None) => {
+            anyhow::bail!("give the schema as NAMESPACE/DOCTYPE.VERSION, e.g. telemetry/main.4")
+        }
+        (TableFormat::Payload, Some(name)) => {
+            let parsed = name.split_once('/').and_then(|(ns, rest)| {
+                let (dt, v) = rest.rsplit_once('.')?;
+                Some((ns, dt, v.parse::<u32>().ok()?))
+            });
+            let Some((ns, dt, version)) = parsed else {
+                anyhow::bail!("`{name}` is not NAMESPACE/DOCTYPE.VERSION (e.g. telemetry/main.4)")
+            };
+            let registry = sluice_schemas::SchemaRegistry::load(schemas)
+                .with_context(|| format!("cannot load schemas `{}`", schemas.display()))?;
+            let schema = registry.find(ns, dt, version)?;
+            bigquery::derive_table_schema(schema.as_json())
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{table}");
+    Ok(())
 }
 
 fn overrides(set: &[String]) -> Overrides {

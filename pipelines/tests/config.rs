@@ -93,7 +93,7 @@ fn bad_size_and_duration_name_their_paths() {
 
 #[test]
 fn unsupported_kinds_are_config_errors() {
-    let e = errors(&BASE.replace("type = \"stderr\"", "type = \"bigquery\""));
+    let e = errors(&BASE.replace("type = \"stderr\"", "type = \"pubsub\""));
     assert_one(&e, "dead_letter.type", "not supported by this build");
     let e = errors(&BASE.replace(
         "type = \"file\"\npath = \"examples",
@@ -488,7 +488,7 @@ fn bad_type_keys_and_sections_name_their_paths() {
     assert_one(
         &e,
         "dead_letter.type",
-        "expected one of \"file\", \"s3\", \"stdout\", \"stderr\", found \"stdrr\"",
+        "expected one of \"file\", \"s3\", \"stdout\", \"stderr\", \"bigquery\", found \"stdrr\"",
     );
     let e = errors(&BASE.replace("dir = \"out\"", "dir = 7"));
     assert_one(&e, "sink.dir", "found integer `7`");

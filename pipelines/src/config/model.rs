@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use sluice_transforms::io::bigquery::BigQuerySinkConfig;
 pub use sluice_transforms::io::file::FileSourceConfig;
 pub use sluice_transforms::io::format::{InputFormat, OutputFormat};
 pub use sluice_transforms::io::object::{
@@ -147,8 +148,10 @@ connectors! {
         "stdout" => Stdout(StdioSinkConfig),
         /// One record per line on standard error.
         "stderr" => Stderr(StdioSinkConfig),
+        /// Rows of BigQuery tables (`tabledata.insertAll`), refused rows as dead letters.
+        "bigquery" => BigQuery(BigQuerySinkConfig),
     }
-    planned = ["kafka", "pubsub", "bigquery", "memory"];
+    planned = ["kafka", "pubsub", "memory"];
 }
 
 /// The `[dead_letter]` section: a sink (its `type` and that sink's keys) and what dead

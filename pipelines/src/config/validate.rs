@@ -111,13 +111,59 @@ pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
             ));
         }
     }
-    if let Some(Value::String(f)) = root.get("dead_letter").and_then(|d| d.get("format")) {
+    check_bigquery(root, errors);
+    if let Some(Value::String(f)) = root
+        .get("dead_letter")
+        .filter(|d| d.get("type").and_then(Value::as_str) != Some("bigquery"))
+        .and_then(|d| d.get("format"))
+    {
         if f != "json" {
             errors.push(ConfigError::new(
                 "dead_letter.format",
                 format!("dead letters are written in the replayable `json` envelope (their error attributes would be lost), found {f:?}"),
             ));
         }
+    }
+}
+
+/// BigQuery sinks: dead letters need the `raw` format (every attribute a column), and
+/// creating `payload` tables needs the decoder's schemas.
+fn check_bigquery(root: &toml::Table, errors: &mut Vec<ConfigError>) {
+    let is_bigquery = |section: &str| {
+        root.get(section)
+            .and_then(|s| s.get("type"))
+            .and_then(Value::as_str)
+            == Some("bigquery")
+    };
+    let format = |section: &str| {
+        root.get(section)
+            .and_then(|s| s.get("format"))
+            .and_then(Value::as_str)
+            .unwrap_or("payload")
+    };
+    if is_bigquery("dead_letter") && format("dead_letter") != "raw" {
+        errors.push(ConfigError::new(
+            "dead_letter.format",
+            format!(
+                "dead letters are written to BigQuery in the `raw` format (every attribute a column, the payload as bytes), found {:?}",
+                format("dead_letter")
+            ),
+        ));
+    }
+    let creates = root
+        .get("sink")
+        .and_then(|s| s.get("create_tables"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    if is_bigquery("sink")
+        && creates
+        && format("sink") == "payload"
+        && root.get("job").and_then(Value::as_str) != Some("decoder")
+    {
+        errors.push(ConfigError::new(
+            "sink.create_tables",
+            "tables of the `payload` format are created from the decoder's schemas: only the decoder job can create them (or use format = \"decoded\" or \"raw\")",
+        ));
     }
 }
 

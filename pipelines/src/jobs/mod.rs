@@ -16,6 +16,7 @@ use sluice::{
 };
 use sluice_schemas::SchemaRegistry;
 use sluice_transforms::decode::{Decoder, DecompressPayload};
+use sluice_transforms::io::bigquery::BigQuerySink;
 use sluice_transforms::io::file::FileSource;
 use sluice_transforms::io::object::ObjectSink;
 use sluice_transforms::io::stdio::{StderrSink, StdinSource, StdoutSink};
@@ -56,6 +57,8 @@ pub enum AnySink {
     Stderr(StderrSink),
     /// Whole objects on a local directory or S3.
     Objects(ObjectSink),
+    /// Rows of BigQuery tables.
+    BigQuery(BigQuerySink),
     /// An in-memory sink (bench, tests).
     Memory(sluice::MemorySink<Message>),
 }
@@ -67,6 +70,7 @@ impl Sink for AnySink {
             AnySink::Stdout(s) => s.kind(),
             AnySink::Stderr(s) => s.kind(),
             AnySink::Objects(s) => s.kind(),
+            AnySink::BigQuery(s) => s.kind(),
             AnySink::Memory(s) => s.kind(),
         }
     }
@@ -75,6 +79,7 @@ impl Sink for AnySink {
             AnySink::Stdout(s) => s.can_reject(),
             AnySink::Stderr(s) => s.can_reject(),
             AnySink::Objects(s) => s.can_reject(),
+            AnySink::BigQuery(s) => s.can_reject(),
             AnySink::Memory(s) => s.can_reject(),
         }
     }
@@ -83,6 +88,7 @@ impl Sink for AnySink {
             AnySink::Stdout(s) => s.check(ctx),
             AnySink::Stderr(s) => s.check(ctx),
             AnySink::Objects(s) => s.check(ctx),
+            AnySink::BigQuery(s) => s.check(ctx),
             AnySink::Memory(s) => s.check(ctx),
         }
     }
@@ -91,6 +97,7 @@ impl Sink for AnySink {
             AnySink::Stdout(s) => s.open(ctx),
             AnySink::Stderr(s) => s.open(ctx),
             AnySink::Objects(s) => s.open(ctx),
+            AnySink::BigQuery(s) => s.open(ctx),
             AnySink::Memory(s) => s.open(ctx),
         }
     }
@@ -105,7 +112,16 @@ pub fn sink_for(cfg: &SinkConfig) -> Result<AnySink, JobError> {
         SinkConfig::Stderr(c) => AnySink::Stderr(c.stderr()),
         SinkConfig::File(c) => AnySink::Objects(c.sink().map_err(|e| setup(&e))?),
         SinkConfig::S3(c) => AnySink::Objects(c.sink().map_err(|e| setup(&e))?),
+        SinkConfig::BigQuery(c) => AnySink::BigQuery(c.sink().map_err(|e| setup(&e))?),
     })
+}
+
+/// A BigQuery sink creates `payload` tables from the decoder's schemas.
+fn with_registry(sink: AnySink, registry: &Option<Arc<SchemaRegistry>>) -> AnySink {
+    match (sink, registry) {
+        (AnySink::BigQuery(s), Some(r)) => AnySink::BigQuery(s.with_registry(r.clone())),
+        (sink, _) => sink,
+    }
 }
 
 /// Checks what [`sink_for`] would build, without creating or writing anything.
@@ -158,7 +174,7 @@ pub fn check_services(config: &JobConfig) -> Result<(), JobError> {
     ] {
         // A local directory is checked by `check` without being created; remote stores are
         // built (no connection yet) and then listed.
-        if let SinkConfig::S3(_) = cfg {
+        if let SinkConfig::S3(_) | SinkConfig::BigQuery(_) = cfg {
             check_sink_service(section, &sink_for(cfg)?, &ctx)?;
         }
     }
@@ -261,9 +277,9 @@ impl Prepared {
     pub fn new(config: JobConfig) -> Result<Self, JobError> {
         let source = source_for(&config.source);
         resolve(&source)?;
-        let sink = sink_for(&config.sink)?;
-        let dead_letter_sink = sink_for(&config.dead_letter.sink)?;
         let registry = registry_for(&config)?;
+        let sink = with_registry(sink_for(&config.sink)?, &registry);
+        let dead_letter_sink = sink_for(&config.dead_letter.sink)?;
         Ok(Prepared {
             config,
             registry,

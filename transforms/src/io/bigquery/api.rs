@@ -70,6 +70,9 @@ pub trait BigQueryApi: Send + Sync + 'static {
     async fn check(&self) -> Result<(), ApiError>;
 }
 
+/// The dataset [`BigQueryApi::check`] asks for.
+const CHECK_DATASET: &str = "sluice_connectivity_check";
+
 /// How the REST client authenticates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Auth {
@@ -286,15 +289,16 @@ impl BigQueryApi for RestApi {
     }
 
     async fn check(&self) -> Result<(), ApiError> {
+        // asks for a dataset that should not exist: `not found` proves the endpoint answers
+        // and takes the credentials, without listing anything (the emulator's dataset list
+        // does not decode into the client's model)
         let client = self.client().await?;
-        client
-            .dataset()
-            .list(
-                &self.project,
-                gcp_bigquery_client::dataset::ListOptions::default().max_results(1),
-            )
-            .await
-            .map(drop)
-            .map_err(classify)
+        match client.dataset().get(&self.project, CHECK_DATASET).await {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(e) {
+                ApiError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 }

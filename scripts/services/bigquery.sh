@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# A BigQuery emulator (bqemulator, DuckDB-backed) on 127.0.0.1 for Sluice's integration tests.
+#
+#   scripts/services/bigquery.sh start    install bqemulator into a cached venv if missing, start, wait until ready
+#   scripts/services/bigquery.sh stop     stop the emulator started by `start`
+#   scripts/services/bigquery.sh status   exit 0 when it answers
+#   scripts/services/bigquery.sh env      print `export SLUICE_TEST_BIGQUERY_URL=...`
+#
+# Tests read SLUICE_TEST_BIGQUERY_URL (the REST root, e.g. http://127.0.0.1:9250) and
+# SLUICE_TEST_BIGQUERY_PROJECT (test-proj); they create their own datasets.
+#
+# Settings: SLUICE_BQ_PORT (9250; the Storage gRPC port is SLUICE_BQ_GRPC_PORT, 9260),
+# SLUICE_BQ_PROJECT (test-proj), SLUICE_BQ_VENV (~/.cache/sluice/bqemulator-venv),
+# SLUICE_SERVICES_DIR (/tmp/sluice-services: pidfile, log), SLUICE_BQ_LIFETIME (45m: the
+# emulator stops by itself after this, so CI never leaves it behind).
+set -euo pipefail
+
+PORT="${SLUICE_BQ_PORT:-9250}"
+GRPC_PORT="${SLUICE_BQ_GRPC_PORT:-9260}"
+PROJECT="${SLUICE_BQ_PROJECT:-test-proj}"
+VENV="${SLUICE_BQ_VENV:-$HOME/.cache/sluice/bqemulator-venv}"
+DIR="${SLUICE_SERVICES_DIR:-/tmp/sluice-services}"
+LIFETIME="${SLUICE_BQ_LIFETIME:-45m}"
+PIDFILE="$DIR/bigquery-$PORT.pid"
+LOG="$DIR/bigquery-$PORT.log"
+URL="http://127.0.0.1:$PORT"
+# bqemulator 1.4.0 with the DuckDB it was checked with; the extensions come from PyPI wheels,
+# so the emulator never downloads anything at start.
+PACKAGES=(bqemulator==1.4.0 duckdb==1.5.5 duckdb-extensions==1.5.5
+          duckdb-extension-spatial==1.5.5 duckdb-extension-avro==1.5.5 numpy)
+
+say() { echo "bigquery.sh: $*" >&2; }
+
+ready() {
+    python3 - "$URL/bigquery/v2/projects/$PROJECT/datasets" <<'PY' 2>/dev/null
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=2).read()
+PY
+}
+
+installed() {
+    [[ -x "$VENV/bin/bqemulator" && -f "$VENV/.sluice-extensions" ]]
+}
+
+install() {
+    installed && return 0
+    local t0=$SECONDS
+    say "installing ${PACKAGES[*]} into $VENV (pip)"
+    mkdir -p "$(dirname "$VENV")"
+    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}"
+    # Load the extensions once from the wheels (otherwise DuckDB tries to download them).
+    "$VENV/bin/python" -c 'from duckdb_extensions import import_extension as i; i("spatial"); i("avro")'
+    touch "$VENV/.sluice-extensions"
+    say "installed in $((SECONDS - t0)) s"
+}
+
+running_pid() {
+    [[ -f "$PIDFILE" ]] || return 1
+    local pid
+    pid="$(cat "$PIDFILE")"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+start() {
+    mkdir -p "$DIR"
+    if running_pid >/dev/null && ready; then
+        say "already running at $URL (pid $(cat "$PIDFILE"))"
+        return 0
+    fi
+    if ready; then
+        say "port $PORT already answers as a BigQuery emulator; using it (not started by this script)"
+        return 0
+    fi
+    install
+    # `timeout` makes the emulator stop by itself; setsid detaches it from this shell's job control.
+    setsid timeout "$LIFETIME" "$VENV/bin/bqemulator" start \
+        --rest-host 127.0.0.1 --rest-port "$PORT" \
+        --grpc-host 127.0.0.1 --grpc-port "$GRPC_PORT" \
+        --project "$PROJECT" --ephemeral >"$LOG" 2>&1 < /dev/null &
+    echo $! >"$PIDFILE"
+    for _ in $(seq 1 300); do
+        if ready; then
+            say "ready at $URL, project $PROJECT (pid $(cat "$PIDFILE"), stops by itself after $LIFETIME)"
+            return 0
+        fi
+        if ! running_pid >/dev/null; then
+            say "bqemulator exited; log:"
+            cat "$LOG" >&2
+            rm -f "$PIDFILE"
+            return 1
+        fi
+        sleep 0.2
+    done
+    say "not ready after 60 s; log in $LOG"
+    stop
+    return 1
+}
+
+stop() {
+    local pid
+    if pid="$(running_pid)"; then
+        # TERM to `timeout` is passed on to the emulator.
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+        say "stopped (pid $pid)"
+    else
+        say "not running"
+    fi
+    rm -f "$PIDFILE"
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    status) ready ;;
+    env)
+        echo "export SLUICE_TEST_BIGQUERY_URL=$URL"
+        echo "export SLUICE_TEST_BIGQUERY_PROJECT=$PROJECT"
+        ;;
+    *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+esac
