@@ -310,13 +310,14 @@ pub fn payload_row(
     document: &Map<String, Value>,
     table: &TableSchema,
 ) -> Result<Map<String, Value>, RowError> {
-    let mut doc = document.clone();
-    // a document that carries its own `additional_properties` keeps it among the leftovers
-    let own = doc.remove(ADDITIONAL_PROPERTIES);
+    // a document's own `additional_properties` (any spelling) is kept among the leftovers,
+    // not mistaken for the column
+    let (own, doc): (Map<String, Value>, Map<String, Value>) = document
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| column_name(k).as_deref() == Some(ADDITIONAL_PROPERTIES));
     let (mut row, mut leftover) = fit_members(&doc, &table.fields);
-    if let Some(own) = own.filter(|v| !v.is_null()) {
-        leftover.insert(ADDITIONAL_PROPERTIES.into(), own);
-    }
+    leftover.extend(own.into_iter().filter(|(_, v)| !v.is_null()));
     place_leftover(&mut row, leftover, table)?;
     Ok(row)
 }

@@ -291,6 +291,19 @@ fn payload_rows_fit_the_table_and_keep_the_rest() {
 }
 
 #[test]
+fn a_document_s_own_additional_properties_is_kept() {
+    let t = derive(json!({"a": {"type": "string"}}));
+    let row = payload_row(
+        &obj(json!({"a": "x", "additionalProperties": {"k": 1}, "z": 2})),
+        &t,
+    )
+    .unwrap();
+    let extra: Value =
+        serde_json::from_str(row["additional_properties"].as_str().unwrap()).unwrap();
+    assert_eq!(extra, json!({"additionalProperties": {"k": 1}, "z": 2}));
+}
+
+#[test]
 fn a_row_without_an_additional_properties_column_refuses_extra_values() {
     let t = TableSchema {
         fields: vec![Field::new("a", FieldType::String)],
