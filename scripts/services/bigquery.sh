@@ -9,6 +9,11 @@
 # Tests read SLUICE_TEST_BIGQUERY_URL (the REST root, e.g. http://127.0.0.1:9250) and
 # SLUICE_TEST_BIGQUERY_PROJECT (test-proj); they create their own datasets.
 #
+# A protocol stand-in, not BigQuery's semantics (bqemulator 1.4.0, checked 2026-12): insertAll
+# ignores unknown fields, does not enforce REQUIRED, takes nulls in arrays, truncates 1.5 into
+# INT64, and answers 500 (not per-row insertErrors) to a value it cannot convert. The sink
+# checks rows against the table itself; per-row insertErrors are tested on the memory double.
+#
 # Settings: SLUICE_BQ_PORT (9250; the Storage gRPC port is SLUICE_BQ_GRPC_PORT, 9260),
 # SLUICE_BQ_PROJECT (test-proj), SLUICE_BQ_VENV (~/.cache/sluice/bqemulator-venv),
 # SLUICE_SERVICES_DIR (/tmp/sluice-services: pidfile, log), SLUICE_BQ_LIFETIME (45m: the
