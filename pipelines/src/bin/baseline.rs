@@ -81,7 +81,7 @@ enum Command {
         #[arg(long, default_value = "schemas/json")]
         schemas: PathBuf,
         /// Largest decompressed payload (as `decoder.max_payload_bytes`).
-        #[arg(long, default_value = "8MB")]
+        #[arg(long, default_value = "8 MiB")]
         max_payload_bytes: String,
         /// Partition path of decoded records (as `sink.path`).
         #[arg(

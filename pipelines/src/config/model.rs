@@ -190,7 +190,7 @@ pub struct DecoderConfig {
     /// one warning listing them all.
     #[serde(default)]
     pub strict_schemas: bool,
-    /// Larger decompressed payloads are dead letters (`LimitPayloadSize`): bytes or `"8MB"`.
+    /// Larger decompressed payloads are dead letters (`LimitPayloadSize`): bytes or `"8 MiB"`.
     #[serde(default = "default_max_payload_bytes", with = "units::size")]
     pub max_payload_bytes: usize,
     /// Keep the client IP attributes (`remote_addr`, `x_forwarded_for`) in decoded outputs;
@@ -203,9 +203,9 @@ pub struct DecoderConfig {
     pub scrub_attributes: Vec<String>,
 }
 
-/// 8 MB, the edge's limit.
+/// 8 MiB, the edge's limit (gcp-ingestion's `LimitPayloadSize`).
 pub fn default_max_payload_bytes() -> usize {
-    8_000_000
+    sluice_transforms::decode::DEFAULT_MAX_PAYLOAD_BYTES
 }
 
 /// Engine tuning (see `sluice::EpochBounds`, `sluice::InFlightBounds`).
