@@ -465,3 +465,115 @@ fn an_eight_mib_payload_passes_and_one_byte_more_does_not() {
     let (error_type, _) = decode_one(submit(&uri, over)).unwrap_err();
     assert_eq!(error_type, "LimitPayloadSize");
 }
+
+// ---- ParseProxy (ParseProxyTest.testOutput) ----
+
+#[test]
+fn a_proxied_submission_takes_the_proxys_timestamp_and_drops_its_forwarding_entry() {
+    let proxied = |xpp: &str| {
+        generic("test", json!({}))
+            .with_attribute("submission_timestamp", "2000-01-01T00:00:00.000000Z")
+            .with_attribute("x_forwarded_for", "4, 3, 2, 1")
+            .with_attribute("x_pipeline_proxy", xpp)
+    };
+    // keep the IPs to see what ParseProxy did to them
+    let decode_keeping_ips = |m: Message| {
+        let registry = registry();
+        let mut out = harness::run(vec![m], move |input, dead| {
+            input
+                .apply(
+                    "decoder",
+                    Decoder::new(registry.clone())
+                        .with_scrub(sluice_transforms::scrub::ScrubAttributes::none()),
+                )
+                .failures_to(dead)
+        });
+        assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+        out.output.pop().unwrap()
+    };
+    let out = decode_keeping_ips(proxied("1999-12-31T23:59:59.999999Z"));
+    assert_eq!(
+        out.attribute("submission_timestamp"),
+        Some("1999-12-31T23:59:59.999999Z")
+    );
+    assert_eq!(
+        out.attribute("proxy_timestamp"),
+        Some("2000-01-01T00:00:00.000000Z")
+    );
+    assert_eq!(out.attribute("x_forwarded_for"), Some("4, 3, 2"));
+    assert_eq!(out.attribute("x_pipeline_proxy"), None);
+    assert_eq!(
+        payload(&out)["submission_timestamp"],
+        "1999-12-31T23:59:59.999999Z"
+    );
+    // a value that is not a timestamp: only the forwarding entry goes
+    let out = decode_keeping_ips(proxied("1"));
+    assert_eq!(
+        out.attribute("submission_timestamp"),
+        Some("2000-01-01T00:00:00.000000Z")
+    );
+    assert_eq!(out.attribute("proxy_timestamp"), None);
+    assert_eq!(out.attribute("x_forwarded_for"), Some("4, 3, 2"));
+    // not proxied: unchanged, and the IPs are scrubbed by default afterwards
+    let plain = generic("test", json!({})).with_attribute("x_forwarded_for", "3, 2, 1");
+    let out = decode_one(plain).unwrap();
+    assert_eq!(out.attribute("x_forwarded_for"), None);
+    // ParseProxyTest.testWithGeoCityLookup: the client IP gcp-ingestion's lookups then use
+    let mut m = Message::new("")
+        .with_attribute("x_forwarded_for", "_, 202.196.224.0, _, _")
+        .with_attribute("x_pipeline_proxy", "1");
+    sluice_transforms::decode::ParseProxy::apply(&mut m);
+    assert_eq!(
+        sluice_transforms::decode::client_ip(&m.attributes),
+        Some("202.196.224.0")
+    );
+}
+
+// ---- ParseUserAgent (ParseUserAgent.java, ParseUserAgentTest.testOutput) ----
+
+#[test]
+fn the_user_agent_is_parsed_and_removed() {
+    let ua = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.13; rv:63.0) Gecko/20100101 Firefox/63.0";
+    let out = decode_one(generic("test", json!({})).with_attribute("user_agent", ua)).unwrap();
+    assert_eq!(out.attribute("user_agent"), None);
+    assert_eq!(out.attribute("user_agent_browser"), Some("Firefox"));
+    // the current ParseUserAgent takes the major version (`\d+`)
+    assert_eq!(out.attribute("user_agent_version"), Some("63"));
+    assert_eq!(out.attribute("user_agent_os"), Some("Macintosh"));
+    assert_eq!(
+        payload(&out)["metadata"]["user_agent"],
+        json!({"browser": "Firefox", "os": "Macintosh", "version": "63"})
+    );
+    // an empty agent: removed, nothing set
+    let out = decode_one(generic("test", json!({})).with_attribute("user_agent", "")).unwrap();
+    assert_eq!(out.attribute("user_agent"), None);
+    assert_eq!(payload(&out)["metadata"]["user_agent"], json!({}));
+}
+
+// ---- NormalizeAttributes (transforms/NormalizeAttributes.java) ----
+
+#[test]
+fn attributes_are_normalized_into_top_level_fields() {
+    let m = generic(
+        "test",
+        json!({"client_info": {"app_channel": "nightly-cck-x", "os": "Windows_NT", "os_version": "10.0.19045.1"}}),
+    )
+    .with_attribute("geo_country", "fr");
+    let out = decode_one(m).unwrap();
+    let p = payload(&out);
+    assert_eq!(p["normalized_channel"], "nightly");
+    assert_eq!(p["normalized_os"], "Windows");
+    assert_eq!(p["normalized_os_version"], "10.0.19045");
+    assert_eq!(p["normalized_country_code"], "FR");
+    assert!(p.get("normalized_app_name").is_none(), "no app_name");
+    let mut rng = support::Rng::new(4);
+    let doc = support::telemetry_main(&mut rng, 300).to_string();
+    let uri =
+        "/submit/telemetry/8ad6b9a0-2f58-4a3e-b54f-3b2d3b0f6c11/main/Fennec-beta/124.0/aurora/1";
+    let out = decode_one(submit(uri, doc)).unwrap();
+    let p = payload(&out);
+    assert_eq!(p["normalized_app_name"], "Fennec");
+    assert_eq!(p["normalized_channel"], "aurora");
+    assert_eq!(p["normalized_os"], "Linux");
+    assert_eq!(p["normalized_os_version"], "6.1");
+}

@@ -209,6 +209,39 @@ fn generate() -> Vec<Message> {
         Failure::new("payload is a json array, expected an object"),
     );
     out.push(dl.to_message());
+
+    // the enriching steps: user agents, a proxied submission, a stub installer ping, Glean and
+    // core-ping os fields (ParseUserAgent, ParseProxy, ParseUri.StubUri, NormalizeAttributes)
+    for ua in [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:124.0) Gecko/20100101 Firefox/124.0",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        "Firefox-iOS-Sync/108.1b24234 (iPad; iPhone OS 16.0) (Firefox)",
+    ] {
+        let bytes = telemetry_event(&mut rng).to_string().into_bytes();
+        let uri = telemetry_uri(&rng.uuid(), "event");
+        out.push(
+            submission(bytes, uri, &mut rng)
+                .with_attribute("user_agent", ua)
+                .with_attribute("x_forwarded_for", "10.0.0.1, 203.0.113.7, 35.1.1.1"),
+        );
+    }
+    let bytes = fenix_baseline(&mut rng).to_string().into_bytes();
+    let uri = generic_uri("org-mozilla-fenix", "baseline", 1, &rng.uuid());
+    out.push(
+        submission(gzip(&bytes), uri, &mut rng)
+            .with_attribute("x_pipeline_proxy", "2024-03-01T11:59:00.000000Z")
+            .with_attribute(
+                "x_forwarded_for",
+                "10.0.0.1, 203.0.113.7, 35.1.1.1, 35.2.2.2",
+            )
+            .with_attribute("x_foxsec_ip_reputation", "reputation=90"),
+    );
+    let stub = "/stub/v6/release/release/fr/1/1/10/0/19045/sp/0/0/2/0/100/200/3/4/5//6/7/8/9/0/0/1/95.0/2022/96.0/2023/1/1/1/2/1.2.3.4";
+    out.push(submission("", stub.to_string(), &mut rng));
+    let core = json!({"field": "core", "os": "iOS", "osversion": "17.2.1", "release_channel": "beta-2",
+                      "client_id": rng.uuid().to_uppercase()});
+    let uri = generic_uri("test", "test", 1, &rng.uuid());
+    out.push(submission(core.to_string(), uri, &mut rng));
     out
 }
 
@@ -289,6 +322,26 @@ fn decoder_matches_golden_files() {
         }
         assert_eq!(got.len(), want.len(), "{name}: line count");
     }
+    // idempotence: the output decoded again is the output
+    let registry = support::registry();
+    let decoded: Vec<Message> = output
+        .iter()
+        .map(|l| Message::from_json_line(l.as_bytes()).unwrap())
+        .collect();
+    let again = sluice::harness::run(decoded, move |input, dead| {
+        input
+            .apply(
+                "decoder",
+                Decoder::new(registry.clone()).with_max_payload_bytes(MAX_PAYLOAD),
+            )
+            .failures_to(dead)
+    });
+    assert!(again.dead_letters.is_empty(), "{:?}", again.dead_letters);
+    assert_eq!(
+        lines(again.output),
+        output,
+        "decoding the output again changed it"
+    );
     // every error kind the Decoder can produce is covered
     let types: std::collections::BTreeSet<&str> = out
         .dead_letters
