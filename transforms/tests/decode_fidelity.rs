@@ -577,3 +577,220 @@ fn attributes_are_normalized_into_top_level_fields() {
     assert_eq!(p["normalized_os"], "Linux");
     assert_eq!(p["normalized_os_version"], "6.1");
 }
+
+// ---- GeoCityLookup and GeoIspLookup, on databases the test writes ----
+
+#[path = "mmdb_support.rs"]
+mod mmdb;
+
+use sluice_transforms::decode::GeoLookup;
+
+/// 2019-01-03T21:26:19Z, the build time of gcp-ingestion's test city database.
+const BUILD_EPOCH: u64 = 1_546_550_779;
+
+/// City and ISP databases and a city filter in a temporary directory.
+fn geo_files() -> (tempfile::TempDir, GeoLookup) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut city = mmdb::Writer::new("GeoIP2-City", BUILD_EPOCH);
+    // GeoCityLookupTest's addresses, with records of our own
+    city.insert(
+        "202.196.224.0".parse().unwrap(),
+        20,
+        mmdb::city("PH", Some((1_701_668, "Manila")), &["00"]),
+    );
+    city.insert(
+        "216.160.83.56".parse().unwrap(),
+        29,
+        mmdb::city("US", Some((5_803_556, "Milton")), &["WA", "XX"]),
+    );
+    city.insert(
+        "2.125.160.216".parse().unwrap(),
+        29,
+        mmdb::city("GB", Some((2_655_045, "Boxford")), &[]),
+    );
+    std::fs::write(dir.path().join("city.mmdb"), city.finish()).unwrap();
+    let mut isp = mmdb::Writer::new("GeoIP2-ISP", BUILD_EPOCH + 86_400);
+    isp.insert(
+        "24.38.243.141".parse().unwrap(),
+        32,
+        mmdb::isp("LAWN", "Lawn Doctor"),
+    );
+    std::fs::write(dir.path().join("isp.mmdb"), isp.finish()).unwrap();
+    // Milton and Manila are large enough, Boxford is not
+    std::fs::write(
+        dir.path().join("cities15000.txt"),
+        "1701668\tManila\n5803556\tMilton\n",
+    )
+    .unwrap();
+    let geo = GeoLookup::none()
+        .with_city_database(dir.path().join("city.mmdb"))
+        .unwrap()
+        .with_city_filter(dir.path().join("cities15000.txt"))
+        .unwrap()
+        .with_isp_database(dir.path().join("isp.mmdb"))
+        .unwrap();
+    (dir, geo)
+}
+
+fn decode_with_geo(geo: GeoLookup, input: Vec<Message>) -> Output<Message> {
+    let registry = registry();
+    harness::run(input, move |input, dead| {
+        input
+            .apply(
+                "decoder",
+                Decoder::new(registry.clone()).with_geo(geo.clone()),
+            )
+            .failures_to(dead)
+    })
+}
+
+#[test]
+fn geo_and_isp_come_from_the_client_ip_before_it_is_scrubbed() {
+    let (_dir, geo) = geo_files();
+    let with = |pairs: &[(&str, &str)]| {
+        pairs.iter().fold(generic("test", json!({})), |m, (k, v)| {
+            m.with_attribute(*k, *v)
+        })
+    };
+    let input = vec![
+        // GeoCityLookupTest: x_forwarded_for's second-to-last entry is the client
+        with(&[
+            ("x_forwarded_for", "_, 216.160.83.56, 35.1.1.1"),
+            ("remote_addr", "10.0.0.1"),
+        ]),
+        // remote_addr without x_forwarded_for; a city below the population threshold
+        with(&[("remote_addr", "2.125.160.216")]),
+        // proxied (ParseProxyTest.testWithGeoCityLookup): the proxy's entry is dropped first
+        with(&[
+            ("x_pipeline_proxy", "1"),
+            ("x_forwarded_for", "_, 202.196.224.0, _, _"),
+        ]),
+        // ISP database only knows this one; unknown to the city database
+        with(&[("remote_addr", "24.38.243.141")]),
+        // not an address: only the database versions
+        with(&[("remote_addr", "not-an-ip")]),
+        // already looked up (a replay): left alone
+        with(&[
+            ("remote_addr", "216.160.83.56"),
+            ("geo_country", "FR"),
+            ("isp_name", "Kept"),
+        ]),
+    ];
+    let out = decode_with_geo(geo, input);
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    let fields = |m: &Message| -> Vec<(String, String)> {
+        m.attributes
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("geo_")
+                    || k.starts_with("isp_")
+                    || k.starts_with("normalized_country")
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let mut got: Vec<Vec<(String, String)>> = out.output.iter().map(fields).collect();
+    got.sort();
+    let v = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        p.sort();
+        p
+    };
+    let city_v = "2019-01-03T21:26:19Z";
+    let isp_v = "2019-01-04T21:26:19Z";
+    let mut want = vec![
+        v(&[
+            ("geo_city", "Milton"),
+            ("geo_country", "US"),
+            ("geo_subdivision1", "WA"),
+            ("geo_subdivision2", "XX"),
+            ("geo_db_version", city_v),
+            ("isp_db_version", isp_v),
+            ("normalized_country_code", "US"),
+        ]),
+        v(&[
+            ("geo_country", "GB"),
+            ("geo_db_version", city_v),
+            ("isp_db_version", isp_v),
+            ("normalized_country_code", "GB"),
+        ]),
+        v(&[
+            ("geo_city", "Manila"),
+            ("geo_country", "PH"),
+            ("geo_subdivision1", "00"),
+            ("geo_db_version", city_v),
+            ("isp_db_version", isp_v),
+            ("normalized_country_code", "PH"),
+        ]),
+        v(&[
+            ("geo_db_version", city_v),
+            ("isp_db_version", isp_v),
+            ("isp_name", "LAWN"),
+            ("isp_organization", "Lawn Doctor"),
+        ]),
+        v(&[("geo_db_version", city_v), ("isp_db_version", isp_v)]),
+        v(&[
+            ("geo_country", "FR"),
+            ("isp_name", "Kept"),
+            ("normalized_country_code", "FR"),
+        ]),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    // the IPs are gone from attributes and payload; geo is nested
+    for m in &out.output {
+        assert_eq!(m.attribute("remote_addr"), None);
+        assert_eq!(m.attribute("x_forwarded_for"), None);
+        let p = payload(m);
+        assert!(p["metadata"]["geo"].is_object() && p["metadata"]["isp"].is_object());
+        assert!(!String::from_utf8_lossy(&m.payload).contains("216.160.83.56"));
+    }
+}
+
+#[test]
+fn the_decoder_runs_without_geo_databases_and_says_what_it_cannot_fill() {
+    let none = GeoLookup::none();
+    assert_eq!(
+        none.unfilled_fields(),
+        [
+            "geo_country",
+            "geo_subdivision1",
+            "geo_subdivision2",
+            "geo_city",
+            "geo_db_version",
+            "normalized_country_code",
+            "isp_name",
+            "isp_organization",
+            "isp_db_version"
+        ]
+    );
+    let (_dir, geo) = geo_files();
+    assert!(geo.unfilled_fields().is_empty());
+    let out = decode_one(generic("test", json!({})).with_attribute("remote_addr", "216.160.83.56"))
+        .unwrap();
+    assert_eq!(out.attribute("geo_country"), None);
+    assert_eq!(out.attribute("geo_db_version"), None);
+    // a bad database or filter is a clear error at start
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.mmdb"), b"not a database").unwrap();
+    let e = GeoLookup::none()
+        .with_city_database(dir.path().join("bad.mmdb"))
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("cannot open the geo database `"),
+        "{e}"
+    );
+    std::fs::write(dir.path().join("filter.txt"), "123\tok\nParis\n").unwrap();
+    let e = GeoLookup::none()
+        .with_city_filter(dir.path().join("filter.txt"))
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("line 2 of the geo city filter `")
+            && e.to_string()
+                .ends_with("does not begin with a geoname integer id: `Paris`"),
+        "{e}"
+    );
+}

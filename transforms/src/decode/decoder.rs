@@ -8,7 +8,7 @@ use sluice_schemas::{Limits, SchemaRegistry};
 use crate::scrub::ScrubAttributes;
 
 use super::{
-    AddMetadata, DecompressPayload, LimitPayloadSize, NormalizeAttributes, ParsePayload,
+    AddMetadata, DecompressPayload, GeoLookup, LimitPayloadSize, NormalizeAttributes, ParsePayload,
     ParseProxy, ParseUri, ParseUserAgent, DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
@@ -38,7 +38,8 @@ pub const REPLAY_STRIPPED_ATTRIBUTES: &[&str] = &[
 
 /// gcp-ingestion's Decoder: strips the error attributes of replayed dead letters, then
 /// [`ParseUri`] -> [`DecompressPayload`] -> [`LimitPayloadSize`] -> [`ParseProxy`] ->
-/// [`ParseUserAgent`] -> [`ParsePayload`] -> [`NormalizeAttributes`] ->
+/// [`GeoLookup`] (with [`Decoder::with_geo`]) -> [`ParseUserAgent`] -> [`ParsePayload`] ->
+/// [`NormalizeAttributes`] ->
 /// [`AddMetadata`](super::AddMetadata), returning the decoded messages and every step's dead
 /// letters. The steps that never fail run inside their neighbours' operators (one map for
 /// proxy and user agent, normalization with the metadata), so that they add no operator.
@@ -80,6 +81,7 @@ pub struct Decoder {
     limits: Limits,
     stripped: Vec<String>,
     scrub: ScrubAttributes,
+    geo: GeoLookup,
 }
 
 impl Decoder {
@@ -94,7 +96,16 @@ impl Decoder {
                 .map(|s| s.to_string())
                 .collect(),
             scrub: ScrubAttributes::client_ip(),
+            geo: GeoLookup::none(),
         }
+    }
+
+    /// Looks up the client IP in these geo and ISP databases (default: none, and the `geo_*`
+    /// and `isp_*` attributes are left as they came). The lookup runs before the client IP is
+    /// scrubbed.
+    pub fn with_geo(mut self, geo: GeoLookup) -> Self {
+        self.geo = geo;
+        self
     }
 
     /// Sets the attributes removed from decoded messages before the metadata is nested
@@ -147,9 +158,11 @@ impl<'s> PTransform<PCollection<'s, Message>> for Decoder {
                 DecompressPayload::new().limited_by(&limit),
             )
             .and_then("limit_payload_size", limit);
+        let geo = self.geo;
         let enriched = WithFailures {
-            output: received.output.map(|mut m: Message| {
+            output: received.output.map(move |mut m: Message| {
                 ParseProxy::apply(&mut m);
+                geo.apply(&mut m);
                 ParseUserAgent::apply(&mut m);
                 m
             }),

@@ -10,6 +10,7 @@
 //! | [`DecompressPayload`] | `DecompressPayload` | gunzips gzip payloads, bounded |
 //! | [`LimitPayloadSize`] | `LimitPayloadSize` | rejects payloads over a size |
 //! | [`ParseProxy`] | never fails | undoes the pipeline proxy's changes (`x_pipeline_proxy`) |
+//! | [`GeoLookup`] | never fails | `geo_*`, `isp_*` of the client IP (optional MaxMind databases) |
 //! | [`ParseUserAgent`] | never fails | `user_agent` -> `user_agent_browser`, `_version`, `_os` |
 //! | [`ParsePayload`] | `ParsePayload` | parses once, lifts nested `metadata`, validates, derives `client_id`, `sample_id`, `os`, ... |
 //! | [`NormalizeAttributes`] | never fails | `normalized_channel`, `_os`, `_os_version`, `_app_name`, `_country_code` |
@@ -26,6 +27,7 @@
 mod decoder;
 mod decompress;
 mod error;
+mod geo;
 mod json_scan;
 mod limit;
 mod metadata;
@@ -39,6 +41,7 @@ mod user_agent;
 pub use decoder::{Decoder, REPLAY_STRIPPED_ATTRIBUTES};
 pub use decompress::{DecompressPayload, DEFAULT_MAX_DECOMPRESSED_BYTES};
 pub use error::DecodeError;
+pub use geo::{GeoError, GeoLookup, GEO_CITY_FIELDS, GEO_ISP_FIELDS};
 pub use limit::{LimitPayloadSize, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use metadata::{lift_metadata, nest_metadata, AddMetadata};
 pub use normalize::{
