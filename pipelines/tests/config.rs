@@ -645,3 +645,40 @@ fn privacy_and_schema_keys_default_off_and_are_checked() {
     let e = errors(&BASE.replace("[sink]\n", "[sink]\nkeep_client_ip = true\n"));
     assert_one(&e, "sink.keep_client_ip", "unknown key");
 }
+
+#[test]
+fn the_decoder_runs_without_geo_databases_saying_what_it_cannot_fill_and_rejects_a_bad_one() {
+    // the config's paths are relative to the repository root (as the other example test does)
+    std::env::set_current_dir(root()).unwrap();
+    let job = config::load(
+        &root().join("examples/configs/decoder-local.toml"),
+        &Overrides::new(),
+    )
+    .unwrap();
+    let d = job.decoder.as_ref().unwrap();
+    assert_eq!(d.max_payload_bytes, 8 << 20, "the edge's limit, 8 MiB");
+    assert_eq!(d.geo_city_database, None);
+    let ok = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(root())
+        .args(["validate", "examples/configs/decoder-local.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(
+        stderr.contains("the decoder does not fill geo_country, geo_subdivision1, geo_subdivision2, geo_city, geo_db_version, normalized_country_code, isp_name, isp_organization, isp_db_version"),
+        "{stderr}"
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(root())
+        .args(["validate", "examples/configs/decoder-local.toml"])
+        .args(["--set", "decoder.geo_city_database=\"no/such/city.mmdb\""])
+        .output()
+        .unwrap();
+    assert_ne!(bad.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("cannot open the geo database `no/such/city.mmdb`"),
+        "{stderr}"
+    );
+}

@@ -177,9 +177,11 @@ fn payload_metadata_cannot_move_a_submission_or_change_its_id() {
 #[test]
 fn namespace_spellings_are_written_under_the_repository_name() {
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = [".test.", "test-", "Test", "test"]
+    // a version spelled otherwise than the schema file is no schema (gcp-ingestion's outcome),
+    // so `01` never makes a `v01/` folder
+    let lines: Vec<String> = [".test.", "test-", "Test", "test", "test"]
         .iter()
-        .zip(["1", "1", "01", "1"])
+        .zip(["1", "1", "1", "1", "01"])
         .map(|(ns, v)| {
             envelope(
                 &[
@@ -191,20 +193,30 @@ fn namespace_spellings_are_written_under_the_repository_name() {
         })
         .collect();
     let (decoded, dead) = run(dir.path(), &lines, &[]);
-    assert!(dead.is_empty(), "{dead:?}");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["attributeMap"]["error_type"], "ParsePayload");
+    assert_eq!(
+        dead[0]["attributeMap"]["error_message"],
+        "schema `test/test.01` not found"
+    );
     assert_eq!(decoded.len(), 4);
     for (path, record) in &decoded {
         assert_eq!(path, "test/test/v1/2026-11-20");
         assert_eq!(record["attributeMap"]["document_namespace"], "test");
         assert_eq!(payload_of(record)["metadata"]["document_namespace"], "test");
     }
-    // no hidden or raw-spelled folder anywhere
+    // no hidden or raw-spelled folder anywhere (besides the dead letters' `errors/`)
     let names: Vec<String> = std::fs::read_dir(dir.path().join("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "errors")
         .collect();
-    assert_eq!(names.len(), 1, "{names:?}");
-    assert_eq!(names[0], "test");
+    assert_eq!(names, ["test"]);
+    let versions: Vec<String> = std::fs::read_dir(dir.path().join("out/test/test"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(versions, ["v1"]);
 }
 
 /// A valid submission and one failing validation, both with the edge's IP attributes.

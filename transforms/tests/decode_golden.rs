@@ -1,5 +1,7 @@
-//! Golden test: a fixture of gcp-ingestion envelope lines run through the `Decoder`, compared
-//! line by line (sorted) with the committed expected outputs and dead letters.
+//! Golden test: a fixture of gcp-ingestion envelope lines run through the `Decoder` with every
+//! step on (geo and ISP lookups on databases the test writes), compared line by line (sorted)
+//! with the committed expected outputs and dead letters; decoding the output again must give
+//! the output.
 //!
 //! Regenerate with `UPDATE_GOLDEN=1 cargo test -p sluice-transforms --test decode_golden`, then
 //! review the diff of `tests/fixtures/decoder/` by eye.
@@ -7,11 +9,16 @@
 #[path = "decode_support.rs"]
 mod support;
 
+#[path = "mmdb_support.rs"]
+mod mmdb;
+
 use std::path::PathBuf;
 
 use serde_json::json;
 use sluice::{DeadLetter, Failure, Message};
-use sluice_transforms::decode::{AddMetadata, Decoder, DecompressPayload, ParsePayload, ParseUri};
+use sluice_transforms::decode::{
+    AddMetadata, Decoder, DecompressPayload, GeoLookup, ParsePayload, ParseUri,
+};
 use support::*;
 
 /// The Decoder's payload limit in this test (decompression stops one byte past it).
@@ -209,7 +216,76 @@ fn generate() -> Vec<Message> {
         Failure::new("payload is a json array, expected an object"),
     );
     out.push(dl.to_message());
+
+    // the enriching steps: user agents, a proxied submission, a stub installer ping, Glean and
+    // core-ping os fields (ParseUserAgent, ParseProxy, ParseUri.StubUri, NormalizeAttributes)
+    for ua in [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:124.0) Gecko/20100101 Firefox/124.0",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        "Firefox-iOS-Sync/108.1b24234 (iPad; iPhone OS 16.0) (Firefox)",
+    ] {
+        let bytes = telemetry_event(&mut rng).to_string().into_bytes();
+        let uri = telemetry_uri(&rng.uuid(), "event");
+        let mut m = submission(bytes, uri, &mut rng)
+            .with_attribute("user_agent", ua)
+            .with_attribute("x_forwarded_for", "10.0.0.1, 203.0.113.7, 35.1.1.1");
+        // not looked up yet: the geo and ISP databases fill these
+        m.attributes.retain(|k, _| !k.starts_with("geo_"));
+        out.push(m);
+    }
+    let bytes = fenix_baseline(&mut rng).to_string().into_bytes();
+    let uri = generic_uri("org-mozilla-fenix", "baseline", 1, &rng.uuid());
+    let mut m = submission(gzip(&bytes), uri, &mut rng)
+        .with_attribute("x_pipeline_proxy", "2024-03-01T11:59:00.000000Z")
+        .with_attribute(
+            "x_forwarded_for",
+            "10.0.0.1, 198.51.100.9, 35.1.1.1, 35.2.2.2",
+        )
+        .with_attribute("x_foxsec_ip_reputation", "reputation=90");
+    m.attributes.retain(|k, _| !k.starts_with("geo_"));
+    out.push(m);
+    let stub = "/stub/v6/release/release/fr/1/1/10/0/19045/sp/0/0/2/0/100/200/3/4/5//6/7/8/9/0/0/1/95.0/2022/96.0/2023/1/1/1/2/1.2.3.4";
+    out.push(submission("", stub.to_string(), &mut rng));
+    let core = json!({"field": "core", "os": "iOS", "osversion": "17.2.1", "release_channel": "beta-2",
+                      "client_id": rng.uuid().to_uppercase()});
+    let uri = generic_uri("test", "test", 1, &rng.uuid());
+    out.push(submission(core.to_string(), uri, &mut rng));
     out
+}
+
+/// City and ISP databases written by the test (never downloaded ones), and the lookup.
+fn geo() -> (tempfile::TempDir, GeoLookup) {
+    let dir = tempfile::tempdir().unwrap();
+    // 2024-03-01T00:00:00Z
+    let mut city = mmdb::Writer::new("GeoIP2-City", 1_709_251_200);
+    city.insert(
+        "203.0.113.0".parse().unwrap(),
+        24,
+        mmdb::city("NZ", Some((2_179_537, "Wellington")), &["WGN"]),
+    );
+    city.insert(
+        "198.51.100.0".parse().unwrap(),
+        24,
+        mmdb::city("CA", Some((6_138_610, "Saint-Lazare")), &["QC"]),
+    );
+    std::fs::write(dir.path().join("city.mmdb"), city.finish()).unwrap();
+    let mut isp = mmdb::Writer::new("GeoIP2-ISP", 1_709_251_200);
+    isp.insert(
+        "203.0.113.7".parse().unwrap(),
+        32,
+        mmdb::isp("Example Net", "Example Org"),
+    );
+    std::fs::write(dir.path().join("isp.mmdb"), isp.finish()).unwrap();
+    // Saint-Lazare is below the population threshold
+    std::fs::write(dir.path().join("cities15000.txt"), "2179537\tWellington\n").unwrap();
+    let geo = GeoLookup::none()
+        .with_city_database(dir.path().join("city.mmdb"))
+        .unwrap()
+        .with_city_filter(dir.path().join("cities15000.txt"))
+        .unwrap()
+        .with_isp_database(dir.path().join("isp.mmdb"))
+        .unwrap();
+    (dir, geo)
 }
 
 fn lines(messages: impl IntoIterator<Item = Message>) -> Vec<String> {
@@ -257,11 +333,15 @@ fn decoder_matches_golden_files() {
         })
         .collect();
     let registry = registry();
+    let (_dir, geo) = geo();
+    let geo_again = geo.clone();
     let out = sluice::harness::run(input.clone(), move |input, dead| {
         input
             .apply(
                 "decoder",
-                Decoder::new(registry.clone()).with_max_payload_bytes(MAX_PAYLOAD),
+                Decoder::new(registry.clone())
+                    .with_max_payload_bytes(MAX_PAYLOAD)
+                    .with_geo(geo.clone()),
             )
             .failures_to(dead)
     });
@@ -289,6 +369,28 @@ fn decoder_matches_golden_files() {
         }
         assert_eq!(got.len(), want.len(), "{name}: line count");
     }
+    // idempotence: the output decoded again is the output
+    let registry = support::registry();
+    let decoded: Vec<Message> = output
+        .iter()
+        .map(|l| Message::from_json_line(l.as_bytes()).unwrap())
+        .collect();
+    let again = sluice::harness::run(decoded, move |input, dead| {
+        input
+            .apply(
+                "decoder",
+                Decoder::new(registry.clone())
+                    .with_max_payload_bytes(MAX_PAYLOAD)
+                    .with_geo(geo_again.clone()),
+            )
+            .failures_to(dead)
+    });
+    assert!(again.dead_letters.is_empty(), "{:?}", again.dead_letters);
+    assert_eq!(
+        lines(again.output),
+        output,
+        "decoding the output again changed it"
+    );
     // every error kind the Decoder can produce is covered
     let types: std::collections::BTreeSet<&str> = out
         .dead_letters

@@ -42,8 +42,8 @@ use flate2::write::GzEncoder;
 use sluice::{DeadLetter, Failure, Message};
 use sluice_schemas::{Limits, SchemaRegistry};
 use sluice_transforms::decode::{
-    AddMetadata, DecodeError, DecompressPayload, LimitPayloadSize, ParsePayload, ParseUri,
-    REPLAY_STRIPPED_ATTRIBUTES,
+    AddMetadata, DecodeError, DecompressPayload, LimitPayloadSize, NormalizeAttributes,
+    ParsePayload, ParseProxy, ParseUri, ParseUserAgent, REPLAY_STRIPPED_ATTRIBUTES,
 };
 use sluice_transforms::io::file::RecordReader;
 use sluice_transforms::io::format::{InputFormat, OutputFormat};
@@ -81,7 +81,7 @@ enum Command {
         #[arg(long, default_value = "schemas/json")]
         schemas: PathBuf,
         /// Largest decompressed payload (as `decoder.max_payload_bytes`).
-        #[arg(long, default_value = "8MB")]
+        #[arg(long, default_value = "8 MiB")]
         max_payload_bytes: String,
         /// Partition path of decoded records (as `sink.path`).
         #[arg(
@@ -194,16 +194,18 @@ impl Steps {
                 (m, "DecompressPayload", e.into())
             }
         })?;
-        let m = self
+        let mut m = self
             .limit
             .apply_owned(m)
             .map_err(|(m, e)| (m, "LimitPayloadSize", e.into()))?;
-        let m = self
+        ParseProxy::apply(&mut m);
+        ParseUserAgent::apply(&mut m);
+        let mut m = self
             .parse
             .apply_owned(m)
             .map_err(|(m, e)| (m, "ParsePayload", e.into()))?;
+        NormalizeAttributes::apply(&mut m);
         // The Decoder's default scrubbing: client IPs go before the metadata is nested.
-        let mut m = m;
         ScrubAttributes::client_ip().scrub(&mut m.attributes);
         AddMetadata::apply_owned(m).map_err(|(m, e)| (m, "AddMetadata", e.into()))
     }

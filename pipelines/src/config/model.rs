@@ -193,7 +193,7 @@ pub struct DecoderConfig {
     /// one warning listing them all.
     #[serde(default)]
     pub strict_schemas: bool,
-    /// Larger decompressed payloads are dead letters (`LimitPayloadSize`): bytes or `"8MB"`.
+    /// Larger decompressed payloads are dead letters (`LimitPayloadSize`): bytes or `"8 MiB"`.
     #[serde(default = "default_max_payload_bytes", with = "units::size")]
     pub max_payload_bytes: usize,
     /// Keep the client IP attributes (`remote_addr`, `x_forwarded_for`) in decoded outputs;
@@ -204,11 +204,24 @@ pub struct DecoderConfig {
     /// `["x_debug_id"]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scrub_attributes: Vec<String>,
+    /// A GeoIP2/GeoLite2 City database (`.mmdb`): fills `geo_country`, `geo_subdivision1/2`,
+    /// `geo_city`, `geo_db_version` (and so `normalized_country_code`) from the client IP.
+    /// Optional: without it the job says at start which fields it cannot fill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo_city_database: Option<PathBuf>,
+    /// Keeps `geo_city` only for the cities listed (one per line, starting with the GeoNames
+    /// id, as GeoNames' `cities15000.txt`): gcp-ingestion's population threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo_city_filter: Option<PathBuf>,
+    /// A GeoIP2 ISP database (`.mmdb`): fills `isp_name`, `isp_organization`,
+    /// `isp_db_version`. Optional, as `geo_city_database`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo_isp_database: Option<PathBuf>,
 }
 
-/// 8 MB, the edge's limit.
+/// 8 MiB, the edge's limit (gcp-ingestion's `LimitPayloadSize`).
 pub fn default_max_payload_bytes() -> usize {
-    8_000_000
+    sluice_transforms::decode::DEFAULT_MAX_PAYLOAD_BYTES
 }
 
 /// Engine tuning (see `sluice::EpochBounds`, `sluice::InFlightBounds`).

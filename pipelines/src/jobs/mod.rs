@@ -15,7 +15,7 @@ use sluice::{
     PipelineBuilder, Sink, SinkContext, SinkWriter,
 };
 use sluice_schemas::SchemaRegistry;
-use sluice_transforms::decode::{Decoder, DecompressPayload};
+use sluice_transforms::decode::{Decoder, DecompressPayload, GeoError, GeoLookup};
 use sluice_transforms::io::bigquery::BigQuerySink;
 use sluice_transforms::io::file::FileSource;
 use sluice_transforms::io::object::ObjectSink;
@@ -43,6 +43,9 @@ pub enum JobError {
         /// Why.
         source: sluice_schemas::Error,
     },
+    /// A geo database or the city filter does not load.
+    #[error("decoder: {0}")]
+    Geo(#[from] GeoError),
     /// The pipeline failed.
     #[error(transparent)]
     Pipeline(#[from] sluice::Error),
@@ -159,6 +162,7 @@ pub fn check(config: &JobConfig) -> Result<(), JobError> {
     check_sink(&config.sink)?;
     check_sink(&config.dead_letter.sink)?;
     registry_for(config)?;
+    geo_for(config)?;
     Ok(())
 }
 
@@ -255,6 +259,37 @@ fn registry_for(config: &JobConfig) -> Result<Option<Arc<SchemaRegistry>>, JobEr
     })
 }
 
+/// The geo and ISP databases of a decoder job, loaded once; a warning names the fields no
+/// database fills.
+fn geo_for(config: &JobConfig) -> Result<GeoLookup, JobError> {
+    let (JobKind::Decoder, Some(d)) = (&config.job, &config.decoder) else {
+        return Ok(GeoLookup::none());
+    };
+    let mut geo = GeoLookup::none();
+    if let Some(path) = &d.geo_city_database {
+        geo = geo.with_city_database(path)?;
+    }
+    if let Some(path) = &d.geo_city_filter {
+        geo = geo.with_city_filter(path)?;
+    }
+    if let Some(path) = &d.geo_isp_database {
+        geo = geo.with_isp_database(path)?;
+    }
+    let unfilled = geo.unfilled_fields();
+    if !unfilled.is_empty() {
+        tracing::warn!(
+            "decoder: no {} configured: the decoder does not fill {} (they pass through as received)",
+            match (d.geo_city_database.is_none(), d.geo_isp_database.is_none()) {
+                (true, true) => "decoder.geo_city_database nor decoder.geo_isp_database",
+                (true, false) => "decoder.geo_city_database",
+                _ => "decoder.geo_isp_database",
+            },
+            unfilled.join(", ")
+        );
+    }
+    Ok(geo)
+}
+
 #[derive(Clone)]
 enum Source {
     File(FileSource),
@@ -265,6 +300,7 @@ enum Source {
 pub struct Prepared {
     config: JobConfig,
     registry: Option<Arc<SchemaRegistry>>,
+    geo: GeoLookup,
     // Built and checked once here; clones share the resolved file list, stdin and sink clients.
     source: Source,
     sink: AnySink,
@@ -280,9 +316,11 @@ impl Prepared {
         let registry = registry_for(&config)?;
         let sink = with_registry(sink_for(&config.sink)?, &registry);
         let dead_letter_sink = sink_for(&config.dead_letter.sink)?;
+        let geo = geo_for(&config)?;
         Ok(Prepared {
             config,
             registry,
+            geo,
             source,
             sink,
             dead_letter_sink,
@@ -338,6 +376,7 @@ impl Prepared {
         let Prepared {
             config,
             registry,
+            geo,
             source,
             sink,
             dead_letter_sink,
@@ -346,6 +385,7 @@ impl Prepared {
             let parts = JobParts {
                 config: &config,
                 registry: registry.clone(),
+                geo: geo.clone(),
                 source: source.clone(),
                 sink: sink.clone(),
                 dead_letter_sink: dead_letter_sink.clone(),
@@ -445,6 +485,7 @@ fn count_outputs<'s>(
 struct JobParts<'a> {
     config: &'a JobConfig,
     registry: Option<Arc<SchemaRegistry>>,
+    geo: GeoLookup,
     source: Source,
     sink: AnySink,
     dead_letter_sink: AnySink,
@@ -475,7 +516,9 @@ fn build(
     };
     let output = match (config.job, parts.registry) {
         (JobKind::Decoder, Some(registry)) => {
-            let mut decoder = Decoder::new(registry).with_scrub(output_scrub(config));
+            let mut decoder = Decoder::new(registry)
+                .with_scrub(output_scrub(config))
+                .with_geo(parts.geo);
             if let Some(d) = &config.decoder {
                 decoder = decoder.with_max_payload_bytes(d.max_payload_bytes);
             }

@@ -8,8 +8,8 @@ use sluice_schemas::{Limits, SchemaRegistry};
 use crate::scrub::ScrubAttributes;
 
 use super::{
-    AddMetadata, DecompressPayload, LimitPayloadSize, ParsePayload, ParseUri,
-    DEFAULT_MAX_PAYLOAD_BYTES,
+    AddMetadata, DecompressPayload, GeoLookup, LimitPayloadSize, NormalizeAttributes, ParsePayload,
+    ParseProxy, ParseUri, ParseUserAgent, DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
 /// Attributes a dead letter carries besides the original's (gcp-ingestion's error attributes
@@ -37,8 +37,12 @@ pub const REPLAY_STRIPPED_ATTRIBUTES: &[&str] = &[
 ];
 
 /// gcp-ingestion's Decoder: strips the error attributes of replayed dead letters, then
-/// [`ParseUri`] -> [`DecompressPayload`] -> [`LimitPayloadSize`] -> [`ParsePayload`] ->
-/// [`AddMetadata`](super::AddMetadata), returning the decoded messages and every step's dead letters.
+/// [`ParseUri`] -> [`DecompressPayload`] -> [`LimitPayloadSize`] -> [`ParseProxy`] ->
+/// [`GeoLookup`] (with [`Decoder::with_geo`]) -> [`ParseUserAgent`] -> [`ParsePayload`] ->
+/// [`NormalizeAttributes`] ->
+/// [`AddMetadata`](super::AddMetadata), returning the decoded messages and every step's dead
+/// letters. The steps that never fail run inside their neighbours' operators (one map for
+/// proxy and user agent, normalization with the metadata), so that they add no operator.
 ///
 /// Each step owns the message it works on and passes it on without a copy; a step that
 /// rejects a message hands it back untouched, so its dead letter holds the message as that step
@@ -77,6 +81,7 @@ pub struct Decoder {
     limits: Limits,
     stripped: Vec<String>,
     scrub: ScrubAttributes,
+    geo: GeoLookup,
 }
 
 impl Decoder {
@@ -91,7 +96,16 @@ impl Decoder {
                 .map(|s| s.to_string())
                 .collect(),
             scrub: ScrubAttributes::client_ip(),
+            geo: GeoLookup::none(),
         }
+    }
+
+    /// Looks up the client IP in these geo and ISP databases (default: none, and the `geo_*`
+    /// and `isp_*` attributes are left as they came). The lookup runs before the client IP is
+    /// scrubbed.
+    pub fn with_geo(mut self, geo: GeoLookup) -> Self {
+        self.geo = geo;
+        self
     }
 
     /// Sets the attributes removed from decoded messages before the metadata is nested
@@ -131,7 +145,7 @@ impl<'s> PTransform<PCollection<'s, Message>> for Decoder {
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
         let stripped = self.stripped;
         let limit = LimitPayloadSize::new(self.max_payload_bytes);
-        input
+        let received = input
             .map(move |mut m: Message| {
                 for k in &stripped {
                     m.attributes.remove(k);
@@ -143,24 +157,37 @@ impl<'s> PTransform<PCollection<'s, Message>> for Decoder {
                 "decompress_payload",
                 DecompressPayload::new().limited_by(&limit),
             )
-            .and_then("limit_payload_size", limit)
+            .and_then("limit_payload_size", limit);
+        let geo = self.geo;
+        let enriched = WithFailures {
+            output: received.output.map(move |mut m: Message| {
+                ParseProxy::apply(&mut m);
+                geo.apply(&mut m);
+                ParseUserAgent::apply(&mut m);
+                m
+            }),
+            failures: received.failures,
+        };
+        enriched
             .and_then(
                 "parse_payload",
                 ParsePayload::new(self.registry).with_limits(self.limits),
             )
-            .and_then("add_metadata", ScrubbedMetadata(self.scrub))
+            .and_then("add_metadata", NormalizedMetadata(self.scrub))
     }
 }
 
-/// [`AddMetadata`] on a message whose scrubbed attributes are gone first.
-struct ScrubbedMetadata(ScrubAttributes);
+/// [`NormalizeAttributes`], then [`AddMetadata`] on a message whose scrubbed attributes are
+/// gone first.
+struct NormalizedMetadata(ScrubAttributes);
 
-impl<'s> PTransform<PCollection<'s, Message>> for ScrubbedMetadata {
+impl<'s> PTransform<PCollection<'s, Message>> for NormalizedMetadata {
     type Output = WithFailures<'s, Message>;
 
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
         let scrub = self.0;
         input.try_map_owned("AddMetadata", move |mut m: Message| {
+            NormalizeAttributes::apply(&mut m);
             scrub.scrub(&mut m.attributes);
             AddMetadata::apply_owned(m)
         })

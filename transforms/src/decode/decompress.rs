@@ -4,7 +4,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 // the bufread decoder reads the payload in place, without a copy into a BufReader
-use flate2::bufread::MultiGzDecoder;
+use flate2::bufread::GzDecoder;
 use sluice::{Failure, Message, PCollection, PTransform, WithFailures};
 
 use super::attr;
@@ -21,10 +21,16 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 ///
 /// Decompression stops at a cap (default [`DEFAULT_MAX_DECOMPRESSED_BYTES`]): it inflates at
 /// most cap + 1 bytes, so a gzip bomb becomes a dead letter after a bounded amount of work and
-/// memory, never an out-of-memory. Concatenated gzip members are read as one stream, as
-/// `java.util.zip.GZIPInputStream` does. Errors (`error_type` `DecompressPayload`): a corrupt or
-/// truncated gzip stream, a decompressed size over the cap. The dead letter holds the message
-/// as the step received it (compressed).
+/// memory, never an out-of-memory. Concatenated gzip members are read as one stream, and bytes
+/// after a complete member that do not start another one are ignored, as
+/// `java.util.zip.GZIPInputStream` (gcp-ingestion's) does. Errors (`error_type`
+/// `DecompressPayload`): a corrupt or truncated gzip stream, a decompressed size over the cap.
+/// The dead letter holds the message as the step received it (compressed).
+///
+/// Deliberately different from gcp-ingestion: there a payload that starts like gzip but does
+/// not gunzip is passed on as it is, and fails `ParsePayload` as invalid JSON; here it is a
+/// `DecompressPayload` dead letter whose message says what the gzip decoder found, which is the
+/// clearer cause (the record is a dead letter either way).
 ///
 /// The backend is flate2's `zlib-rs` (pure Rust, the fastest inflate flate2 offers).
 ///
@@ -141,7 +147,7 @@ pub(crate) fn gunzip(payload: &[u8], limit: usize) -> Result<Option<Bytes>, Deco
 fn inflate_at_most(payload: &[u8], cap: usize) -> std::io::Result<Vec<u8>> {
     // telemetry compresses ~4-8x: start there, grow by doubling, never beyond cap
     let mut out: Vec<u8> = Vec::with_capacity(payload.len().saturating_mul(6).min(cap));
-    let mut decoder = MultiGzDecoder::new(payload);
+    let mut decoder = Members::new(payload);
     while out.len() < cap {
         if out.len() == out.capacity() {
             let grow = out.capacity().min(cap - out.len());
@@ -161,6 +167,37 @@ fn inflate_at_most(payload: &[u8], cap: usize) -> std::io::Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// The gzip members of a payload as one stream: after a member ends, the next one is read if
+/// the rest starts with a gzip header (magic and deflate method), and otherwise the rest is
+/// ignored (`GZIPInputStream` ignores trailing garbage the same way).
+struct Members<'a> {
+    member: GzDecoder<&'a [u8]>,
+}
+
+impl<'a> Members<'a> {
+    fn new(payload: &'a [u8]) -> Self {
+        Members {
+            member: GzDecoder::new(payload),
+        }
+    }
+}
+
+impl Read for Members<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.member.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let rest: &[u8] = self.member.get_ref();
+            if rest.len() < 10 || !rest.starts_with(&[GZIP_MAGIC[0], GZIP_MAGIC[1], 8]) {
+                return Ok(0);
+            }
+            self.member = GzDecoder::new(rest);
+        }
+    }
 }
 
 impl<'s> PTransform<PCollection<'s, Message>> for DecompressPayload {
@@ -218,6 +255,28 @@ mod tests {
             .apply_to(&Message::new(both))
             .unwrap();
         assert_eq!(out.payload, "{\"a\":1}");
+    }
+
+    #[test]
+    fn trailing_garbage_after_a_member_is_ignored() {
+        // GZIPInputStream reads a member and ignores what follows unless it is another member
+        for garbage in [&b"garbage"[..], &[0x1f, 0x8b], &[0u8; 64], b"\x1f\x8b\x08"] {
+            let mut payload = gzip(b"{\"a\":1}");
+            payload.extend_from_slice(garbage);
+            let out = DecompressPayload::new()
+                .apply_to(&Message::new(payload))
+                .unwrap();
+            assert_eq!(out.payload, "{\"a\":1}", "{garbage:?}");
+        }
+        // a second member with a valid header but corrupt data is still an error
+        let mut two = gzip(b"{\"a\":");
+        let mut second = gzip(b"1}");
+        let n = second.len();
+        second[n - 6] ^= 0x55;
+        two.extend(second);
+        assert!(DecompressPayload::new()
+            .apply_to(&Message::new(two))
+            .is_err());
     }
 
     #[test]

@@ -37,13 +37,33 @@ pub enum DecodeError {
         /// How many elements the uri has.
         found: usize,
     },
-    /// A path element of the `uri` is empty (`//`).
-    #[error("uri `{uri}` has an empty path element at position {position}")]
-    EmptyUriElement {
+    /// A stub installer uri (`/stub/...`) starts with an unknown ping version.
+    #[error("unknown stub installer ping version `{version}` in uri `{uri}`: expected v6, v7 or v8, optionally -<funnelcake>")]
+    UnknownStubVersion {
         /// The uri.
         uri: String,
-        /// 1-based position after /submit/.
+        /// The first path element.
+        version: String,
+    },
+    /// A stub installer uri has the wrong number of path elements for its ping version.
+    #[error("stub installer uri `{uri}` has {found} path elements after /stub/, expected {expected} for its ping version")]
+    StubElementCount {
+        /// The uri.
+        uri: String,
+        /// How many that ping version has.
+        expected: usize,
+        /// How many the uri has.
+        found: usize,
+    },
+    /// A path element of a stub installer uri that must be an integer is not.
+    #[error("stub installer uri `{uri}`: path element #{position} `{value}` is not an integer")]
+    StubNotAnInteger {
+        /// The uri.
+        uri: String,
+        /// 1-based position, counting `stub` as 1 (gcp-ingestion's numbering).
         position: usize,
+        /// The element.
+        value: String,
     },
     /// The document id of the `uri` is not a UUID.
     #[error("document id `{document_id}` in uri `{uri}` is not a uuid")]
@@ -115,23 +135,13 @@ pub enum DecodeError {
         /// The doctype.
         doctype: String,
     },
-    /// The version is neither in the uri nor (telemetry) in the payload's `version` or `v`.
+    /// The version is neither in the uri nor in the payload's `version` or `v`.
     #[error("missing document version for `{namespace}/{doctype}`: not in the uri, nor at /version or /v")]
     MissingVersion {
         /// The namespace.
         namespace: String,
         /// The doctype.
         doctype: String,
-    },
-    /// The version is not a non-negative integer.
-    #[error("document version `{version}` of `{namespace}/{doctype}` is not an integer")]
-    InvalidVersion {
-        /// The namespace.
-        namespace: String,
-        /// The doctype.
-        doctype: String,
-        /// The version as given.
-        version: String,
     },
     /// No schema for this version.
     #[error("schema `{namespace}/{doctype}.{version}` not found")]
@@ -140,8 +150,22 @@ pub enum DecodeError {
         namespace: String,
         /// The doctype.
         doctype: String,
+        /// The version as given (`01` is no schema, as in gcp-ingestion).
+        version: String,
+    },
+    /// The schema's `collect_through_date` is before the day the document was submitted.
+    #[error("`{namespace}/{doctype}.{version}` is no longer collected: submitted {submission_date}, collected through {collect_through_date}")]
+    Expired {
+        /// The namespace.
+        namespace: String,
+        /// The doctype.
+        doctype: String,
         /// The version.
         version: u32,
+        /// The schema's `mozPipelineMetadata.expiration_policy.collect_through_date`.
+        collect_through_date: String,
+        /// The UTC day of `submission_timestamp`.
+        submission_date: String,
     },
     /// The payload does not match its schema; the message names the JSON pointer.
     #[error("payload does not match schema `{namespace}/{doctype}.{version}`: {failure}")]

@@ -10,6 +10,7 @@ use std::ops::Range;
 struct Member<'a> {
     key: Cow<'a, str>,
     key_start: usize,
+    value_start: usize,
     value_end: usize,
     /// Position of the `,` after the value, if another member follows.
     comma: Option<usize>,
@@ -99,6 +100,7 @@ fn members(b: &[u8]) -> Option<Vec<Member<'_>>> {
             return None;
         }
         i = skip_ws(b, i + 1);
+        let value_start = i;
         let value_end = skip_value(b, i)?;
         i = skip_ws(b, value_end);
         match b.get(i) {
@@ -106,6 +108,7 @@ fn members(b: &[u8]) -> Option<Vec<Member<'_>>> {
                 out.push(Member {
                     key,
                     key_start,
+                    value_start,
                     value_end,
                     comma: Some(i),
                 });
@@ -115,6 +118,7 @@ fn members(b: &[u8]) -> Option<Vec<Member<'_>>> {
                 out.push(Member {
                     key,
                     key_start,
+                    value_start,
                     value_end,
                     comma: None,
                 });
@@ -177,6 +181,31 @@ pub(crate) fn prepend_members(object: &[u8], members: &[u8]) -> Option<Vec<u8>> 
         out.push(b',');
     }
     out.extend_from_slice(&object[open + 1..]);
+    Some(out)
+}
+
+/// `object` with the string value at `path` (member names, one per nesting level) replaced
+/// by `value`, every other byte kept; `None` if there is no string at `path`. Of duplicate
+/// names the last counts, as for the parser.
+pub(crate) fn replace_string(object: &[u8], path: &[&str], value: &str) -> Option<Vec<u8>> {
+    let (first, rest) = path.split_first()?;
+    let member = members(object)?
+        .into_iter()
+        .rev()
+        .find(|m| m.key == *first)?;
+    let span = member.value_start..member.value_end;
+    let replaced = if rest.is_empty() {
+        if object.get(span.start) != Some(&b'"') {
+            return None;
+        }
+        serde_json::to_vec(value).ok()?
+    } else {
+        replace_string(&object[span.clone()], rest, value)?
+    };
+    let mut out = Vec::with_capacity(object.len() + replaced.len());
+    out.extend_from_slice(&object[..span.start]);
+    out.extend_from_slice(&replaced);
+    out.extend_from_slice(&object[span.end..]);
     Some(out)
 }
 
@@ -251,5 +280,23 @@ mod tests {
             map.remove("n");
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn replaces_a_nested_string_keeping_everything_else() {
+        let r = |s: &str, path: &[&str]| {
+            replace_string(s.as_bytes(), path, "new").map(|v| String::from_utf8(v).unwrap())
+        };
+        assert_eq!(
+            r(r#"{"a": {"b" : "OLD", "c":1} }"#, &["a", "b"]).as_deref(),
+            Some(r#"{"a": {"b" : "new", "c":1} }"#)
+        );
+        assert_eq!(
+            r(r#"{"b":"x","b":"\u0041"}"#, &["b"]).as_deref(),
+            Some(r#"{"b":"x","b":"new"}"#)
+        );
+        assert_eq!(r(r#"{"b":1}"#, &["b"]), None);
+        assert_eq!(r(r#"{"a":"x"}"#, &["a", "b"]), None);
+        assert_eq!(r(r#"{"a":{}}"#, &["a", "b"]), None);
     }
 }

@@ -18,11 +18,13 @@ const PREFIXED: [(&str, &str); 3] = [
     ("isp", "isp_"),
     ("user_agent", "user_agent_"),
 ];
-/// HTTP headers, nested as `metadata.header.<name>`.
-const HEADER_ATTRIBUTES: [&str; 7] = [
+/// HTTP headers, nested as `metadata.header.<name>` (gcp-ingestion's list, plus `x_lb_tags`,
+/// which Sluice nested from the start and keeps so that its earlier outputs replay alike).
+const HEADER_ATTRIBUTES: [&str; 8] = [
     "date",
     "dnt",
     "x_debug_id",
+    "x_foxsec_ip_reputation",
     "x_lb_tags",
     "x_pingsender_version",
     "x_source_tags",
@@ -88,7 +90,7 @@ fn push_object<'a>(
 ///
 /// ```text
 /// "metadata":{"geo":{..geo_*},"isp":{..isp_*},"user_agent":{..user_agent_*},
-///             "header":{date, dnt, x_debug_id, x_lb_tags, x_pingsender_version, x_source_tags, x_telemetry_agent},
+///             "header":{date, dnt, x_debug_id, x_foxsec_ip_reputation, x_lb_tags, x_pingsender_version, x_source_tags, x_telemetry_agent},
 ///             "uri":{uri, app_name, app_version, app_update_channel, app_build_id},   (telemetry only)
 ///             "document_namespace":..,"document_type":..,"document_version":..},
 /// "submission_timestamp":..,"document_id":..,"normalized_*":..,"sample_id":<int>

@@ -9,7 +9,11 @@
 //! | [`ParseUri`] | `ParseUri` | `uri` attribute -> `document_namespace`, `document_type`, ... |
 //! | [`DecompressPayload`] | `DecompressPayload` | gunzips gzip payloads, bounded |
 //! | [`LimitPayloadSize`] | `LimitPayloadSize` | rejects payloads over a size |
-//! | [`ParsePayload`] | `ParsePayload` | parses once, lifts nested `metadata`, validates |
+//! | [`ParseProxy`] | never fails | undoes the pipeline proxy's changes (`x_pipeline_proxy`) |
+//! | [`GeoLookup`] | never fails | `geo_*`, `isp_*` of the client IP (optional MaxMind databases) |
+//! | [`ParseUserAgent`] | never fails | `user_agent` -> `user_agent_browser`, `_version`, `_os` |
+//! | [`ParsePayload`] | `ParsePayload` | parses once, lifts nested `metadata`, validates, derives `client_id`, `sample_id`, `os`, ... |
+//! | [`NormalizeAttributes`] | never fails | `normalized_channel`, `_os`, `_os_version`, `_app_name`, `_country_code` |
 //! | [`AddMetadata`] | `AddMetadata` | nests the attributes into the payload's `metadata` |
 //!
 //! [`Decoder`] chains them in gcp-ingestion's order after stripping the error attributes of
@@ -23,19 +27,31 @@
 mod decoder;
 mod decompress;
 mod error;
+mod geo;
 mod json_scan;
 mod limit;
 mod metadata;
+mod normalize;
 mod parse_payload;
 mod parse_uri;
+mod proxy;
+mod stub;
+mod user_agent;
 
 pub use decoder::{Decoder, REPLAY_STRIPPED_ATTRIBUTES};
 pub use decompress::{DecompressPayload, DEFAULT_MAX_DECOMPRESSED_BYTES};
 pub use error::DecodeError;
+pub use geo::{GeoError, GeoLookup, GEO_CITY_FIELDS, GEO_ISP_FIELDS};
 pub use limit::{LimitPayloadSize, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use metadata::{lift_metadata, nest_metadata, AddMetadata};
-pub use parse_payload::{sample_id, ParsePayload};
+pub use normalize::{
+    normalize_app_name, normalize_channel, normalize_country_code, normalize_os,
+    normalize_os_version, NormalizeAttributes,
+};
+pub use parse_payload::{normalize_uuid, sample_id, ParsePayload};
 pub use parse_uri::ParseUri;
+pub use proxy::{client_ip, ParseProxy};
+pub use user_agent::{parse_user_agent, ParseUserAgent};
 
 /// Attribute names the decoder reads and writes (gcp-ingestion's).
 pub mod attr {
@@ -65,6 +81,12 @@ pub mod attr {
     pub const CLIENT_ID: &str = "client_id";
     /// crc32 of the client id, mod 100.
     pub const SAMPLE_ID: &str = "sample_id";
+    /// The client's operating system, from the payload.
+    pub const OS: &str = "os";
+    /// The client's operating system version, from the payload.
+    pub const OS_VERSION: &str = "os_version";
+    /// ISO country code of the client IP (geo lookup).
+    pub const GEO_COUNTRY: &str = "geo_country";
     /// When the edge received the submission.
     pub const SUBMISSION_TIMESTAMP: &str = "submission_timestamp";
 }

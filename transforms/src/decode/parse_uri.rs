@@ -2,8 +2,8 @@
 
 use sluice::{Message, PCollection, PTransform, WithFailures};
 
-use super::attr;
 use super::DecodeError;
+use super::{attr, stub};
 
 const PREFIX: &str = "/submit/";
 const TELEMETRY: &str = "telemetry";
@@ -27,22 +27,35 @@ const GENERIC_KEYS: [&str; 4] = [
 
 /// Sets the routing attributes from the `uri` attribute (gcp-ingestion's `ParseUri`).
 ///
-/// Two forms are understood:
+/// Three forms are understood:
 /// - `/submit/<namespace>/<doctype>/<version>/<docid>` sets `document_namespace`,
 ///   `document_type`, `document_version` and `document_id`;
 /// - `/submit/telemetry/<docid>/<doctype>/<app_name>/<app_version>/<app_update_channel>/<app_build_id>`
 ///   sets `document_namespace` = `telemetry`, `document_id`, `document_type` and the `app_*`
-///   attributes (the version comes later from the payload).
+///   attributes (the version comes later from the payload);
+/// - `/stub/v6|v7|v8[-<funnelcake>]/...`, the stub installer's pings: the path *is* the ping,
+///   turned into a `firefox-installer/install/1` payload that replaces the message's (see
+///   gcp-ingestion's `ParseUri.StubUri`).
 ///
-/// A query string (`?...` in the uri, or the `args` attribute) is ignored. `document_id` must be
-/// a UUID. A message without `uri` passes through untouched: it was parsed before (a replay).
+/// The path is split as gcp-ingestion splits it (Java's `String.split("/")`): trailing empty
+/// elements are dropped, so a trailing slash is accepted; empty elements inside the path are
+/// kept, as empty values that [`ParsePayload`](super::ParsePayload) then rejects (no such
+/// doctype, no such schema version). A query string is not stripped: it stays part of the last
+/// element, as in gcp-ingestion (the edge passes the query string in `args`, not in `uri`).
+///
+/// Stricter than gcp-ingestion, deliberately: `document_id` must be a UUID (8-4-4-4-12 hex
+/// digits, either case), because it names the submission in dead letters and deduplication;
+/// gcp-ingestion takes any text. A message without `uri` passes through untouched: it was parsed
+/// before (a replay).
+///
 /// Errors (dead letters with `error_type` `ParseUri`): unknown prefix, too few or extra path
-/// elements, an empty element, a document id that is not a UUID.
+/// elements, a document id that is not a UUID, an unknown stub ping version, a stub element
+/// that must be an integer and is not.
 ///
 /// ```
 /// use sluice::Message;
 /// use sluice_transforms::decode::ParseUri;
-/// let uri = "/submit/test/test/1/8ad6b9a0-2f58-4a3e-b54f-3b2d3b0f6c11";
+/// let uri = "/submit/test/test/1/8ad6b9a0-2f58-4a3e-b54f-3b2d3b0f6c11/";
 /// let out = sluice::harness::run(vec![Message::new("{}").with_attribute("uri", uri)], |input, dead| {
 ///     input.apply("parse_uri", ParseUri::new()).failures_to(dead)
 /// });
@@ -70,30 +83,66 @@ impl ParseUri {
             return Ok(message);
         };
         // the attributes are set only once the whole uri parsed
-        let parsed: Result<Vec<(&'static str, String)>, DecodeError> =
-            parse(uri).map(|pairs| pairs.into_iter().map(|(k, v)| (k, v.to_string())).collect());
-        match parsed {
-            Ok(pairs) => {
-                for (key, value) in pairs {
-                    message.attributes.insert(key.to_string(), value);
-                }
-                Ok(message)
-            }
-            Err(e) => Err((message, e)),
+        let parsed = match parse(uri) {
+            Ok(parsed) => parsed,
+            Err(e) => return Err((message, e)),
+        };
+        for (key, value) in parsed.attributes {
+            message.attributes.insert(key.to_string(), value);
         }
+        if let Some(payload) = parsed.payload {
+            message.payload = payload.into();
+        }
+        Ok(message)
     }
 }
 
+/// What a uri gives: attributes, and for a stub installer ping the payload.
+struct Parsed {
+    attributes: Vec<(&'static str, String)>,
+    payload: Option<Vec<u8>>,
+}
+
+/// The path elements of `rest` as Java's `rest.split("/")` gives them: trailing empty elements
+/// are dropped (all of them when every element is empty), except that a string without any
+/// `/` is one element, even when empty.
+pub(crate) fn split_path(rest: &str) -> Vec<&str> {
+    let mut elements: Vec<&str> = rest.split('/').collect();
+    if elements.len() > 1 {
+        while elements.last() == Some(&"") {
+            elements.pop();
+        }
+    }
+    elements
+}
+
 /// The attributes a uri gives, or why it is not a submission uri.
-fn parse(uri: &str) -> Result<Vec<(&'static str, &str)>, DecodeError> {
-    let path = uri.split_once('?').map_or(uri, |(p, _)| p);
-    let Some(rest) = path.strip_prefix(PREFIX) else {
-        return Err(DecodeError::UnknownUriPrefix {
-            uri: uri.to_string(),
+fn parse(uri: &str) -> Result<Parsed, DecodeError> {
+    if let Some(rest) = uri.strip_prefix(PREFIX) {
+        return parse_submit(uri, rest).map(|pairs| Parsed {
+            attributes: pairs.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+            payload: None,
         });
-    };
-    let elements: Vec<&str> = rest.split('/').collect();
-    let telemetry = elements[0] == TELEMETRY;
+    }
+    if let Some(rest) = uri.strip_prefix(stub::PREFIX) {
+        let (attributes, payload) = stub::parse(uri, rest)?;
+        return Ok(Parsed {
+            attributes,
+            payload: Some(payload),
+        });
+    }
+    Err(DecodeError::UnknownUriPrefix {
+        uri: uri.to_string(),
+    })
+}
+
+/// A `/submit/` uri, `rest` what follows the prefix.
+fn parse_submit<'u>(uri: &str, rest: &'u str) -> Result<Vec<(&'static str, &'u str)>, DecodeError> {
+    let elements = split_path(rest);
+    // gcp-ingestion's test is the prefix `/submit/telemetry/`
+    let telemetry = rest
+        .strip_prefix(TELEMETRY)
+        .is_some_and(|r| r.starts_with('/'));
     let (form, keys): (&'static str, &[&'static str]) = if telemetry {
         (TELEMETRY_FORM, &TELEMETRY_KEYS)
     } else {
@@ -115,12 +164,6 @@ fn parse(uri: &str) -> Result<Vec<(&'static str, &str)>, DecodeError> {
             form,
             expected,
             found,
-        });
-    }
-    if let Some(i) = elements.iter().position(|e| e.is_empty()) {
-        return Err(DecodeError::EmptyUriElement {
-            uri: uri.to_string(),
-            position: i + 1,
         });
     }
     let values = if telemetry {
@@ -197,7 +240,8 @@ mod tests {
         assert_eq!(m.attribute("app_name"), Some("Firefox"));
         assert_eq!(m.attribute("app_version"), Some("61.0a1"));
         assert_eq!(m.attribute("app_update_channel"), Some("nightly"));
-        assert_eq!(m.attribute("app_build_id"), Some("20180328030202"));
+        // the query string stays part of the last element, as in gcp-ingestion
+        assert_eq!(m.attribute("app_build_id"), Some("20180328030202?v=4"));
         assert_eq!(m.attribute("uri").map(|u| u.ends_with("?v=4")), Some(true));
     }
 
@@ -233,18 +277,26 @@ mod tests {
             ),
             "{e}"
         );
-        let e = run(&format!("/submit/test//1/{ID}")).unwrap_err();
-        assert!(
-            matches!(e, DecodeError::EmptyUriElement { position: 2, .. }),
-            "{e}"
-        );
         let e = run("/submit/test/test/1/not-a-uuid").unwrap_err();
         assert_eq!(
             e.to_string(),
             "document id `not-a-uuid` in uri `/submit/test/test/1/not-a-uuid` is not a uuid"
         );
-        let e = run(&format!("/submit/test/test/1/{ID}/")).unwrap_err();
-        assert!(matches!(e, DecodeError::ExtraUriElements { .. }), "{e}");
+        let e = run(&format!("/submit/test/test/1/{ID}//more")).unwrap_err();
+        assert!(
+            matches!(e, DecodeError::ExtraUriElements { found: 6, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn splits_like_java() {
+        assert_eq!(split_path(""), vec![""]);
+        assert_eq!(split_path("a"), vec!["a"]);
+        assert_eq!(split_path("a/b//"), vec!["a", "b"]);
+        assert_eq!(split_path("a//b"), vec!["a", "", "b"]);
+        assert_eq!(split_path("//"), Vec::<&str>::new());
+        assert_eq!(split_path("/a"), vec!["", "a"]);
     }
 
     #[test]
