@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use sluice_transforms::decode::ScrubPayloadConfig;
 pub use sluice_transforms::io::file::FileSourceConfig;
 pub use sluice_transforms::io::format::{InputFormat, OutputFormat};
 pub use sluice_transforms::io::object::{
@@ -201,6 +202,11 @@ pub struct DecoderConfig {
     /// `["x_debug_id"]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scrub_attributes: Vec<String>,
+    /// Payload field rules applied to valid documents (`[decoder.scrub_payload]`): fields
+    /// removed (`drop_fields`) and documents dropped (`drop_documents`, each as a
+    /// `ScrubPayload` dead letter or counted under `records_dropped` in the summary).
+    #[serde(default, skip_serializing_if = "ScrubPayloadConfig::is_empty")]
+    pub scrub_payload: ScrubPayloadConfig,
 }
 
 /// 8 MB, the edge's limit.

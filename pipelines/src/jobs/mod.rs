@@ -461,7 +461,9 @@ fn build(
         (JobKind::Decoder, Some(registry)) => {
             let mut decoder = Decoder::new(registry).with_scrub(output_scrub(config));
             if let Some(d) = &config.decoder {
-                decoder = decoder.with_max_payload_bytes(d.max_payload_bytes);
+                decoder = decoder
+                    .with_max_payload_bytes(d.max_payload_bytes)
+                    .with_scrub_payload(&d.scrub_payload);
             }
             input
                 .apply("decode", decoder)

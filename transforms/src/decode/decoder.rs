@@ -8,8 +8,8 @@ use sluice_schemas::{Limits, SchemaRegistry};
 use crate::scrub::ScrubAttributes;
 
 use super::{
-    AddMetadata, DecompressPayload, LimitPayloadSize, ParsePayload, ParseUri,
-    DEFAULT_MAX_PAYLOAD_BYTES,
+    AddMetadata, DecompressPayload, LimitPayloadSize, ParsePayload, ParseUri, ScrubPayload,
+    ScrubPayloadConfig, DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
 /// Attributes a dead letter carries besides the original's (gcp-ingestion's error attributes
@@ -38,6 +38,7 @@ pub const REPLAY_STRIPPED_ATTRIBUTES: &[&str] = &[
 
 /// gcp-ingestion's Decoder: strips the error attributes of replayed dead letters, then
 /// [`ParseUri`] -> [`DecompressPayload`] -> [`LimitPayloadSize`] -> [`ParsePayload`] ->
+/// ([`ScrubPayload`], when rules are set with [`Decoder::with_scrub_payload`]) ->
 /// [`AddMetadata`](super::AddMetadata), returning the decoded messages and every step's dead letters.
 ///
 /// Each step owns the message it works on and passes it on without a copy; a step that
@@ -77,6 +78,7 @@ pub struct Decoder {
     limits: Limits,
     stripped: Vec<String>,
     scrub: ScrubAttributes,
+    scrub_payload: ScrubPayload,
 }
 
 impl Decoder {
@@ -91,7 +93,15 @@ impl Decoder {
                 .map(|s| s.to_string())
                 .collect(),
             scrub: ScrubAttributes::client_ip(),
+            scrub_payload: ScrubPayload::new(&ScrubPayloadConfig::default()),
         }
+    }
+
+    /// Sets the payload field rules applied after validation (see [`ScrubPayload`]); none by
+    /// default.
+    pub fn with_scrub_payload(mut self, rules: &ScrubPayloadConfig) -> Self {
+        self.scrub_payload = ScrubPayload::new(rules);
+        self
     }
 
     /// Sets the attributes removed from decoded messages before the metadata is nested
@@ -131,7 +141,7 @@ impl<'s> PTransform<PCollection<'s, Message>> for Decoder {
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
         let stripped = self.stripped;
         let limit = LimitPayloadSize::new(self.max_payload_bytes);
-        input
+        let parsed = input
             .map(move |mut m: Message| {
                 for k in &stripped {
                     m.attributes.remove(k);
@@ -147,8 +157,13 @@ impl<'s> PTransform<PCollection<'s, Message>> for Decoder {
             .and_then(
                 "parse_payload",
                 ParsePayload::new(self.registry).with_limits(self.limits),
-            )
-            .and_then("add_metadata", ScrubbedMetadata(self.scrub))
+            );
+        let parsed = if self.scrub_payload.is_empty() {
+            parsed
+        } else {
+            parsed.and_then("scrub_payload", self.scrub_payload)
+        };
+        parsed.and_then("add_metadata", ScrubbedMetadata(self.scrub))
     }
 }
 

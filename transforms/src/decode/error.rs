@@ -159,4 +159,12 @@ pub enum DecodeError {
     /// `AddMetadata` got a payload that is not a JSON object (it must follow `ParsePayload`).
     #[error("payload is not a json object (must start with `{{` and end with `}}`): cannot add metadata")]
     MetadataTarget,
+    /// A `drop_documents` rule of `[decoder.scrub_payload]` matched (`ScrubPayload`).
+    #[error("document dropped by payload rule `{rule}`: `{field}` matched")]
+    DroppedByRule {
+        /// The rule's name.
+        rule: String,
+        /// The field it tests.
+        field: String,
+    },
 }

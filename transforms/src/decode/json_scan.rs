@@ -10,6 +10,7 @@ use std::ops::Range;
 struct Member<'a> {
     key: Cow<'a, str>,
     key_start: usize,
+    value_start: usize,
     value_end: usize,
     /// Position of the `,` after the value, if another member follows.
     comma: Option<usize>,
@@ -99,6 +100,7 @@ fn members(b: &[u8]) -> Option<Vec<Member<'_>>> {
             return None;
         }
         i = skip_ws(b, i + 1);
+        let value_start = i;
         let value_end = skip_value(b, i)?;
         i = skip_ws(b, value_end);
         match b.get(i) {
@@ -106,6 +108,7 @@ fn members(b: &[u8]) -> Option<Vec<Member<'_>>> {
                 out.push(Member {
                     key,
                     key_start,
+                    value_start,
                     value_end,
                     comma: Some(i),
                 });
@@ -115,6 +118,7 @@ fn members(b: &[u8]) -> Option<Vec<Member<'_>>> {
                 out.push(Member {
                     key,
                     key_start,
+                    value_start,
                     value_end,
                     comma: None,
                 });
@@ -160,6 +164,28 @@ pub(crate) fn remove_members(object: &[u8], remove: impl Fn(&str) -> bool) -> Op
     Some(out)
 }
 
+/// `object` without the member at `path` (object keys from the top, unescaped), keeping every
+/// other byte; `None` when there is no such member (a key missing, or a value on the way that
+/// is not an object) or `object` is not a JSON object. Where a key repeats, the path follows
+/// the last one (the one a parser keeps) and the last step removes them all.
+pub(crate) fn remove_path(object: &[u8], path: &[String]) -> Option<Vec<u8>> {
+    let (first, rest) = path.split_first()?;
+    let members = members(object)?;
+    if rest.is_empty() {
+        if !members.iter().any(|m| m.key == first.as_str()) {
+            return None;
+        }
+        return remove_members(object, |k| k == first.as_str());
+    }
+    let m = members.iter().rev().find(|m| m.key == first.as_str())?;
+    let inner = remove_path(&object[m.value_start..m.value_end], rest)?;
+    let mut out = Vec::with_capacity(object.len());
+    out.extend_from_slice(&object[..m.value_start]);
+    out.extend_from_slice(&inner);
+    out.extend_from_slice(&object[m.value_end..]);
+    Some(out)
+}
+
 /// `object` with `members` (`"k":v,"k2":v2`, no braces) inserted right after its opening
 /// brace; `None` if `object` does not look like a JSON object (first and last non-whitespace
 /// bytes `{` and `}`).
@@ -186,6 +212,41 @@ mod tests {
 
     fn rm(s: &str) -> String {
         String::from_utf8(remove_members(s.as_bytes(), |k| k == "m" || k == "n").unwrap()).unwrap()
+    }
+
+    fn rm_path(s: &str, path: &[&str]) -> Option<String> {
+        let path: Vec<String> = path.iter().map(|p| p.to_string()).collect();
+        remove_path(s.as_bytes(), &path).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn removes_a_nested_member_keeping_every_other_byte() {
+        let doc = r#"{"a": {"b": 1, "c" : {"d":[1,"}"], "e":2}}, "z":3}"#;
+        assert_eq!(
+            rm_path(doc, &["a", "c", "d"]).unwrap(),
+            r#"{"a": {"b": 1, "c" : { "e":2}}, "z":3}"#
+        );
+        assert_eq!(
+            rm_path(doc, &["a", "c"]).unwrap(),
+            r#"{"a": {"b": 1}, "z":3}"#
+        );
+        assert_eq!(
+            rm_path(doc, &["z"]).unwrap(),
+            r#"{"a": {"b": 1, "c" : {"d":[1,"}"], "e":2}}}"#
+        );
+        // missing keys, and values on the way that are not objects: nothing to remove
+        assert_eq!(rm_path(doc, &["a", "x"]), None);
+        assert_eq!(rm_path(doc, &["z", "x"]), None);
+        assert_eq!(rm_path(doc, &["a", "c", "d", "0"]), None);
+        assert_eq!(rm_path("[1]", &["a"]), None);
+        // the last of repeated keys is the one followed
+        assert_eq!(
+            rm_path(r#"{"a":{"b":1},"a":{"b":2,"c":3}}"#, &["a", "b"]).unwrap(),
+            r#"{"a":{"b":1},"a":{"c":3}}"#
+        );
+        let out = rm_path(doc, &["a", "b"]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["a"], serde_json::json!({"c": {"d": [1, "}"], "e": 2}}));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | [`DecompressPayload`] | `DecompressPayload` | gunzips gzip payloads, bounded |
 //! | [`LimitPayloadSize`] | `LimitPayloadSize` | rejects payloads over a size |
 //! | [`ParsePayload`] | `ParsePayload` | parses once, lifts nested `metadata`, validates |
+//! | [`ScrubPayload`] | `ScrubPayload` | payload field rules: drops fields, drops documents |
 //! | [`AddMetadata`] | `AddMetadata` | nests the attributes into the payload's `metadata` |
 //!
 //! [`Decoder`] chains them in gcp-ingestion's order after stripping the error attributes of
@@ -28,6 +29,7 @@ mod limit;
 mod metadata;
 mod parse_payload;
 mod parse_uri;
+mod scrub_payload;
 
 pub use decoder::{Decoder, REPLAY_STRIPPED_ATTRIBUTES};
 pub use decompress::{DecompressPayload, DEFAULT_MAX_DECOMPRESSED_BYTES};
@@ -36,6 +38,9 @@ pub use limit::{LimitPayloadSize, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use metadata::{lift_metadata, nest_metadata, AddMetadata};
 pub use parse_payload::{sample_id, ParsePayload};
 pub use parse_uri::ParseUri;
+pub use scrub_payload::{
+    DocumentRule, DropAction, FieldRule, JsonPointer, ScrubPayload, ScrubPayloadConfig, Scrubbed,
+};
 
 /// Attribute names the decoder reads and writes (gcp-ingestion's).
 pub mod attr {
