@@ -7,6 +7,14 @@ use sluice_schemas::{LimitExceeded, ValidationFailure};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
+    /// More attributes than a submission can have ([`MAX_ATTRIBUTES`](super::MAX_ATTRIBUTES)).
+    #[error("message has {count} attributes, over the limit of {limit}")]
+    TooManyAttributes {
+        /// How many it has.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The `uri` does not start with `/submit/`.
     #[error("unknown uri prefix in `{uri}`: expected /submit/<namespace>/...")]
     UnknownUriPrefix {

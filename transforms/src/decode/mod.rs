@@ -37,7 +37,7 @@ pub use error::DecodeError;
 pub use limit::{LimitPayloadSize, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use metadata::{lift_metadata, nest_metadata, AddMetadata};
 pub use parse_payload::{sample_id, ParsePayload};
-pub use parse_uri::ParseUri;
+pub use parse_uri::{ParseUri, MAX_ATTRIBUTES};
 pub use scrub_payload::{
     DocumentRule, DropAction, FieldRule, JsonPointer, ScrubPayload, ScrubPayloadConfig, Scrubbed,
 };
