@@ -651,24 +651,24 @@ stack_traces = false
     rc = child.wait(timeout=120)
     if rc != 0:
         fail(f"soak: exit {rc}")
-    # flat: after a warm-up of a sixth of the run, the last sixth's mean is within 10 % of
-    # the first sixth's mean (after warm-up), and no sample is more than 10 % above it.
+    # Flat: after a warm-up (the first sixth of the run), the mean RSS of each later sixth is
+    # within 10 % of the first one's. Single samples swing with the batches in flight (up to
+    # the in-flight bound), so the peak is reported, not judged: a leak shows as a trend.
     n = len(samples)
     if n < 12:
         fail(f"soak: only {n} RSS samples")
         return None
     sixth = n // 6
-    base = samples[sixth : 2 * sixth]
-    last = samples[-sixth:]
-    mean = lambda xs: sum(v for _, v in xs) / len(xs)  # noqa: E731
-    b, l_ = mean(base), mean(last)
+    windows = [samples[i * sixth : (i + 1) * sixth] for i in range(1, 6)]
+    means = [sum(v for _, v in w) / len(w) for w in windows]
+    b = means[0]
+    growth = max(means) / b - 1
     peak = max(v for _, v in samples[sixth:])
-    growth = (l_ - b) / b
-    say(f"  RESULT soak: {fed[0]} records fed in {minutes:g} min, {n} samples; RSS after "
-        f"warm-up {b / 1000:.1f} MB, at the end {l_ / 1000:.1f} MB ({growth * 100:+.1f} %), "
-        f"peak {peak / 1000:.1f} MB")
-    if growth > 0.10 or peak > b * 1.10:
-        fail(f"soak: RSS not flat within 10 % (end {growth * 100:+.1f} %, peak {peak / b * 100 - 100:+.1f} %)")
+    say(f"  RESULT soak: {fed[0]} records fed in {minutes:g} min, {n} samples; mean RSS per "
+        f"sixth after warm-up {[round(m / 1000, 1) for m in means]} MB (most {growth * 100:+.1f} % "
+        f"over the first), peak {peak / 1000:.1f} MB")
+    if growth > 0.10:
+        fail(f"soak: RSS not flat within 10 % (a later window's mean is {growth * 100:+.1f} % over the first)")
     return {"growth": growth, "base_kb": b, "peak_kb": peak}
 
 
