@@ -607,13 +607,25 @@ fn print_summary(summary: &sluice::RunSummary, metrics: &Metrics, unfinished: &[
     for (k, v) in &summary.dead_lettered {
         out.push_str(&format!("    {k:<40} {v:>10}\n"));
     }
+    // Records a configured rule dropped without a dead letter: counted, never silent.
+    let dropped = snapshot.family(Counter::Dropped);
+    if !dropped.is_empty() {
+        out.push_str("  dropped by payload rules (counted, not written)\n");
+        for (k, v) in &dropped {
+            out.push_str(&format!("    {k:<40} {v:>10}\n"));
+        }
+    }
     out.push_str(&format!(
-        "  read {read} records ({:.1} MB) in {:.2}s: {:.0} records/s, {:.1} MB/s; {} dead letters\n",
+        "  read {read} records ({:.1} MB) in {:.2}s: {:.0} records/s, {:.1} MB/s; {} dead letters{}\n",
         summary.bytes_read as f64 / 1e6,
         secs,
         read as f64 / secs,
         summary.bytes_read as f64 / 1e6 / secs,
         summary.total_dead_lettered(),
+        match dropped.values().sum::<u64>() {
+            0 => String::new(),
+            n => format!("; {n} dropped by rules"),
+        },
     ));
     if !unfinished.is_empty() {
         out.push_str(&format!(

@@ -27,6 +27,9 @@ pub enum Counter {
     ProgressDone,
     /// Size of bounded sources (reader units), by source step.
     ProgressTotal,
+    /// Records dropped on purpose by a configured rule (never silently: this family is in the
+    /// job's summary and the metrics endpoint), by rule name.
+    Dropped,
 }
 
 impl Counter {
@@ -42,6 +45,7 @@ impl Counter {
             Counter::DeadLettered => "records_dead_lettered",
             Counter::ProgressDone => "source_progress_done",
             Counter::ProgressTotal => "source_progress_total",
+            Counter::Dropped => "records_dropped",
         }
     }
 }
@@ -157,7 +161,7 @@ impl MetricsSnapshot {
     }
 
     /// Prometheus text exposition format, every family as a counter labelled by `step` (or
-    /// `error_type` for dead letters), prefixed `sluice_`.
+    /// `error_type` for dead letters, `rule` for dropped records), prefixed `sluice_`.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         let mut last = None;
@@ -167,10 +171,10 @@ impl MetricsSnapshot {
                 out.push_str(&format!("# TYPE sluice_{name} counter\n"));
                 last = Some(*family);
             }
-            let key = if *family == Counter::DeadLettered {
-                "error_type"
-            } else {
-                "step"
+            let key = match family {
+                Counter::DeadLettered => "error_type",
+                Counter::Dropped => "rule",
+                _ => "step",
             };
             let label = label.replace('\\', "\\\\").replace('"', "\\\"");
             out.push_str(&format!("sluice_{name}{{{key}=\"{label}\"}} {value}\n"));

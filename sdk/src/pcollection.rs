@@ -497,6 +497,12 @@ impl<'s, T: Element> PCollection<'s, T> {
         self.derive(stream)
     }
 
+    /// The pipeline's counters, for a transform that keeps its own (say, records a rule drops,
+    /// under [`Counter::Dropped`]): fetch each counter once, when the transform is built.
+    pub fn metrics(&self) -> crate::Metrics {
+        self.ctx.shared.metrics.clone()
+    }
+
     /// Counts records passing this point under `Counter::StepOk` with label `name`.
     pub fn count_as(self, name: &str) -> PCollection<'s, T> {
         let counter = self

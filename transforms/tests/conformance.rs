@@ -77,7 +77,8 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The object sink on a fresh temporary directory (kept alive in `dirs` until the test ends),
-/// read back from the final objects only (staging files `<name>#<n>` are not objects).
+/// read back from the final objects only (hidden staging files `.<name>.staging[#<n>]` are not
+/// objects).
 fn local_sink(
     dirs: &Mutex<Vec<tempfile::TempDir>>,
     configure: impl Fn(ObjectSink) -> ObjectSink,
@@ -92,7 +93,10 @@ fn local_sink(
     SinkUnderTest::new(configure(sink), move || {
         files_under(&root)
             .iter()
-            .filter(|f| !f.to_string_lossy().contains('#'))
+            .filter(|f| {
+                let name = f.file_name().unwrap_or_default().to_string_lossy();
+                !name.starts_with('.') && !name.contains('#')
+            })
             .flat_map(|f| messages_in(&f.to_string_lossy(), &std::fs::read(f).unwrap()))
             .collect()
     })

@@ -95,8 +95,12 @@ fn settle(rt: &tokio::runtime::Runtime, w: &ObjectWriter) {
 }
 
 fn check(compression: Compression) {
+    // Few blocking threads: a local directory takes a put and a rename per object, each on a
+    // blocking thread, and a pool grown to hundreds of threads keeps their memory for seconds
+    // after the objects closed, which would blur what the writer itself gives back.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .unwrap();

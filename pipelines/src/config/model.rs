@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use sluice_transforms::decode::ScrubPayloadConfig;
 pub use sluice_transforms::io::bigquery::BigQuerySinkConfig;
 pub use sluice_transforms::io::file::FileSourceConfig;
 pub use sluice_transforms::io::format::{InputFormat, OutputFormat};
@@ -217,6 +218,11 @@ pub struct DecoderConfig {
     /// `isp_db_version`. Optional, as `geo_city_database`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo_isp_database: Option<PathBuf>,
+    /// Payload field rules applied to valid documents (`[decoder.scrub_payload]`): fields
+    /// removed (`drop_fields`) and documents dropped (`drop_documents`, each as a
+    /// `ScrubPayload` dead letter or counted under `records_dropped` in the summary).
+    #[serde(default, skip_serializing_if = "ScrubPayloadConfig::is_empty")]
+    pub scrub_payload: ScrubPayloadConfig,
 }
 
 /// 8 MiB, the edge's limit (gcp-ingestion's `LimitPayloadSize`).

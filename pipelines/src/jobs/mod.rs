@@ -520,7 +520,9 @@ fn build(
                 .with_scrub(output_scrub(config))
                 .with_geo(parts.geo);
             if let Some(d) = &config.decoder {
-                decoder = decoder.with_max_payload_bytes(d.max_payload_bytes);
+                decoder = decoder
+                    .with_max_payload_bytes(d.max_payload_bytes)
+                    .with_scrub_payload(&d.scrub_payload);
             }
             input
                 .apply("decode", decoder)

@@ -9,7 +9,8 @@ use crate::scrub::ScrubAttributes;
 
 use super::{
     AddMetadata, DecompressPayload, GeoLookup, LimitPayloadSize, NormalizeAttributes, ParsePayload,
-    ParseProxy, ParseUri, ParseUserAgent, DEFAULT_MAX_PAYLOAD_BYTES,
+    ParseProxy, ParseUri, ParseUserAgent, ScrubPayload, ScrubPayloadConfig,
+    DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
 /// Attributes a dead letter carries besides the original's (gcp-ingestion's error attributes
@@ -39,6 +40,7 @@ pub const REPLAY_STRIPPED_ATTRIBUTES: &[&str] = &[
 /// gcp-ingestion's Decoder: strips the error attributes of replayed dead letters, then
 /// [`ParseUri`] -> [`DecompressPayload`] -> [`LimitPayloadSize`] -> [`ParseProxy`] ->
 /// [`GeoLookup`] (with [`Decoder::with_geo`]) -> [`ParseUserAgent`] -> [`ParsePayload`] ->
+/// ([`ScrubPayload`], when rules are set with [`Decoder::with_scrub_payload`]) ->
 /// [`NormalizeAttributes`] ->
 /// [`AddMetadata`](super::AddMetadata), returning the decoded messages and every step's dead
 /// letters. The steps that never fail run inside their neighbours' operators (one map for
@@ -82,6 +84,7 @@ pub struct Decoder {
     stripped: Vec<String>,
     scrub: ScrubAttributes,
     geo: GeoLookup,
+    scrub_payload: ScrubPayload,
 }
 
 impl Decoder {
@@ -97,6 +100,7 @@ impl Decoder {
                 .collect(),
             scrub: ScrubAttributes::client_ip(),
             geo: GeoLookup::none(),
+            scrub_payload: ScrubPayload::new(&ScrubPayloadConfig::default()),
         }
     }
 
@@ -105,6 +109,13 @@ impl Decoder {
     /// scrubbed.
     pub fn with_geo(mut self, geo: GeoLookup) -> Self {
         self.geo = geo;
+        self
+    }
+
+    /// Sets the payload field rules applied after validation (see [`ScrubPayload`]); none by
+    /// default.
+    pub fn with_scrub_payload(mut self, rules: &ScrubPayloadConfig) -> Self {
+        self.scrub_payload = ScrubPayload::new(rules);
         self
     }
 
@@ -168,12 +179,16 @@ impl<'s> PTransform<PCollection<'s, Message>> for Decoder {
             }),
             failures: received.failures,
         };
-        enriched
-            .and_then(
-                "parse_payload",
-                ParsePayload::new(self.registry).with_limits(self.limits),
-            )
-            .and_then("add_metadata", NormalizedMetadata(self.scrub))
+        let parsed = enriched.and_then(
+            "parse_payload",
+            ParsePayload::new(self.registry).with_limits(self.limits),
+        );
+        let parsed = if self.scrub_payload.is_empty() {
+            parsed
+        } else {
+            parsed.and_then("scrub_payload", self.scrub_payload)
+        };
+        parsed.and_then("add_metadata", NormalizedMetadata(self.scrub))
     }
 }
 

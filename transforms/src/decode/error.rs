@@ -7,6 +7,14 @@ use sluice_schemas::{LimitExceeded, ValidationFailure};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
+    /// More attributes than a submission can have ([`MAX_ATTRIBUTES`](super::MAX_ATTRIBUTES)).
+    #[error("message has {count} attributes, over the limit of {limit}")]
+    TooManyAttributes {
+        /// How many it has.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The `uri` does not start with `/submit/`.
     #[error("unknown uri prefix in `{uri}`: expected /submit/<namespace>/...")]
     UnknownUriPrefix {
@@ -183,4 +191,12 @@ pub enum DecodeError {
     /// `AddMetadata` got a payload that is not a JSON object (it must follow `ParsePayload`).
     #[error("payload is not a json object (must start with `{{` and end with `}}`): cannot add metadata")]
     MetadataTarget,
+    /// A `drop_documents` rule of `[decoder.scrub_payload]` matched (`ScrubPayload`).
+    #[error("document dropped by payload rule `{rule}`: `{field}` matched")]
+    DroppedByRule {
+        /// The rule's name.
+        rule: String,
+        /// The field it tests.
+        field: String,
+    },
 }

@@ -164,6 +164,28 @@ pub(crate) fn remove_members(object: &[u8], remove: impl Fn(&str) -> bool) -> Op
     Some(out)
 }
 
+/// `object` without the member at `path` (object keys from the top, unescaped), keeping every
+/// other byte; `None` when there is no such member (a key missing, or a value on the way that
+/// is not an object) or `object` is not a JSON object. Where a key repeats, the path follows
+/// the last one (the one a parser keeps) and the last step removes them all.
+pub(crate) fn remove_path(object: &[u8], path: &[String]) -> Option<Vec<u8>> {
+    let (first, rest) = path.split_first()?;
+    let members = members(object)?;
+    if rest.is_empty() {
+        if !members.iter().any(|m| m.key == first.as_str()) {
+            return None;
+        }
+        return remove_members(object, |k| k == first.as_str());
+    }
+    let m = members.iter().rev().find(|m| m.key == first.as_str())?;
+    let inner = remove_path(&object[m.value_start..m.value_end], rest)?;
+    let mut out = Vec::with_capacity(object.len());
+    out.extend_from_slice(&object[..m.value_start]);
+    out.extend_from_slice(&inner);
+    out.extend_from_slice(&object[m.value_end..]);
+    Some(out)
+}
+
 /// `object` with `members` (`"k":v,"k2":v2`, no braces) inserted right after its opening
 /// brace; `None` if `object` does not look like a JSON object (first and last non-whitespace
 /// bytes `{` and `}`).
@@ -215,6 +237,41 @@ mod tests {
 
     fn rm(s: &str) -> String {
         String::from_utf8(remove_members(s.as_bytes(), |k| k == "m" || k == "n").unwrap()).unwrap()
+    }
+
+    fn rm_path(s: &str, path: &[&str]) -> Option<String> {
+        let path: Vec<String> = path.iter().map(|p| p.to_string()).collect();
+        remove_path(s.as_bytes(), &path).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn removes_a_nested_member_keeping_every_other_byte() {
+        let doc = r#"{"a": {"b": 1, "c" : {"d":[1,"}"], "e":2}}, "z":3}"#;
+        assert_eq!(
+            rm_path(doc, &["a", "c", "d"]).unwrap(),
+            r#"{"a": {"b": 1, "c" : { "e":2}}, "z":3}"#
+        );
+        assert_eq!(
+            rm_path(doc, &["a", "c"]).unwrap(),
+            r#"{"a": {"b": 1}, "z":3}"#
+        );
+        assert_eq!(
+            rm_path(doc, &["z"]).unwrap(),
+            r#"{"a": {"b": 1, "c" : {"d":[1,"}"], "e":2}}}"#
+        );
+        // missing keys, and values on the way that are not objects: nothing to remove
+        assert_eq!(rm_path(doc, &["a", "x"]), None);
+        assert_eq!(rm_path(doc, &["z", "x"]), None);
+        assert_eq!(rm_path(doc, &["a", "c", "d", "0"]), None);
+        assert_eq!(rm_path("[1]", &["a"]), None);
+        // the last of repeated keys is the one followed
+        assert_eq!(
+            rm_path(r#"{"a":{"b":1},"a":{"b":2,"c":3}}"#, &["a", "b"]).unwrap(),
+            r#"{"a":{"b":1},"a":{"c":3}}"#
+        );
+        let out = rm_path(doc, &["a", "b"]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["a"], serde_json::json!({"c": {"d": [1, "}"], "e": 2}}));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | [`GeoLookup`] | never fails | `geo_*`, `isp_*` of the client IP (optional MaxMind databases) |
 //! | [`ParseUserAgent`] | never fails | `user_agent` -> `user_agent_browser`, `_version`, `_os` |
 //! | [`ParsePayload`] | `ParsePayload` | parses once, lifts nested `metadata`, validates, derives `client_id`, `sample_id`, `os`, ... |
+//! | [`ScrubPayload`] | `ScrubPayload` | payload field rules: drops fields, drops documents |
 //! | [`NormalizeAttributes`] | never fails | `normalized_channel`, `_os`, `_os_version`, `_app_name`, `_country_code` |
 //! | [`AddMetadata`] | `AddMetadata` | nests the attributes into the payload's `metadata` |
 //!
@@ -35,6 +36,7 @@ mod normalize;
 mod parse_payload;
 mod parse_uri;
 mod proxy;
+mod scrub_payload;
 mod stub;
 mod user_agent;
 
@@ -49,8 +51,11 @@ pub use normalize::{
     normalize_os_version, NormalizeAttributes,
 };
 pub use parse_payload::{normalize_uuid, sample_id, ParsePayload};
-pub use parse_uri::ParseUri;
+pub use parse_uri::{ParseUri, MAX_ATTRIBUTES};
 pub use proxy::{client_ip, ParseProxy};
+pub use scrub_payload::{
+    DocumentRule, DropAction, FieldRule, JsonPointer, ScrubPayload, ScrubPayloadConfig, Scrubbed,
+};
 pub use user_agent::{parse_user_agent, ParseUserAgent};
 
 /// Attribute names the decoder reads and writes (gcp-ingestion's).

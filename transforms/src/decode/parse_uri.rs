@@ -25,6 +25,9 @@ const GENERIC_KEYS: [&str; 4] = [
     attr::DOCUMENT_ID,
 ];
 
+/// The most attributes a message may have to be decoded (see [`ParseUri`]).
+pub const MAX_ATTRIBUTES: usize = 1000;
+
 /// Sets the routing attributes from the `uri` attribute (gcp-ingestion's `ParseUri`).
 ///
 /// Three forms are understood:
@@ -48,9 +51,13 @@ const GENERIC_KEYS: [&str; 4] = [
 /// gcp-ingestion takes any text. A message without `uri` passes through untouched: it was parsed
 /// before (a replay).
 ///
-/// Errors (dead letters with `error_type` `ParseUri`): unknown prefix, too few or extra path
-/// elements, a document id that is not a UUID, an unknown stub ping version, a stub element
-/// that must be an integer and is not.
+/// As the decoder's first step, it also refuses a message with more than [`MAX_ATTRIBUTES`]
+/// attributes (the edge sets about 30, Pub/Sub allows 100): a flood of attributes is not a
+/// submission, and would otherwise be written with every output.
+///
+/// Errors (dead letters with `error_type` `ParseUri`): too many attributes, unknown prefix, too
+/// few or extra path elements, a document id that is not a UUID, an unknown stub ping version, a
+/// stub element that must be an integer and is not.
 ///
 /// ```
 /// use sluice::Message;
@@ -79,6 +86,16 @@ impl ParseUri {
 
     /// Parses the uri of a message it owns; on failure, hands it back unchanged with the error.
     pub fn apply_owned(mut message: Message) -> Result<Message, (Message, DecodeError)> {
+        if message.attributes.len() > MAX_ATTRIBUTES {
+            let count = message.attributes.len();
+            return Err((
+                message,
+                DecodeError::TooManyAttributes {
+                    count,
+                    limit: MAX_ATTRIBUTES,
+                },
+            ));
+        }
         let Some(uri) = message.attribute(attr::URI) else {
             return Ok(message);
         };
@@ -210,6 +227,24 @@ impl<'s> PTransform<PCollection<'s, Message>> for ParseUri {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_flood_of_attributes_is_refused() {
+        let uri = "/submit/test/test/1/8ad6b9a0-2f58-4a3e-b54f-3b2d3b0f6c11";
+        let mut m = sluice::Message::new("{}").with_attribute("uri", uri);
+        for i in 0..super::MAX_ATTRIBUTES - 1 {
+            m.attributes.insert(format!("a{i}"), "v".into());
+        }
+        let ok = super::ParseUri::apply_owned(m.clone()).unwrap();
+        assert_eq!(ok.attribute("document_type"), Some("test"));
+        m.attributes.insert("one_more".into(), "v".into());
+        let (back, e) = super::ParseUri::apply_owned(m.clone()).unwrap_err();
+        assert_eq!(back, m);
+        assert_eq!(
+            e.to_string(),
+            "message has 1001 attributes, over the limit of 1000"
+        );
+    }
+
     use super::*;
 
     const ID: &str = "8ad6b9a0-2f58-4a3e-b54f-3b2d3b0f6c11";

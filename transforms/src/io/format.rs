@@ -176,7 +176,8 @@ pub enum FormatError {
     /// A `json` line that is not a gcp-ingestion envelope.
     #[error("line is not a message envelope: {0}")]
     InvalidEnvelope(#[source] sluice::EnvelopeError),
-    /// A line longer than the reader's limit (the dead letter keeps its first `max` bytes).
+    /// A line longer than the reader's limit (the dead letter keeps its first 64 KiB,
+    /// [`LONG_LINE_HEAD_BYTES`](crate::io::file::LONG_LINE_HEAD_BYTES)).
     #[error("line of {length} bytes exceeds the limit of {max} bytes")]
     LineTooLong {
         /// The line's length without its newline.

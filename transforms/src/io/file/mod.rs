@@ -51,7 +51,7 @@ use crate::io::format::{FormatError, InputFormat};
 
 pub use config::FileSourceConfig;
 pub(crate) use reader::{decompressed, record_bytes};
-pub use reader::{Batch, ReadResult, RecordReader, DEFAULT_MAX_LINE_BYTES};
+pub use reader::{Batch, ReadResult, RecordReader, DEFAULT_MAX_LINE_BYTES, LONG_LINE_HEAD_BYTES};
 
 /// Records returned by one `read` call at most, so a worker is never held for long.
 const RECORDS_PER_READ: usize = 512;

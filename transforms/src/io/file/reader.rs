@@ -253,8 +253,20 @@ impl<R: BufRead> RecordReader<R> {
                 file: self.file.clone(),
                 line: self.lines,
             };
-            let raw = Bytes::copy_from_slice(&self.line);
-            let record = if length as usize > self.line.len() {
+            let too_long = length as usize > self.line.len();
+            // An over-long line is kept as its head only: it cannot be replayed whole anyway,
+            // and a copy of tens of MB (then its base64 in the dead letter's envelope) would
+            // multiply the memory one bad line takes.
+            let kept = if too_long {
+                self.line.len().min(LONG_LINE_HEAD_BYTES)
+            } else {
+                self.line.len()
+            };
+            let raw = Bytes::copy_from_slice(&self.line[..kept]);
+            if too_long {
+                self.line = Vec::new();
+            }
+            let record = if too_long {
                 Err(FormatError::LineTooLong {
                     length,
                     max: self.max_line_bytes,
@@ -454,6 +466,9 @@ fn holds_truncated_frame(input: &[u8], end: usize) -> bool {
 }
 
 /// The dead letter of a record that does not decode.
+/// What the dead letter of a line longer than the limit keeps of it: its first 64 KiB.
+pub const LONG_LINE_HEAD_BYTES: usize = 64 << 10;
+
 pub(crate) fn dead_letter(raw: Bytes, position: SourcePosition, error: &FormatError) -> DeadLetter {
     DeadLetter::new(
         Message::new(raw).with_position(position),
@@ -589,6 +604,29 @@ mod tests {
         );
         assert!(dl.exception_class.ends_with("FormatError::LineTooLong"));
         assert_eq!(out[2].as_ref().unwrap().payload, "ok");
+    }
+
+    #[test]
+    fn a_long_line_keeps_only_its_head_and_frees_its_buffer() {
+        let max = 4 * LONG_LINE_HEAD_BYTES;
+        let mut input = vec![b'x'; 3 * max];
+        input.extend_from_slice(
+            b"
+ok
+",
+        );
+        let mut r = RecordReader::new(&input[..], InputFormat::Text).with_max_line_bytes(max);
+        let mut out = Vec::new();
+        r.read_batch(&mut out, 10, usize::MAX).unwrap();
+        assert_eq!(out.len(), 2);
+        let dl = out[0].as_ref().unwrap_err();
+        assert_eq!(dl.original.payload.len(), LONG_LINE_HEAD_BYTES);
+        assert_eq!(
+            dl.error_message,
+            format!("line of {} bytes exceeds the limit of {max} bytes", 3 * max)
+        );
+        assert_eq!(out[1].as_ref().unwrap().payload, "ok");
+        assert!(r.line.capacity() < max, "{}", r.line.capacity());
     }
 
     #[test]

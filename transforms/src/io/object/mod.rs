@@ -44,11 +44,21 @@
 //! # Nothing partial is ever visible
 //! - S3 and S3-compatible servers: a single `PUT` is atomic; a multipart upload becomes
 //!   visible only when it completes, and is aborted on error or when the writer drops it.
-//! - Local directory: `LocalFileSystem` writes a staging file `<name>#<n>` beside the target
-//!   (a put, or part by part at their offsets), fsyncs it and renames it into place (atomic on
-//!   POSIX); an aborted upload deletes it. A process killed mid-write can leave a staging file
-//!   behind: its name ends in `#<digits>`, never in `.ndjson`/`.gz`/`.txt`, and `object_store`
-//!   listings skip it; readers of the directory must ignore such names.
+//! - Local directory: an object `<dir>/<name>` is written as the hidden staging file
+//!   `<dir>/.<name>.staging` (`LocalFileSystem` itself writes `.<name>.staging#<n>` first: a
+//!   put, or part by part at their offsets, fsynced), then renamed to `<name>` once whole
+//!   (atomic on POSIX, the directory fsynced); an aborted upload deletes it. **Final names**
+//!   are exactly `<prefix><job>-<run>-w<worker>-<seq>.<ext>`: they never start with `.` and
+//!   never end in `.staging` or `#<digits>`. A process killed mid-write can leave a staging
+//!   file behind, under a name readers skip by convention (Spark, Hadoop and Hive ignore names
+//!   starting with `.` or `_`); the next run of the same job removes them when its writers
+//!   open: each writer the leftovers of its own worker index under the template's fixed prefix
+//!   (worker 0 also those of worker indices the run does not have), never a file of the current
+//!   run, of another job, or any other name.
+//! - S3: a killed run can leave a multipart upload open (its parts are billed, never visible).
+//!   `object_store` cannot list multipart uploads, so the sink cannot abort them at start:
+//!   give the bucket a lifecycle rule that aborts incomplete multipart uploads (say
+//!   `AbortIncompleteMultipartUpload` with `DaysAfterInitiation = 1`).
 //! - Names are never reused: job name, run id (unique per run), worker index and a per-writer
 //!   sequence number. A re-run after a crash writes new objects, so a record whose epoch was not
 //!   acknowledged may appear twice (at-least-once), but never half.
@@ -58,6 +68,7 @@ pub mod fault;
 mod format;
 #[cfg(feature = "s3")]
 mod s3;
+mod staging;
 mod template;
 mod writer;
 
@@ -234,6 +245,9 @@ pub struct ObjectSink {
     pub(crate) part_size: usize,
     pub(crate) min_part_size: usize,
     pub(crate) budget: MemoryBudget,
+    /// Set on a local directory: objects are written under hidden staging names and renamed,
+    /// and a writer removes the staging files earlier runs left (see the module docs).
+    pub(crate) leftovers: Option<staging::Leftovers>,
 }
 
 /// The part size of a sink on any store (S3 included): 8 MiB.
@@ -258,6 +272,7 @@ impl ObjectSink {
             part_size: DEFAULT_PART_SIZE,
             min_part_size: 1,
             budget: MemoryBudget::default(),
+            leftovers: None,
         }
     }
 
@@ -277,9 +292,11 @@ impl ObjectSink {
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| ObjectSinkError::Config(format!("directory `{}`: {e}", dir.display())))?
             .with_fsync(true);
-        Ok(ObjectSink::new(Arc::new(store), template)
+        let mut sink = ObjectSink::new(Arc::new(store), template)
             .with_kind("file")
-            .with_part_size(LOCAL_PART_SIZE))
+            .with_part_size(LOCAL_PART_SIZE);
+        sink.leftovers = Some(staging::Leftovers::new(dir));
+        Ok(sink)
     }
 
     /// A sink on an in-memory store (tests), in parts of [`LOCAL_PART_SIZE`]; clones of
@@ -429,6 +446,14 @@ impl Sink for ObjectSink {
 
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
         let names = ObjectNames::new(ctx.job_name(), ctx.run_id(), ctx.worker_index());
+        if let Some(leftovers) = &self.leftovers {
+            leftovers.remove_for(
+                &names,
+                self.template.fixed_prefix(),
+                ctx.worker_index(),
+                ctx.peers(),
+            );
+        }
         Ok(Box::new(self.open_writer(ctx.runtime().clone(), names)))
     }
 }

@@ -677,7 +677,7 @@ fn on_a_directory_parts_go_to_a_staging_file_renamed_into_place_when_closed() {
     let now = files(dir.path());
     assert_eq!(now.len(), 1, "{now:?}");
     assert!(
-        now[0].starts_with("out/a/job-") && now[0].ends_with(".ndjson#1"),
+        now[0].starts_with("out/a/.job-") && now[0].ends_with(".ndjson.staging#1"),
         "{now:?}"
     );
     w.flush();

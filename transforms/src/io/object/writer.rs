@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use super::format::Encoder;
+use super::staging::staging_name;
 use super::{ObjectSink, ObjectSinkError};
 
 /// Builds object names that never collide: `<prefix><job>-<run_id>-w<worker>-<seq>.<ext>`.
@@ -24,15 +25,30 @@ use super::{ObjectSink, ObjectSinkError};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectNames {
     stem: String,
+    job: String,
+    run: String,
 }
 
 impl ObjectNames {
     /// Names for worker `worker` of run `run_id` of job `job`. Characters other than ASCII
     /// letters, digits, `_`, `-` and `.` are replaced by `_`.
     pub fn new(job: &str, run_id: &str, worker: usize) -> Self {
+        let (job, run) = (clean(job), clean(run_id));
         ObjectNames {
-            stem: format!("{}-{}-w{worker:04}", clean(job), clean(run_id)),
+            stem: format!("{job}-{run}-w{worker:04}"),
+            job,
+            run,
         }
+    }
+
+    /// The job's name as it appears in object names.
+    pub(crate) fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// The run id as it appears in object names.
+    pub(crate) fn run(&self) -> &str {
+        &self.run
     }
 
     /// The object name (without prefix) of sequence number `seq` with extension `ext`
@@ -551,6 +567,7 @@ impl Shared {
         let task = self.runtime.spawn(stream_object(
             self.sink.store.clone(),
             name.to_string(),
+            self.sink.leftovers.is_some(),
             rx,
             Arc::downgrade(self),
         ));
@@ -605,12 +622,25 @@ impl Shared {
     async fn put_whole(&self, name: &str, body: HeldPart) -> Result<usize, ObjectSinkError> {
         let path = parse_path(name)?;
         let len = body.data.len();
+        let staged = self.staged(name)?;
         self.sink
             .store
-            .put(&path, body.payload())
+            .put(staged.as_ref().unwrap_or(&path), body.payload())
             .await
             .map_err(|e| upload_error(name, e))?;
+        if let Some(staged) = staged {
+            publish(self.sink.store.as_ref(), &staged, &path, name).await?;
+        }
         Ok(len)
+    }
+
+    /// Where object `name` is written before it is whole, if not under its own name (a local
+    /// directory: a hidden staging name, renamed into place).
+    fn staged(&self, name: &str) -> Result<Option<Path>, ObjectSinkError> {
+        match self.sink.leftovers {
+            Some(_) => parse_path(&staging_name(name)).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// An object ended: resolve the epochs it was the last pending batch of, or fail the
@@ -673,10 +703,11 @@ fn upload_error(name: &str, e: object_store::Error) -> ObjectSinkError {
 async fn stream_object(
     store: Arc<dyn ObjectStore>,
     name: String,
+    staged: bool,
     mut parts: mpsc::UnboundedReceiver<Part>,
     shared: Weak<Shared>,
 ) -> Option<Result<usize, ObjectSinkError>> {
-    let result = upload_parts(store.as_ref(), &name, &mut parts).await;
+    let result = upload_parts(store.as_ref(), &name, staged, &mut parts).await;
     if let Some(Err(e)) = &result {
         tracing::warn!(object = %name, error = %e, "object not written");
         if let Some(shared) = shared.upgrade() {
@@ -689,13 +720,18 @@ async fn stream_object(
 async fn upload_parts(
     store: &dyn ObjectStore,
     name: &str,
+    staged: bool,
     parts: &mut mpsc::UnboundedReceiver<Part>,
 ) -> Option<Result<usize, ObjectSinkError>> {
     let path = match parse_path(name) {
         Ok(p) => p,
         Err(e) => return Some(Err(e)),
     };
-    let mut upload = match store.put_multipart(&path).await {
+    let staging = match staged.then(|| parse_path(&staging_name(name))).transpose() {
+        Ok(s) => s,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut upload = match store.put_multipart(staging.as_ref().unwrap_or(&path)).await {
         Ok(u) => u,
         Err(e) => return Some(Err(upload_error(name, e))),
     };
@@ -741,7 +777,14 @@ async fn upload_parts(
             }
             match all {
                 Ok(()) => match upload.complete().await {
-                    Ok(_) => return Some(Ok(size)),
+                    Ok(_) => {
+                        if let Some(staging) = &staging {
+                            if let Err(e) = publish(store, staging, &path, name).await {
+                                return Some(Err(e));
+                            }
+                        }
+                        return Some(Ok(size));
+                    }
                     Err(e) => Some(Err(upload_error(name, e))),
                 },
                 Err(e) => Some(Err(e)),
@@ -755,6 +798,23 @@ async fn upload_parts(
         tracing::debug!(object = %name, error = %e, "aborting an upload failed");
     }
     outcome.map(|r| r.map(|()| size))
+}
+
+/// Renames a whole object from its staging name to its final one (atomic on a local
+/// directory); on failure, removes the staging file.
+async fn publish(
+    store: &dyn ObjectStore,
+    staging: &Path,
+    path: &Path,
+    name: &str,
+) -> Result<(), ObjectSinkError> {
+    if let Err(e) = store.rename(staging, path).await {
+        if let Err(e) = store.delete(staging).await {
+            tracing::debug!(object = %name, error = %e, "removing a staging file failed");
+        }
+        return Err(upload_error(name, e));
+    }
+    Ok(())
 }
 
 /// Closes batches older than `max_age`, until the writer is gone.
