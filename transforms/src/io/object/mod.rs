@@ -92,7 +92,7 @@ pub enum ObjectSinkError {
     #[error("object sink config: {0}")]
     Config(String),
     /// A rendered object path the store rejects.
-    #[error("object path `{path}`: {source}")]
+    #[error("invalid object path `{path}`")]
     Path {
         /// The path.
         path: String,
@@ -101,7 +101,7 @@ pub enum ObjectSinkError {
         source: Arc<object_store::path::Error>,
     },
     /// Building an object's bytes failed.
-    #[error("encoding object `{path}`: {source}")]
+    #[error("cannot encode object `{path}`")]
     Encode {
         /// The object path.
         path: String,
@@ -110,7 +110,7 @@ pub enum ObjectSinkError {
         source: Arc<std::io::Error>,
     },
     /// The store did not take an object (after its own retries).
-    #[error("uploading object `{path}`: {source}")]
+    #[error("cannot upload object `{path}`")]
     Upload {
         /// The object path.
         path: String,
@@ -119,7 +119,7 @@ pub enum ObjectSinkError {
         source: Arc<object_store::Error>,
     },
     /// A local output directory that cannot be created or used.
-    #[error("output directory `{path}`: {source}")]
+    #[error("cannot use output directory `{path}`")]
     Directory {
         /// The directory.
         path: String,
@@ -129,7 +129,7 @@ pub enum ObjectSinkError {
     },
     /// The destination cannot be listed before the run (missing bucket, bad credentials,
     /// unreachable endpoint).
-    #[error("cannot reach the destination `{prefix}`: {source}")]
+    #[error("cannot reach the destination `{prefix}`")]
     Check {
         /// The fixed prefix of the path template.
         prefix: String,
@@ -140,8 +140,8 @@ pub enum ObjectSinkError {
     #[error("object writer closed before epoch {0} was written")]
     Closed(u64),
     /// An earlier upload of this writer failed, so nothing more is accepted.
-    #[error("object sink stopped after an earlier failure: {0}")]
-    Stopped(Box<ObjectSinkError>),
+    #[error("object sink stopped after an earlier failure")]
+    Stopped(#[source] Box<ObjectSinkError>),
 }
 
 /// When a batch is closed and uploaded; whichever bound is reached first.

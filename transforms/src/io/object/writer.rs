@@ -595,7 +595,9 @@ impl Shared {
                 Ok(bytes) => {
                     tracing::debug!(object = %name, records, bytes, reason = ?why, "object written")
                 }
-                Err(e) => tracing::warn!(object = %name, error = %e, "object not written"),
+                Err(e) => {
+                    tracing::warn!(object = %name, error = %sluice::chain(e), "object not written")
+                }
             }
             shared.complete(&epochs, records, result);
         });
@@ -678,7 +680,7 @@ async fn stream_object(
 ) -> Option<Result<usize, ObjectSinkError>> {
     let result = upload_parts(store.as_ref(), &name, &mut parts).await;
     if let Some(Err(e)) = &result {
-        tracing::warn!(object = %name, error = %e, "object not written");
+        tracing::warn!(object = %name, error = %sluice::chain(e), "object not written");
         if let Some(shared) = shared.upgrade() {
             fail(&mut shared.lock(), e.clone());
         }
