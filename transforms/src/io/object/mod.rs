@@ -74,7 +74,7 @@ pub use format::Compression;
 #[cfg(feature = "s3")]
 pub use s3::S3Options;
 pub use template::PathTemplate;
-pub use writer::{ObjectNames, WriterStats};
+pub use writer::{check_object_name, ObjectNames, WriterStats};
 
 /// Errors of the object sink.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -51,8 +51,17 @@ const MAX_SEGMENT_BYTES: usize = 255;
 /// The longest key S3 takes.
 const MAX_KEY_BYTES: usize = 1024;
 
-/// Whether `name` can be an object's name on every store the sink writes to.
-fn check_object_name(name: &str) -> Result<(), String> {
+/// Whether `name` can be an object's name on every store the sink writes to: at most 1024
+/// bytes, no path segment over 255 bytes, and a path `object_store` takes as it is. The sink
+/// refuses a record whose rendered prefix fails this (with the reason returned here).
+///
+/// ```
+/// use sluice_transforms::io::object::check_object_name;
+/// assert!(check_object_name("telemetry/main/v4/a.ndjson.gz").is_ok());
+/// assert!(check_object_name(&"x".repeat(300)).is_err());
+/// assert!(check_object_name("a//b").is_err());
+/// ```
+pub fn check_object_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_KEY_BYTES {
         return Err(format!(
             "the object name is {} bytes, over the limit of {MAX_KEY_BYTES}",
