@@ -266,7 +266,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit(code, e)) => {
             if !e.to_string().is_empty() {
-                say!("error: {e:#}");
+                // the chain, each cause once (a cause some crate also prints in its own
+                // message is not repeated)
+                say!("error: {}", sluice::chain(e.as_ref()));
             }
             ExitCode::from(code)
         }

@@ -210,7 +210,8 @@ impl Failure {
         self
     }
 
-    /// Builds a failure from any error: message, type and variant, source chain.
+    /// Builds a failure from any error: the message is the error and its causes, each once
+    /// ([`chain`](crate::chain)); the stack trace has one cause per line; type and variant.
     pub fn from_error<E: std::error::Error + 'static>(error: &E) -> Self {
         let mut trace = error.to_string();
         let mut cause = error.source();
@@ -220,7 +221,7 @@ impl Failure {
             cause = c.source();
         }
         Failure {
-            message: error.to_string(),
+            message: crate::chain(error),
             exception_class: exception_class(error),
             stack_trace: Some(trace),
             error_type: None,
@@ -292,6 +293,8 @@ mod tests {
         let io = ParseError::Io(std::io::Error::other("disk gone"));
         let f = Failure::from(io);
         assert_eq!(f.stack_trace.as_deref(), Some("io\ncaused by: disk gone"));
+        // the message carries the cause too, once
+        assert_eq!(f.message, "io: disk gone");
     }
 
     #[test]

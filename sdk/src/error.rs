@@ -22,16 +22,18 @@ pub enum Error {
     /// The pipeline is not well formed (no sink, a bad option, ...).
     #[error("invalid pipeline: {0}")]
     InvalidPipeline(String),
-    /// A source could not be opened, read or acknowledged.
-    #[error("source `{step}` failed: {source}")]
+    /// A source could not be opened, read or acknowledged (the cause is the error's source:
+    /// print the chain, e.g. with [`chain`]).
+    #[error("source `{step}` failed")]
     Source {
         /// The step name given to `read`.
         step: String,
         /// The source's error.
         source: BoxError,
     },
-    /// A sink could not be opened or a write did not become durable.
-    #[error("sink `{step}` failed: {source}")]
+    /// A sink could not be opened or a write did not become durable (the cause is the
+    /// error's source: print the chain, e.g. with [`chain`]).
+    #[error("sink `{step}` failed")]
     Sink {
         /// The step name given to `write`.
         step: String,
@@ -60,6 +62,37 @@ pub enum Error {
     /// An error from the code that builds the pipeline.
     #[error("{0}")]
     Build(BoxError),
+}
+
+/// An error and its causes on one line, each said once: `what failed: why: why deeper`.
+///
+/// Errors of this workspace say what failed in their message and carry the cause as their
+/// [`source`](std::error::Error::source), never both, so that a chain printer (this function,
+/// anyhow's `{:#}`) prints each cause once.
+///
+/// ```
+/// let io = std::io::Error::other("connection refused");
+/// let e = sluice::Error::Sink { step: "store".into(), source: Box::new(io) };
+/// assert_eq!(e.to_string(), "sink `store` failed");
+/// assert_eq!(sluice::chain(&e), "sink `store` failed: connection refused");
+/// ```
+///
+/// Errors of other crates do not all keep to that (some print their source in their message
+/// too), so a cause whose message the level above already ends with is not repeated.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut above = out.clone();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !above.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        above = text;
+        cause = c.source();
+    }
+    out
 }
 
 impl Error {

@@ -46,7 +46,7 @@ where
             dead_letters.write("write_dead_letters", d.clone());
             Ok(())
         })
-        .unwrap_or_else(|e| panic!("harness pipeline failed: {e}"));
+        .unwrap_or_else(|e| panic!("harness pipeline failed: {}", crate::chain(&e)));
     Output {
         output: out.sorted(),
         dead_letters: dead.sorted(),

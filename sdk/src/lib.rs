@@ -46,7 +46,7 @@ mod pcollection;
 mod pipeline;
 
 pub use dead_letter::{reduce_message, truncate_utf8, DeadLetter, Failure, MAX_ATTRIBUTE_BYTES};
-pub use error::{BoxError, Error, Result};
+pub use error::{chain, BoxError, Error, Result};
 pub use io::{
     CheckContext, Epoch, ReadState, ReadStatus, Rejection, Sink, SinkContext, SinkWriter, Source,
     SourceContext, SourceReader, SourceWaker, WriteFuture,

@@ -245,7 +245,10 @@ impl Message {
             Some(b64) => Bytes::from(
                 base64::engine::general_purpose::STANDARD
                     .decode(b64.as_bytes())
-                    .map_err(|e| EnvelopeError::Base64(e.to_string()))?,
+                    // the base64 crate ends its messages with a period; ours never do
+                    .map_err(|e| {
+                        EnvelopeError::Base64(e.to_string().trim_end_matches('.').into())
+                    })?,
             ),
         };
         Ok(Message {

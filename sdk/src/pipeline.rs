@@ -518,7 +518,7 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            Some(e) => e.to_string(),
+            Some(e) => crate::chain(e),
             None => "stopped".to_string(),
         }
     }

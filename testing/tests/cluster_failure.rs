@@ -133,7 +133,7 @@ fn cluster_failure_child() {
         });
     let outcome = match &result {
         Ok(_) => "ok".to_string(),
-        Err(e) => e.to_string().replace('\n', " "),
+        Err(e) => sluice::chain(e).replace('\n', " "),
     };
     std::fs::write(
         report,

@@ -156,8 +156,10 @@ fn an_unreachable_source_is_an_error_not_a_dead_letter() {
     });
     let e = result.unwrap_err();
     assert!(matches!(e, Error::Source { .. }));
+    // what failed, then the cause, once
+    assert_eq!(e.to_string(), "source `read_kafka` failed");
     assert_eq!(
-        e.to_string(),
+        sluice::chain(&e),
         "source `read_kafka` failed: broker 127.0.0.1:1 unreachable"
     );
 }

@@ -139,7 +139,7 @@ fn a_sink_that_refuses_without_declaring_it_stops_the_run_instead_of_dropping() 
             Ok(())
         })
         .unwrap_err();
-    let text = err.to_string();
+    let text = sluice::chain(&err);
     assert!(text.contains("sink `store`"), "{text}");
     assert!(text.contains("does not declare rejections"), "{text}");
     assert!(!source.all_acked());
@@ -193,7 +193,7 @@ fn a_reduced_dead_letter_refused_again_stops_the_run_without_acknowledging() {
         &dead,
     )
     .unwrap_err();
-    let text = err.to_string();
+    let text = sluice::chain(&err);
     assert!(text.contains("sink `dead_letters`"), "{text}");
     assert!(text.contains("refused a reduced dead letter"), "{text}");
     assert!(source.acked().is_empty());
@@ -214,7 +214,7 @@ fn a_panicking_write_future_ends_the_run_with_an_error_naming_the_sink() {
                 Ok(())
             })
             .unwrap_err();
-        let text = err.to_string();
+        let text = sluice::chain(&err);
         assert!(text.contains("sink `store`"), "{text}");
         assert!(text.contains("injected panic in write #3"), "{text}");
         assert!(!source.all_acked());

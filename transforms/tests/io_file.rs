@@ -263,7 +263,7 @@ fn a_pattern_matching_nothing_is_a_clear_error() {
     let Err(e) = run(source, 2) else {
         panic!("a run without input files must fail")
     };
-    assert!(e.to_string().contains(&expected), "{e}");
+    assert!(sluice::chain(&e).contains(&expected), "{e}");
 }
 
 #[test]
@@ -275,7 +275,7 @@ fn a_missing_file_is_a_clear_error() {
         [pattern(dir.path(), "here.ndjson"), missing.clone()],
         InputFormat::Json,
     );
-    let e = source.resolve().unwrap_err().to_string();
+    let e = sluice::chain(&source.resolve().unwrap_err());
     assert!(
         e.starts_with(&format!("cannot open input file {missing}: ")),
         "{e}"
@@ -283,7 +283,7 @@ fn a_missing_file_is_a_clear_error() {
     let Err(e) = run(source, 1) else {
         panic!("a run with a missing file must fail")
     };
-    assert!(e.to_string().contains(&missing), "{e}");
+    assert!(sluice::chain(&e).contains(&missing), "{e}");
 }
 
 #[test]
@@ -352,7 +352,7 @@ fn a_file_that_shrinks_while_read_is_an_error_naming_it() {
     let Err(e) = run(source, 1) else {
         panic!("a file that shrank must fail the run, not read short")
     };
-    let msg = e.to_string();
+    let msg = sluice::chain(&e);
     assert!(msg.contains("shrinks.txt"), "{msg}");
     assert!(msg.contains("shrank while being read"), "{msg}");
 }

@@ -116,7 +116,7 @@ fn fails_then_resumes(input: &Path, format: InputFormat) -> (FileCheckpoint, Run
     let Err(e) = run(first_source.clone(), first.clone()) else {
         panic!("the poisoned run must fail")
     };
-    assert!(e.to_string().contains("poisoned record"), "{e}");
+    assert!(sluice::chain(&e).contains("poisoned record"), "{e}");
     let acked = first_source
         .checkpoints()
         .get(input)
@@ -263,7 +263,7 @@ fn a_corrupt_checkpoint_fails_the_run_naming_it() {
     ) else {
         panic!("a corrupt checkpoint must fail the run")
     };
-    let msg = e.to_string();
+    let msg = sluice::chain(&e);
     assert!(msg.contains("corrupt checkpoint"), "{msg}");
     assert!(msg.contains(&files[0].display().to_string()), "{msg}");
     // deleting it is the documented way out: the input is read again
@@ -289,5 +289,5 @@ fn a_state_dir_that_is_a_file_is_a_clear_error() {
     ) else {
         panic!("a state dir that is a file must fail the run")
     };
-    assert!(e.to_string().contains("file source state"), "{e}");
+    assert!(sluice::chain(&e).contains("file source state"), "{e}");
 }

@@ -202,7 +202,7 @@ fn a_read_error_fails_the_run_with_its_reason() {
     let Err(e) = read(InputFormat::Text, Failing(3), 1) else {
         panic!("a failing input must fail the run")
     };
-    let e = e.to_string();
+    let e = sluice::chain(&e);
     assert!(
         e.contains("cannot read reader after line 3: descriptor gone"),
         "{e}"
@@ -302,8 +302,8 @@ fn a_write_error_fails_the_run() {
                 .write("write", sink.clone());
             Ok(())
         })
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    let e = sluice::chain(&e);
     assert!(e.contains("cannot write to stdout: pipe closed"), "{e}");
 }
 

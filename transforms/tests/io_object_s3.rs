@@ -226,7 +226,7 @@ fn an_unreachable_bucket_fails_the_pipeline_without_acknowledging() {
         })
         .unwrap_err();
     assert!(
-        err.to_string().contains("uploading object `x/s3-fail-"),
+        sluice::chain(&err).contains("cannot upload object `x/s3-fail-"),
         "{err}"
     );
     assert!(acked.acked().is_empty());

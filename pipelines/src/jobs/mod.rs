@@ -34,6 +34,15 @@ pub enum JobError {
     /// A connector cannot be set up from the config (found before any record is read).
     #[error("{0}")]
     Setup(String),
+    /// A connector cannot be set up or reached: `what` says which (a config key or section),
+    /// the source says why (printed once by the chain).
+    #[error("{what}")]
+    Connector {
+        /// The connector or key, e.g. `source.path`, `s3 sink`.
+        what: String,
+        /// Why.
+        source: sluice::BoxError,
+    },
     /// The schema registry does not load (the cause is the error's source, printed once by
     /// the chain).
     #[error("cannot load schemas `{path}`")]
@@ -49,6 +58,17 @@ pub enum JobError {
     /// The pipeline failed.
     #[error(transparent)]
     Pipeline(#[from] sluice::Error),
+}
+
+/// A [`JobError::Connector`]: `what` failed because of `source`.
+fn connector(
+    what: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> JobError {
+    JobError::Connector {
+        what: what.into(),
+        source: Box::new(source),
+    }
 }
 
 /// A sink of messages chosen at run time.
@@ -109,13 +129,16 @@ impl Sink for AnySink {
 /// Builds the sink a config section describes (cheap: connections open later, per worker; a
 /// local directory is created here).
 pub fn sink_for(cfg: &SinkConfig) -> Result<AnySink, JobError> {
-    let setup = |e: &dyn std::fmt::Display| JobError::Setup(format!("{} sink: {e}", cfg.kind()));
+    let setup = |e| connector(format!("{} sink", cfg.kind()), e);
     Ok(match cfg {
         SinkConfig::Stdout(c) => AnySink::Stdout(c.stdout()),
         SinkConfig::Stderr(c) => AnySink::Stderr(c.stderr()),
-        SinkConfig::File(c) => AnySink::Objects(c.sink().map_err(|e| setup(&e))?),
-        SinkConfig::S3(c) => AnySink::Objects(c.sink().map_err(|e| setup(&e))?),
-        SinkConfig::BigQuery(c) => AnySink::BigQuery(c.sink().map_err(|e| setup(&e))?),
+        SinkConfig::File(c) => AnySink::Objects(c.sink().map_err(setup)?),
+        SinkConfig::S3(c) => AnySink::Objects(c.sink().map_err(setup)?),
+        SinkConfig::BigQuery(c) => AnySink::BigQuery(
+            c.sink()
+                .map_err(|e| connector(format!("{} sink", cfg.kind()), e))?,
+        ),
     })
 }
 
@@ -132,7 +155,7 @@ fn check_sink(cfg: &SinkConfig) -> Result<(), JobError> {
     match cfg {
         SinkConfig::File(c) => c
             .check()
-            .map_err(|e| JobError::Setup(format!("{} sink: {e}", cfg.kind()))),
+            .map_err(|e| connector(format!("{} sink", cfg.kind()), e)),
         _ => sink_for(cfg).map(drop),
     }
 }
@@ -198,7 +221,7 @@ impl CheckRuntime {
             .worker_threads(1)
             .enable_all()
             .build()
-            .map_err(|e| JobError::Setup(format!("cannot start a runtime for checks: {e}")))?;
+            .map_err(|e| connector("cannot start a runtime for checks", e))?;
         Ok(CheckRuntime { runtime })
     }
 
@@ -212,19 +235,22 @@ fn check_source_service(source: &Source, ctx: &CheckRuntime) -> Result<(), JobEr
         Source::File(s) => sluice::Source::check(s, &ctx.context()),
         Source::Stdin(s) => sluice::Source::check(s, &ctx.context()),
     };
-    result.map_err(|e| JobError::Setup(format!("source: {e}")))
+    result.map_err(|e| JobError::Connector {
+        what: "source".to_string(),
+        source: e,
+    })
 }
 
 fn check_sink_service(section: &str, sink: &AnySink, ctx: &CheckRuntime) -> Result<(), JobError> {
-    sink.check(&ctx.context())
-        .map_err(|e| JobError::Setup(format!("{section}: {e}")))
+    sink.check(&ctx.context()).map_err(|e| JobError::Connector {
+        what: section.to_string(),
+        source: e,
+    })
 }
 
 fn resolve(source: &Source) -> Result<(), JobError> {
     if let Source::File(files) = source {
-        files
-            .resolve()
-            .map_err(|e| JobError::Setup(format!("source.path: {e}")))?;
+        files.resolve().map_err(|e| connector("source.path", e))?;
     }
     Ok(())
 }
@@ -413,9 +439,7 @@ impl InputStatus {
     /// `FileSource::listing_digest`), for a file input.
     pub fn listing(&self) -> Option<Result<(String, usize), JobError>> {
         let s = self.0.as_ref()?;
-        let setup = |e: sluice_transforms::io::file::FileError| {
-            JobError::Setup(format!("source.path: {e}"))
-        };
+        let setup = |e| connector("source.path", e);
         Some(
             s.listing_digest()
                 .and_then(|d| s.resolve().map(|f| (d, f.len())))

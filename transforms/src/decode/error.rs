@@ -89,7 +89,7 @@ pub enum DecodeError {
         document_id: String,
     },
     /// The payload starts like gzip but does not gunzip.
-    #[error("corrupt gzip payload of {size} bytes: {source}")]
+    #[error("corrupt gzip payload of {size} bytes")]
     CorruptGzip {
         /// The compressed size.
         size: usize,
@@ -114,7 +114,7 @@ pub enum DecodeError {
         limit: usize,
     },
     /// The payload is not JSON.
-    #[error("payload is not valid json: {source}")]
+    #[error("payload is not valid json")]
     InvalidJson {
         /// What the parser said (with line and column).
         #[source]
@@ -127,7 +127,7 @@ pub enum DecodeError {
         found: &'static str,
     },
     /// The payload nests too deep or has too long an array.
-    #[error("payload exceeds document limits at {0}")]
+    #[error("payload exceeds document limits")]
     Limits(#[source] LimitExceeded),
     /// A routing attribute is missing.
     #[error("missing required attribute `{name}`")]
@@ -176,7 +176,7 @@ pub enum DecodeError {
         submission_date: String,
     },
     /// The payload does not match its schema; the message names the JSON pointer.
-    #[error("payload does not match schema `{namespace}/{doctype}.{version}`: {failure}")]
+    #[error("payload does not match schema `{namespace}/{doctype}.{version}`")]
     Invalid {
         /// The namespace.
         namespace: String,

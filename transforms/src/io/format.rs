@@ -174,7 +174,7 @@ pub enum FormatError {
     #[error("unknown input format {0:?}, expected one of json, text, heka")]
     UnknownInput(String),
     /// A `json` line that is not a gcp-ingestion envelope.
-    #[error("line is not a message envelope: {0}")]
+    #[error("line is not a message envelope")]
     InvalidEnvelope(#[source] sluice::EnvelopeError),
     /// A line longer than the reader's limit (the dead letter keeps its first 64 KiB,
     /// [`LONG_LINE_HEAD_BYTES`](crate::io::file::LONG_LINE_HEAD_BYTES)).
@@ -206,7 +206,7 @@ pub enum FormatError {
     Unreadable(String),
     /// A Heka frame whose message does not convert to a message (the dead letter holds the
     /// frame).
-    #[error("heka message does not convert: {0}")]
+    #[error("heka message does not convert")]
     InvalidHeka(#[source] sluice_schemas::heka::ConversionError),
 }
 

@@ -69,7 +69,7 @@ pub enum FileError {
     #[error("file source has no input path")]
     NoInput,
     /// A glob pattern is not valid.
-    #[error("invalid input file pattern {pattern:?}: {source}")]
+    #[error("invalid input file pattern {pattern:?}")]
     BadPattern {
         /// The pattern.
         pattern: String,
@@ -84,7 +84,7 @@ pub enum FileError {
         pattern: String,
     },
     /// A path cannot be opened or inspected (missing, a directory, no permission).
-    #[error("cannot open input file {path}: {source}")]
+    #[error("cannot open input file {path}")]
     Open {
         /// The path.
         path: PathBuf,
@@ -93,7 +93,7 @@ pub enum FileError {
         source: io::Error,
     },
     /// The state directory or a checkpoint in it cannot be read or written.
-    #[error("cannot use file source state {path}: {source}")]
+    #[error("cannot use file source state {path}")]
     StateDir {
         /// The directory or checkpoint file.
         path: PathBuf,
@@ -123,7 +123,7 @@ pub enum FileError {
         read: u64,
     },
     /// Reading a file failed after this many lines or bytes (a disk error).
-    #[error("cannot read input file {path} after {position}: {source}")]
+    #[error("cannot read input file {path} after {position}")]
     Read {
         /// The path.
         path: PathBuf,

@@ -85,7 +85,7 @@ pub use format::Compression;
 #[cfg(feature = "s3")]
 pub use s3::S3Options;
 pub use template::PathTemplate;
-pub use writer::{ObjectNames, WriterStats};
+pub use writer::{check_object_name, ObjectNames, WriterStats};
 
 /// Errors of the object sink.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -103,7 +103,7 @@ pub enum ObjectSinkError {
     #[error("object sink config: {0}")]
     Config(String),
     /// A rendered object path the store rejects.
-    #[error("object path `{path}`: {source}")]
+    #[error("invalid object path `{path}`")]
     Path {
         /// The path.
         path: String,
@@ -112,7 +112,7 @@ pub enum ObjectSinkError {
         source: Arc<object_store::path::Error>,
     },
     /// Building an object's bytes failed.
-    #[error("encoding object `{path}`: {source}")]
+    #[error("cannot encode object `{path}`")]
     Encode {
         /// The object path.
         path: String,
@@ -121,7 +121,7 @@ pub enum ObjectSinkError {
         source: Arc<std::io::Error>,
     },
     /// The store did not take an object (after its own retries).
-    #[error("uploading object `{path}`: {source}")]
+    #[error("cannot upload object `{path}`")]
     Upload {
         /// The object path.
         path: String,
@@ -130,7 +130,7 @@ pub enum ObjectSinkError {
         source: Arc<object_store::Error>,
     },
     /// A local output directory that cannot be created or used.
-    #[error("output directory `{path}`: {source}")]
+    #[error("cannot use output directory `{path}`")]
     Directory {
         /// The directory.
         path: String,
@@ -140,7 +140,7 @@ pub enum ObjectSinkError {
     },
     /// The destination cannot be listed before the run (missing bucket, bad credentials,
     /// unreachable endpoint).
-    #[error("cannot reach the destination `{prefix}`: {source}")]
+    #[error("cannot reach the destination `{prefix}`")]
     Check {
         /// The fixed prefix of the path template.
         prefix: String,
@@ -151,8 +151,8 @@ pub enum ObjectSinkError {
     #[error("object writer closed before epoch {0} was written")]
     Closed(u64),
     /// An earlier upload of this writer failed, so nothing more is accepted.
-    #[error("object sink stopped after an earlier failure: {0}")]
-    Stopped(Box<ObjectSinkError>),
+    #[error("object sink stopped after an earlier failure")]
+    Stopped(#[source] Box<ObjectSinkError>),
 }
 
 /// When a batch is closed and uploaded; whichever bound is reached first.

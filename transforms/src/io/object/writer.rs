@@ -67,8 +67,17 @@ const MAX_SEGMENT_BYTES: usize = 255;
 /// The longest key S3 takes.
 const MAX_KEY_BYTES: usize = 1024;
 
-/// Whether `name` can be an object's name on every store the sink writes to.
-fn check_object_name(name: &str) -> Result<(), String> {
+/// Whether `name` can be an object's name on every store the sink writes to: at most 1024
+/// bytes, no path segment over 255 bytes, and a path `object_store` takes as it is. The sink
+/// refuses a record whose rendered prefix fails this (with the reason returned here).
+///
+/// ```
+/// use sluice_transforms::io::object::check_object_name;
+/// assert!(check_object_name("telemetry/main/v4/a.ndjson.gz").is_ok());
+/// assert!(check_object_name(&"x".repeat(300)).is_err());
+/// assert!(check_object_name("a//b").is_err());
+/// ```
+pub fn check_object_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_KEY_BYTES {
         return Err(format!(
             "the object name is {} bytes, over the limit of {MAX_KEY_BYTES}",
@@ -612,7 +621,9 @@ impl Shared {
                 Ok(bytes) => {
                     tracing::debug!(object = %name, records, bytes, reason = ?why, "object written")
                 }
-                Err(e) => tracing::warn!(object = %name, error = %e, "object not written"),
+                Err(e) => {
+                    tracing::warn!(object = %name, error = %sluice::chain(e), "object not written")
+                }
             }
             shared.complete(&epochs, records, result);
         });
@@ -709,7 +720,7 @@ async fn stream_object(
 ) -> Option<Result<usize, ObjectSinkError>> {
     let result = upload_parts(store.as_ref(), &name, staged, &mut parts).await;
     if let Some(Err(e)) = &result {
-        tracing::warn!(object = %name, error = %e, "object not written");
+        tracing::warn!(object = %name, error = %sluice::chain(e), "object not written");
         if let Some(shared) = shared.upgrade() {
             fail(&mut shared.lock(), e.clone());
         }

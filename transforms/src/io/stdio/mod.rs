@@ -46,7 +46,7 @@ pub enum StdioError {
     #[error("{0} was already read by an earlier run of this source")]
     InputTaken(String),
     /// The reading or writing thread could not start.
-    #[error("cannot start the {name} thread: {source}")]
+    #[error("cannot start the {name} thread")]
     Thread {
         /// stdin, stdout, ...
         name: String,
@@ -55,7 +55,7 @@ pub enum StdioError {
         source: io::Error,
     },
     /// Reading the input failed (a closed descriptor, corrupt gzip).
-    #[error("cannot read {name} after line {line}: {source}")]
+    #[error("cannot read {name} after line {line}")]
     Read {
         /// The input's name.
         name: String,
@@ -66,7 +66,7 @@ pub enum StdioError {
         source: io::Error,
     },
     /// Writing or flushing failed (a closed pipe).
-    #[error("cannot write to {name}: {source}")]
+    #[error("cannot write to {name}")]
     Write {
         /// The output's name.
         name: String,
