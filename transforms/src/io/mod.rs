@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod format;
+pub mod kafka;
 pub mod memory;
 pub mod object;
 pub mod stdio;
