@@ -7,14 +7,21 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export SLUICE_TEST_S3_ENDPOINT="${SLUICE_TEST_S3_ENDPOINT:-http://127.0.0.1:${SLUICE_S3_PORT:-5000}}"
+export SLUICE_TEST_KAFKA_BROKERS="${SLUICE_TEST_KAFKA_BROKERS:-127.0.0.1:${SLUICE_KAFKA_PORT:-19092}}"
 
-cleanup() { scripts/services/s3.sh stop || true; }
+cleanup() {
+    scripts/services/s3.sh stop || true
+    scripts/services/kafka.sh stop || true
+}
 trap cleanup EXIT
 
 step() { printf '\n==> %s\n' "$*"; }
 
 step "services: S3-compatible server at $SLUICE_TEST_S3_ENDPOINT"
 scripts/services/s3.sh start
+
+step "services: Kafka-compatible broker (tansu) at $SLUICE_TEST_KAFKA_BROKERS"
+scripts/services/kafka.sh start
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use sluice_transforms::io::file::FileSourceConfig;
 pub use sluice_transforms::io::format::{InputFormat, OutputFormat};
+pub use sluice_transforms::io::kafka::{KafkaFormat, KafkaSinkConfig, KafkaSourceConfig};
 pub use sluice_transforms::io::object::{
     BatchConfig, Compression, Credentials, LocalSinkConfig, S3SinkConfig,
 };
@@ -131,8 +132,10 @@ connectors! {
         "file" => File(FileSourceConfig),
         /// Standard input, read until it closes.
         "stdin" => Stdin(StdinSourceConfig),
+        /// Kafka topics read by a consumer group (unbounded unless `stop_at_end`).
+        "kafka" => Kafka(KafkaSourceConfig),
     }
-    planned = ["kafka", "pubsub", "memory"];
+    planned = ["pubsub", "memory"];
 }
 
 connectors! {
@@ -147,8 +150,10 @@ connectors! {
         "stdout" => Stdout(StdioSinkConfig),
         /// One record per line on standard error.
         "stderr" => Stderr(StdioSinkConfig),
+        /// Records produced to a Kafka topic (a template), one message per record.
+        "kafka" => Kafka(KafkaSinkConfig),
     }
-    planned = ["kafka", "pubsub", "bigquery", "memory"];
+    planned = ["pubsub", "bigquery", "memory"];
 }
 
 /// The `[dead_letter]` section: a sink (its `type` and that sink's keys) and what dead

@@ -17,6 +17,7 @@ use sluice::{
 use sluice_schemas::SchemaRegistry;
 use sluice_transforms::decode::{Decoder, DecompressPayload};
 use sluice_transforms::io::file::FileSource;
+use sluice_transforms::io::kafka::{KafkaSink, KafkaSource};
 use sluice_transforms::io::object::ObjectSink;
 use sluice_transforms::io::stdio::{StderrSink, StdinSource, StdoutSink};
 use sluice_transforms::scrub::ScrubAttributes;
@@ -58,6 +59,8 @@ pub enum AnySink {
     Objects(ObjectSink),
     /// An in-memory sink (bench, tests).
     Memory(sluice::MemorySink<Message>),
+    /// A Kafka topic (a template).
+    Kafka(KafkaSink),
 }
 
 impl Sink for AnySink {
@@ -68,6 +71,7 @@ impl Sink for AnySink {
             AnySink::Stderr(s) => s.kind(),
             AnySink::Objects(s) => s.kind(),
             AnySink::Memory(s) => s.kind(),
+            AnySink::Kafka(s) => s.kind(),
         }
     }
     fn can_reject(&self) -> bool {
@@ -76,6 +80,7 @@ impl Sink for AnySink {
             AnySink::Stderr(s) => s.can_reject(),
             AnySink::Objects(s) => s.can_reject(),
             AnySink::Memory(s) => s.can_reject(),
+            AnySink::Kafka(s) => s.can_reject(),
         }
     }
     fn check(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
@@ -84,6 +89,7 @@ impl Sink for AnySink {
             AnySink::Stderr(s) => s.check(ctx),
             AnySink::Objects(s) => s.check(ctx),
             AnySink::Memory(s) => s.check(ctx),
+            AnySink::Kafka(s) => s.check(ctx),
         }
     }
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
@@ -92,6 +98,7 @@ impl Sink for AnySink {
             AnySink::Stderr(s) => s.open(ctx),
             AnySink::Objects(s) => s.open(ctx),
             AnySink::Memory(s) => s.open(ctx),
+            AnySink::Kafka(s) => s.open(ctx),
         }
     }
 }
@@ -105,6 +112,7 @@ pub fn sink_for(cfg: &SinkConfig) -> Result<AnySink, JobError> {
         SinkConfig::Stderr(c) => AnySink::Stderr(c.stderr()),
         SinkConfig::File(c) => AnySink::Objects(c.sink().map_err(|e| setup(&e))?),
         SinkConfig::S3(c) => AnySink::Objects(c.sink().map_err(|e| setup(&e))?),
+        SinkConfig::Kafka(c) => AnySink::Kafka(c.sink()),
     })
 }
 
@@ -123,6 +131,7 @@ fn source_for(cfg: &SourceConfig) -> Source {
     match cfg {
         SourceConfig::File(c) => Source::File(c.source()),
         SourceConfig::Stdin(c) => Source::Stdin(c.source()),
+        SourceConfig::Kafka(c) => Source::Kafka(c.source()),
     }
 }
 
@@ -131,7 +140,7 @@ fn source_for(cfg: &SourceConfig) -> Source {
 pub fn listing(config: &JobConfig) -> Option<Result<(String, usize), JobError>> {
     match source_for(&config.source) {
         Source::File(s) => InputStatus(Some(s)).listing(),
-        Source::Stdin(_) => None,
+        Source::Stdin(_) | Source::Kafka(_) => None,
     }
 }
 
@@ -158,7 +167,7 @@ pub fn check_services(config: &JobConfig) -> Result<(), JobError> {
     ] {
         // A local directory is checked by `check` without being created; remote stores are
         // built (no connection yet) and then listed.
-        if let SinkConfig::S3(_) = cfg {
+        if let SinkConfig::S3(_) | SinkConfig::Kafka(_) = cfg {
             check_sink_service(section, &sink_for(cfg)?, &ctx)?;
         }
     }
@@ -191,6 +200,7 @@ fn check_source_service(source: &Source, ctx: &CheckRuntime) -> Result<(), JobEr
     let result = match source {
         Source::File(s) => sluice::Source::check(s, &ctx.context()),
         Source::Stdin(s) => sluice::Source::check(s, &ctx.context()),
+        Source::Kafka(s) => sluice::Source::check(s, &ctx.context()),
     };
     result.map_err(|e| JobError::Setup(format!("source: {e}")))
 }
@@ -243,6 +253,7 @@ fn registry_for(config: &JobConfig) -> Result<Option<Arc<SchemaRegistry>>, JobEr
 enum Source {
     File(FileSource),
     Stdin(StdinSource),
+    Kafka(KafkaSource),
 }
 
 /// What a job needs before it runs: loaded once, shared by the workers.
@@ -278,7 +289,7 @@ impl Prepared {
     pub fn input_status(&self) -> InputStatus {
         match &self.source {
             Source::File(s) => InputStatus(Some(s.clone())),
-            Source::Stdin(_) => InputStatus(None),
+            Source::Stdin(_) | Source::Kafka(_) => InputStatus(None),
         }
     }
 
@@ -289,7 +300,7 @@ impl Prepared {
     pub fn drain_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         match &self.source {
             Source::Stdin(s) => Some(s.end_flag()),
-            Source::File(_) => None,
+            Source::File(_) | Source::Kafka(_) => None,
         }
     }
 
@@ -446,10 +457,13 @@ fn build(
     let readers = match &parts.source {
         Source::File(s) => s.resolve().map_or(0, |files| files.len()),
         Source::Stdin(_) => 1,
+        // every worker is a member of the consumer group
+        Source::Kafka(_) => p.peers(),
     };
     let input = match parts.source {
         Source::File(s) => p.read_with_failures("read", s),
         Source::Stdin(s) => p.read_with_failures("read", s),
+        Source::Kafka(s) => p.read_with_failures("read", s),
     }
     .failures_to(&mut dead_letters);
     let input = if readers < p.peers() {

@@ -60,7 +60,7 @@ fn options<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, 
     let map = BTreeMap::<String, String>::deserialize(d)?;
     if let Some(k) = map.keys().find(|k| RESERVED_OPTIONS.contains(&k.as_str())) {
         return Err(serde::de::Error::custom(format!(
-            "option `{k}` is set by sluice (use the section's own keys: brokers, group_id, group_instance_id, session_timeout, auto_offset_reset, max_message_bytes, message_timeout)"
+            "option `{k}` is set by sluice, from the section's own keys (brokers, group_id, ...) or for its delivery guarantee"
         )));
     }
     Ok(map)
@@ -452,7 +452,7 @@ mod tests {
         assert!(
             sink("brokers = \"b\"\ntopic = \"t\"\n[options]\n\"message.max.bytes\" = \"5\"")
                 .unwrap_err()
-                .contains("max_message_bytes")
+                .contains("option `message.max.bytes` is set by sluice")
         );
         assert!(sink("brokers = \"b\"\ntopic = \"t\"\nformat = \"xml\"")
             .unwrap_err()

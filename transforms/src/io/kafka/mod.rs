@@ -15,6 +15,11 @@
 //! is not). A poll thread per worker keeps the consumer in the group: when the pipeline does
 //! not take records (backpressure) it pauses the partitions and keeps polling.
 //!
+//! A bounded read (`stop_at_end`: backfills, replays, tests) looks up the partitions' end
+//! offsets when it opens, shares the partitions out to the workers itself (partition `i` to
+//! worker `i % workers`, no group membership, so no rebalance), resumes at the group's
+//! committed offsets, and ends when every partition is read to its end.
+//!
 //! **Sink.** value = payload and headers = attributes (or the `json` / `heka` encodings); the
 //! topic comes from a template; a write is durable when every record has its delivery
 //! report. A record the broker or librdkafka refuses for itself (over the size limit, a topic
