@@ -178,3 +178,111 @@ fn a_broker_down_while_reading_is_waited_out() {
         end_offsets(&brokers, &topic, 2)
     );
 }
+
+/// Writes to a memory sink; its first write stalls for a while (a sink far slower than the
+/// source, for once).
+#[derive(Clone)]
+struct StallingSink {
+    inner: MemorySink<Message>,
+    stall: Duration,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl sluice::Sink for StallingSink {
+    type Input = Message;
+    fn kind(&self) -> &str {
+        "stalling"
+    }
+    fn open(
+        &self,
+        _: &sluice::SinkContext,
+    ) -> Result<Box<dyn sluice::SinkWriter<Message>>, sluice::BoxError> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl sluice::SinkWriter<Message> for StallingSink {
+    fn write(
+        &mut self,
+        epoch: sluice::Epoch,
+        records: Vec<Message>,
+    ) -> sluice::WriteFuture<Message> {
+        let write = sluice::SinkWriter::write(&mut self.inner, epoch, records);
+        let first = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            == 0;
+        let stall = if first { self.stall } else { Duration::ZERO };
+        Box::pin(async move {
+            tokio::time::sleep(stall).await;
+            write.await
+        })
+    }
+}
+
+/// The pipeline holds the source back longer than `max.poll.interval.ms` (the first write
+/// stalls 9 s, one epoch in flight): the poll thread pauses the partitions and keeps
+/// polling, so the member never leaves the group, no rebalance re-reads anything, and every
+/// record arrives exactly once. (A consumer that stopped polling while held back would be
+/// dropped from the group after 6 s and read its in-flight records again.)
+#[test]
+fn backpressure_pauses_partitions_and_the_member_stays_in_the_group() {
+    let cluster = mock();
+    let topic = unique("slow");
+    cluster.create_topic(&topic, 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let records = input(400);
+    produce(&brokers, &topic, &records);
+    let mut config = KafkaSourceConfig::new(&brokers, &[topic.as_str()], unique("group"));
+    config.max_buffered_records = 20;
+    config.session_timeout = Some(Duration::from_secs(6));
+    config
+        .options
+        .insert("max.poll.interval.ms".to_string(), "6000".to_string());
+    let source = config.source();
+    let out = MemorySink::<Message>::new();
+    let sink = StallingSink {
+        inner: out.clone(),
+        stall: Duration::from_secs(9),
+        writes: Default::default(),
+    };
+    let pipeline = Pipeline::new("slow")
+        .epoch_bounds(EpochBounds {
+            max_records: 20,
+            ..EpochBounds::default()
+        })
+        .in_flight_bounds(InFlightBounds {
+            max_epochs: 1,
+            ..InFlightBounds::default()
+        });
+    let stop = pipeline.shutdown_flag();
+    let run = std::thread::spawn(move || {
+        pipeline.run(move |p| {
+            let mut dl = p.dead_letters();
+            p.read_with_failures("read", source.clone())
+                .failures_to(&mut dl)
+                .write("write", sink.clone());
+            dl.write("dead_letters", MemorySink::<DeadLetter>::new());
+            Ok(())
+        })
+    });
+    wait_for("every record", || {
+        out.records().into_iter().collect::<BTreeSet<_>>().len() == records.len()
+    });
+    // anything read twice would arrive within a few more epochs
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    run.join()
+        .unwrap()
+        .expect("a stopped unbounded job ends cleanly");
+    let written = out.records();
+    assert_eq!(
+        written.len(),
+        records.len(),
+        "a rebalance made the source read records twice"
+    );
+    assert_eq!(
+        written.into_iter().collect::<BTreeSet<_>>(),
+        records.into_iter().collect()
+    );
+}
