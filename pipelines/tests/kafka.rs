@@ -161,6 +161,8 @@ batch = {{ max_age = "1s" }}
 type = "kafka"
 brokers = "{brokers}"
 topic = "{errors}"
+# tansu 0.6 misreports the end offset of multi-record batches, which read_values relies on
+options = {{ "batch.num.messages" = "1" }}
 [pipeline]
 stack_traces = false
 "#,
@@ -346,9 +348,10 @@ fn total(offsets: &BTreeMap<i32, i64>) -> i64 {
 }
 
 /// Waits until `done()` or the child ends by itself or the deadline passes; true if the child
-/// still runs.
+/// still runs. The deadline is generous: tansu's group coordinator takes tens of seconds of
+/// rebalances (one per 3 s heartbeat) to settle after a member dies, more on a loaded machine.
 fn wait_while_running(child: &mut Child, done: impl Fn() -> bool, what: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if done() {
             return child.try_wait().unwrap().is_none();
@@ -356,7 +359,7 @@ fn wait_while_running(child: &mut Child, done: impl Fn() -> bool, what: &str) ->
         if child.try_wait().unwrap().is_some() {
             return false;
         }
-        assert!(Instant::now() < deadline, "no progress for 120 s: {what}");
+        assert!(Instant::now() < deadline, "not done in 300 s: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

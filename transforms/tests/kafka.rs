@@ -24,6 +24,7 @@ fn sink_suite(name: &str, broker: &Broker) {
         broker.create_topic(&topic, 2);
         let mut config = KafkaSinkConfig::new(&brokers, PathTemplate::parse(&topic).unwrap());
         config.max_message_bytes = 10_000;
+        config.options.extend(broker.producer_options());
         let b = brokers.clone();
         SinkUnderTest::new(config.sink(), move || read_back(&b, &topic)).refusing(too_large())
     });
