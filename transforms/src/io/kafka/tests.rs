@@ -332,3 +332,44 @@ fn a_bounded_source_reads_everything_once_and_commits_where_it_stopped() {
     // everything was committed: a second run reads nothing
     assert!(run(1).is_empty());
 }
+
+#[test]
+fn checks_find_a_missing_topic_and_unreachable_brokers_before_reading() {
+    let c = cluster("there", 1);
+    let brokers = c.bootstrap_servers();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ctx = sluice::CheckContext::new(runtime.handle().clone());
+    use sluice::{Sink as _, Source as _};
+    KafkaSourceConfig::new(&brokers, &["there"], "g")
+        .source()
+        .check(&ctx)
+        .unwrap();
+    let e = KafkaSourceConfig::new(&brokers, &["there", "missing"], "g")
+        .source()
+        .check(&ctx)
+        .unwrap_err();
+    assert_eq!(e.to_string(), "kafka topic `missing` does not exist");
+    KafkaSinkConfig::new(&brokers, PathTemplate::parse("there").unwrap())
+        .sink()
+        .check(&ctx)
+        .unwrap();
+    // a templated topic: only the brokers are checked
+    KafkaSinkConfig::new(&brokers, PathTemplate::parse("raw-${x:-y}").unwrap())
+        .sink()
+        .check(&ctx)
+        .unwrap();
+    // nothing listens on port 1
+    let e = KafkaSourceConfig::new("127.0.0.1:1", &["there"], "g")
+        .source()
+        .check(&ctx)
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot reach kafka brokers `127.0.0.1:1`"),
+        "{e}"
+    );
+}
