@@ -97,7 +97,7 @@ fn unsupported_kinds_are_config_errors() {
     assert_one(&e, "dead_letter.type", "not supported by this build");
     let e = errors(&BASE.replace(
         "type = \"file\"\npath = \"examples",
-        "type = \"kafka\"\npath = \"examples",
+        "type = \"memory\"\npath = \"examples",
     ));
     assert_one(&e, "source.type", "not supported by this build");
 }
@@ -485,11 +485,13 @@ fn bad_type_keys_and_sections_name_their_paths() {
     let e = errors(&BASE.replace("type = \"stderr\"", "type = 3"));
     assert_one(&e, "dead_letter.type", "found an integer");
     let e = errors(&BASE.replace("type = \"stderr\"", "type = \"stdrr\""));
+    // the list grows with each connector: check its start and the value found
     assert_one(
         &e,
         "dead_letter.type",
-        "expected one of \"file\", \"s3\", \"stdout\", \"stderr\", \"bigquery\", found \"stdrr\"",
+        "expected one of \"file\", \"s3\", \"stdout\", \"stderr\"",
     );
+    assert_one(&e, "dead_letter.type", "found \"stdrr\"");
     let e = errors(&BASE.replace("dir = \"out\"", "dir = 7"));
     assert_one(&e, "sink.dir", "found integer `7`");
     assert_eq!(

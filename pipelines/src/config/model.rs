@@ -10,6 +10,7 @@ pub use sluice_transforms::decode::ScrubPayloadConfig;
 pub use sluice_transforms::io::bigquery::BigQuerySinkConfig;
 pub use sluice_transforms::io::file::FileSourceConfig;
 pub use sluice_transforms::io::format::{InputFormat, OutputFormat};
+pub use sluice_transforms::io::kafka::{KafkaFormat, KafkaSinkConfig, KafkaSourceConfig};
 pub use sluice_transforms::io::object::{
     BatchConfig, Compression, Credentials, LocalSinkConfig, S3SinkConfig,
 };
@@ -133,8 +134,10 @@ connectors! {
         "file" => File(FileSourceConfig),
         /// Standard input, read until it closes.
         "stdin" => Stdin(StdinSourceConfig),
+        /// Kafka topics read by a consumer group (unbounded unless `stop_at_end`).
+        "kafka" => Kafka(KafkaSourceConfig),
     }
-    planned = ["kafka", "pubsub", "memory"];
+    planned = ["pubsub", "memory"];
 }
 
 connectors! {
@@ -151,8 +154,10 @@ connectors! {
         "stderr" => Stderr(StdioSinkConfig),
         /// Rows of BigQuery tables (`tabledata.insertAll`), refused rows as dead letters.
         "bigquery" => BigQuery(BigQuerySinkConfig),
+        /// Records produced to a Kafka topic (a template), one message per record.
+        "kafka" => Kafka(KafkaSinkConfig),
     }
-    planned = ["kafka", "pubsub", "memory"];
+    planned = ["pubsub", "memory"];
 }
 
 /// The `[dead_letter]` section: a sink (its `type` and that sink's keys) and what dead

@@ -112,12 +112,19 @@ pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
         }
     }
     check_bigquery(root, errors);
-    if let Some(Value::String(f)) = root
-        .get("dead_letter")
+    let dead_letter = root.get("dead_letter");
+    // a Kafka dead-letter topic keeps the error attributes in every format (headers, the
+    // envelope, Heka fields), a BigQuery error table in its columns; line outputs keep them
+    // only in the envelope
+    let kafka = dead_letter
+        .and_then(|d| d.get("type"))
+        .and_then(Value::as_str)
+        == Some("kafka");
+    if let Some(Value::String(f)) = dead_letter
         .filter(|d| d.get("type").and_then(Value::as_str) != Some("bigquery"))
         .and_then(|d| d.get("format"))
     {
-        if f != "json" {
+        if f != "json" && !kafka {
             errors.push(ConfigError::new(
                 "dead_letter.format",
                 format!("dead letters are written in the replayable `json` envelope (their error attributes would be lost), found {f:?}"),

@@ -18,6 +18,7 @@ use sluice_schemas::SchemaRegistry;
 use sluice_transforms::decode::{Decoder, DecompressPayload, GeoError, GeoLookup};
 use sluice_transforms::io::bigquery::BigQuerySink;
 use sluice_transforms::io::file::FileSource;
+use sluice_transforms::io::kafka::{KafkaSink, KafkaSource};
 use sluice_transforms::io::object::ObjectSink;
 use sluice_transforms::io::stdio::{StderrSink, StdinSource, StdoutSink};
 use sluice_transforms::scrub::ScrubAttributes;
@@ -84,6 +85,8 @@ pub enum AnySink {
     BigQuery(BigQuerySink),
     /// An in-memory sink (bench, tests).
     Memory(sluice::MemorySink<Message>),
+    /// A Kafka topic (a template).
+    Kafka(KafkaSink),
 }
 
 impl Sink for AnySink {
@@ -95,6 +98,7 @@ impl Sink for AnySink {
             AnySink::Objects(s) => s.kind(),
             AnySink::BigQuery(s) => s.kind(),
             AnySink::Memory(s) => s.kind(),
+            AnySink::Kafka(s) => s.kind(),
         }
     }
     fn can_reject(&self) -> bool {
@@ -104,6 +108,7 @@ impl Sink for AnySink {
             AnySink::Objects(s) => s.can_reject(),
             AnySink::BigQuery(s) => s.can_reject(),
             AnySink::Memory(s) => s.can_reject(),
+            AnySink::Kafka(s) => s.can_reject(),
         }
     }
     fn check(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
@@ -113,6 +118,7 @@ impl Sink for AnySink {
             AnySink::Objects(s) => s.check(ctx),
             AnySink::BigQuery(s) => s.check(ctx),
             AnySink::Memory(s) => s.check(ctx),
+            AnySink::Kafka(s) => s.check(ctx),
         }
     }
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
@@ -122,6 +128,7 @@ impl Sink for AnySink {
             AnySink::Objects(s) => s.open(ctx),
             AnySink::BigQuery(s) => s.open(ctx),
             AnySink::Memory(s) => s.open(ctx),
+            AnySink::Kafka(s) => s.open(ctx),
         }
     }
 }
@@ -139,6 +146,7 @@ pub fn sink_for(cfg: &SinkConfig) -> Result<AnySink, JobError> {
             c.sink()
                 .map_err(|e| connector(format!("{} sink", cfg.kind()), e))?,
         ),
+        SinkConfig::Kafka(c) => AnySink::Kafka(c.sink()),
     })
 }
 
@@ -165,6 +173,7 @@ fn source_for(cfg: &SourceConfig) -> Source {
     match cfg {
         SourceConfig::File(c) => Source::File(c.source()),
         SourceConfig::Stdin(c) => Source::Stdin(c.source()),
+        SourceConfig::Kafka(c) => Source::Kafka(c.source()),
     }
 }
 
@@ -173,7 +182,7 @@ fn source_for(cfg: &SourceConfig) -> Source {
 pub fn listing(config: &JobConfig) -> Option<Result<(String, usize), JobError>> {
     match source_for(&config.source) {
         Source::File(s) => InputStatus(Some(s)).listing(),
-        Source::Stdin(_) => None,
+        Source::Stdin(_) | Source::Kafka(_) => None,
     }
 }
 
@@ -201,7 +210,7 @@ pub fn check_services(config: &JobConfig) -> Result<(), JobError> {
     ] {
         // A local directory is checked by `check` without being created; remote stores are
         // built (no connection yet) and then listed.
-        if let SinkConfig::S3(_) | SinkConfig::BigQuery(_) = cfg {
+        if let SinkConfig::S3(_) | SinkConfig::BigQuery(_) | SinkConfig::Kafka(_) = cfg {
             check_sink_service(section, &sink_for(cfg)?, &ctx)?;
         }
     }
@@ -234,6 +243,7 @@ fn check_source_service(source: &Source, ctx: &CheckRuntime) -> Result<(), JobEr
     let result = match source {
         Source::File(s) => sluice::Source::check(s, &ctx.context()),
         Source::Stdin(s) => sluice::Source::check(s, &ctx.context()),
+        Source::Kafka(s) => sluice::Source::check(s, &ctx.context()),
     };
     result.map_err(|e| JobError::Connector {
         what: "source".to_string(),
@@ -320,6 +330,7 @@ fn geo_for(config: &JobConfig) -> Result<GeoLookup, JobError> {
 enum Source {
     File(FileSource),
     Stdin(StdinSource),
+    Kafka(KafkaSource),
 }
 
 /// What a job needs before it runs: loaded once, shared by the workers.
@@ -358,7 +369,7 @@ impl Prepared {
     pub fn input_status(&self) -> InputStatus {
         match &self.source {
             Source::File(s) => InputStatus(Some(s.clone())),
-            Source::Stdin(_) => InputStatus(None),
+            Source::Stdin(_) | Source::Kafka(_) => InputStatus(None),
         }
     }
 
@@ -369,7 +380,7 @@ impl Prepared {
     pub fn drain_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         match &self.source {
             Source::Stdin(s) => Some(s.end_flag()),
-            Source::File(_) => None,
+            Source::File(_) | Source::Kafka(_) => None,
         }
     }
 
@@ -527,10 +538,13 @@ fn build(
     let readers = match &parts.source {
         Source::File(s) => s.resolve().map_or(0, |files| files.len()),
         Source::Stdin(_) => 1,
+        // every worker is a member of the consumer group
+        Source::Kafka(_) => p.peers(),
     };
     let input = match parts.source {
         Source::File(s) => p.read_with_failures("read", s),
         Source::Stdin(s) => p.read_with_failures("read", s),
+        Source::Kafka(s) => p.read_with_failures("read", s),
     }
     .failures_to(&mut dead_letters);
     let input = if readers < p.peers() {

@@ -6,6 +6,7 @@
 pub mod bigquery;
 pub mod file;
 pub mod format;
+pub mod kafka;
 pub mod memory;
 pub mod object;
 pub mod stdio;

@@ -1,0 +1,595 @@
+//! The Kafka source: one consumer-group member per worker, a poll thread each, offsets
+//! committed through the epoch ledger.
+
+// Readers yield `Result<Message, DeadLetter>`, the framing-failure form the file source uses.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice::{
+    BoxError, CheckContext, Epoch, EpochLedger, ReadState, ReadStatus, Source, SourceContext,
+    SourcePosition, SourceReader, SourceWaker,
+};
+
+use super::{decode_record, KafkaError, KafkaSourceConfig, METADATA_TIMEOUT};
+use crate::io::file::{record_bytes, ReadResult};
+
+/// A topic and a partition number.
+type Partition = (Arc<str>, i32);
+
+/// How long one poll of the consumer waits: the poll thread's reaction time to a stop.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// Reads Kafka topics as a consumer group; see the [module docs](super).
+///
+/// Clones share the end offsets of a bounded source (`stop_at_end`): build it once and clone
+/// it into the pipeline closure.
+#[derive(Clone)]
+pub struct KafkaSource {
+    config: Arc<KafkaSourceConfig>,
+    ends: Arc<Mutex<Option<Arc<EndOffsets>>>>,
+}
+
+impl KafkaSource {
+    /// A source reading what `config` says.
+    pub fn new(config: KafkaSourceConfig) -> Self {
+        KafkaSource {
+            config: Arc::new(config),
+            ends: Arc::default(),
+        }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &KafkaSourceConfig {
+        &self.config
+    }
+
+    /// The end offsets of a bounded source, looked up once for all workers.
+    fn end_offsets(&self, job: &str) -> Result<Arc<EndOffsets>, KafkaError> {
+        let mut slot = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ends) = slot.as_ref() {
+            return Ok(ends.clone());
+        }
+        let ends = Arc::new(EndOffsets::look_up(&self.config, job)?);
+        *slot = Some(ends.clone());
+        Ok(ends)
+    }
+}
+
+fn unreachable(config: &KafkaSourceConfig, e: impl std::fmt::Display) -> KafkaError {
+    KafkaError::Unreachable {
+        brokers: config.brokers.clone(),
+        reason: e.to_string(),
+    }
+}
+
+/// The partitions of `topics` (each must exist), looked up with `consumer`.
+fn partitions_of<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    config: &KafkaSourceConfig,
+) -> Result<Vec<(String, i32)>, KafkaError> {
+    let mut out = Vec::new();
+    for topic in &config.topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| unreachable(config, e))?;
+        let t = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .ok_or_else(|| KafkaError::NoTopic(topic.clone()))?;
+        if t.error().is_some() || t.partitions().is_empty() {
+            return Err(KafkaError::NoTopic(topic.clone()));
+        }
+        out.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
+    }
+    Ok(out)
+}
+
+/// Where a bounded source stops: per partition, the end offset when the job started.
+struct EndOffsets {
+    ends: BTreeMap<Partition, i64>,
+    /// Partitions read up to their end, or with nothing to read.
+    reached: Mutex<BTreeSet<Partition>>,
+    /// The readers to wake when the last partition is reached.
+    wakers: Mutex<Vec<SourceWaker>>,
+}
+
+impl EndOffsets {
+    fn look_up(config: &KafkaSourceConfig, job: &str) -> Result<Self, KafkaError> {
+        let mut client = config.client_config(job, 0);
+        client.remove("group.instance.id");
+        let consumer: BaseConsumer = client
+            .create()
+            .map_err(|e| KafkaError::Client(e.to_string()))?;
+        let partitions = partitions_of(&consumer, config)?;
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &partitions {
+            tpl.add_partition(t, *p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, METADATA_TIMEOUT)
+            .map_err(|e| unreachable(config, e))?;
+        let mut ends = BTreeMap::new();
+        let mut reached = BTreeSet::new();
+        for (t, p) in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&t, p, METADATA_TIMEOUT)
+                .map_err(|e| unreachable(config, e))?;
+            let from = match committed.find_partition(&t, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => low,
+            };
+            let key: Partition = (Arc::from(t.as_str()), p);
+            if from >= high || high <= low {
+                reached.insert(key.clone());
+            }
+            ends.insert(key, high);
+        }
+        Ok(EndOffsets {
+            ends,
+            reached: Mutex::new(reached),
+            wakers: Mutex::default(),
+        })
+    }
+
+    fn is_past_end(&self, partition: &Partition, offset: i64) -> bool {
+        self.ends.get(partition).is_none_or(|end| offset >= *end)
+    }
+
+    /// `partition` was read up to `next` (exclusive).
+    fn reach(&self, partition: &Partition, next: i64) {
+        if self.ends.get(partition).is_some_and(|end| next >= *end) {
+            let mut reached = self.reached.lock().unwrap_or_else(PoisonError::into_inner);
+            if reached.insert(partition.clone()) && reached.len() == self.ends.len() {
+                drop(reached);
+                for w in self
+                    .wakers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    fn all_reached(&self) -> bool {
+        self.reached
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            == self.ends.len()
+    }
+}
+
+impl Source for KafkaSource {
+    type Output = ReadResult;
+
+    fn kind(&self) -> &str {
+        "kafka"
+    }
+
+    fn describe(&self) -> String {
+        self.config.topics.join(",")
+    }
+
+    /// Asks the brokers for the topics' metadata: unreachable brokers or a missing topic fail
+    /// here, before any record is read.
+    fn check(&self, _ctx: &CheckContext) -> Result<(), BoxError> {
+        let mut client = self.config.client_config("check", 0);
+        client.remove("group.instance.id");
+        let consumer: BaseConsumer = client
+            .create()
+            .map_err(|e| KafkaError::Client(e.to_string()))?;
+        partitions_of(&consumer, &self.config)?;
+        Ok(())
+    }
+
+    fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<ReadResult>>, BoxError> {
+        let ends = if self.config.stop_at_end {
+            let ends = self.end_offsets(ctx.job_name())?;
+            ends.wakers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(ctx.waker());
+            Some(ends)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            inner: Mutex::default(),
+            stop: AtomicBool::new(false),
+            waker: ctx.waker(),
+            config: self.config.clone(),
+        });
+        let consumer: BaseConsumer<PollContext> = self
+            .config
+            .client_config(ctx.job_name(), ctx.worker_index())
+            .create_with_context(PollContext {
+                shared: shared.clone(),
+            })
+            .map_err(|e| KafkaError::Client(e.to_string()))?;
+        match &ends {
+            // A bounded read knows its partitions up front: they are shared out as files are
+            // (partition i to worker i % peers) and resume at the group's committed offsets,
+            // with no group membership, so no rebalance can make a worker read twice.
+            Some(ends) => {
+                let mut tpl = TopicPartitionList::new();
+                for (i, (topic, partition)) in ends.ends.keys().enumerate() {
+                    if i % ctx.peers().max(1) == ctx.worker_index() {
+                        tpl.add_partition_offset(topic, *partition, Offset::Stored)
+                            .map_err(|e| KafkaError::Client(e.to_string()))?;
+                    }
+                }
+                consumer
+                    .assign(&tpl)
+                    .map_err(|e| KafkaError::Client(e.to_string()))?;
+            }
+            None => {
+                let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+                consumer
+                    .subscribe(&topics)
+                    .map_err(|e| KafkaError::Client(e.to_string()))?;
+            }
+        }
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("kafka-poll-{}", ctx.worker_index()))
+            .spawn(move || poll_loop(consumer, s))?;
+        Ok(Box::new(KafkaReader {
+            shared,
+            thread: Some(thread),
+            ledger: EpochLedger::new(),
+            ends,
+        }))
+    }
+}
+
+/// A record the poll thread read, waiting for the reader.
+struct Polled {
+    partition: Partition,
+    offset: i64,
+    record: ReadResult,
+    bytes: usize,
+}
+
+/// What a reader and its poll thread share.
+struct Shared {
+    inner: Mutex<Inner>,
+    stop: AtomicBool,
+    waker: SourceWaker,
+    config: Arc<KafkaSourceConfig>,
+}
+
+#[derive(Default)]
+struct Inner {
+    records: VecDeque<Polled>,
+    bytes: usize,
+    /// Offsets (the next to read) every sink made durable, not yet committed.
+    commits: BTreeMap<Partition, i64>,
+    /// The latest committable offset of each partition this member owns.
+    latest: BTreeMap<Partition, i64>,
+    error: Option<KafkaError>,
+    /// The partitions are paused (backpressure).
+    paused: bool,
+    /// The assignment changed: pause or resume it afresh.
+    reassigned: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn full(&self, inner: &Inner) -> bool {
+        inner.records.len() >= self.config.max_buffered_records
+            || inner.bytes >= self.config.max_buffered_bytes
+    }
+
+    fn low(&self, inner: &Inner) -> bool {
+        inner.records.len() <= self.config.max_buffered_records / 2
+            && inner.bytes <= self.config.max_buffered_bytes / 2
+    }
+}
+
+/// The consumer's callbacks: they run on the poll thread, inside `poll`.
+struct PollContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for PollContext {}
+
+impl ConsumerContext for PollContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let revoked: BTreeSet<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let is_revoked = |p: &Partition| revoked.contains(&(p.0.to_string(), p.1));
+        let durable: BTreeMap<Partition, i64> = {
+            let mut inner = self.shared.lock();
+            let inner = &mut *inner;
+            // what the pipeline has not taken yet is the new owner's to read
+            let before = inner.records.len();
+            inner.records.retain(|r| !is_revoked(&r.partition));
+            inner.bytes = inner.records.iter().map(|r| r.bytes).sum();
+            let dropped = before - inner.records.len();
+            inner.commits.retain(|p, _| !is_revoked(p));
+            let durable = inner
+                .latest
+                .iter()
+                .filter(|(p, _)| is_revoked(p))
+                .map(|(p, o)| (p.clone(), *o))
+                .collect();
+            inner.latest.retain(|p, _| !is_revoked(p));
+            inner.reassigned = true;
+            tracing::info!(
+                partitions = revoked.len(),
+                dropped,
+                "kafka partitions revoked: durable offsets committed, unread records left to the new owner"
+            );
+            durable
+        };
+        // only what every sink made durable, while this member still owns the partitions
+        commit(consumer, &durable, CommitMode::Sync);
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.shared.lock().reassigned = true;
+            tracing::info!(partitions = tpl.count(), "kafka partitions assigned");
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // a later commit or the one at close covers it; records are read again at worst
+            tracing::warn!(error = %e, "kafka offset commit failed");
+        }
+    }
+}
+
+fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &BTreeMap<Partition, i64>,
+    mode: CommitMode,
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+            tracing::warn!(error = %e, "bad kafka offset");
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        tracing::warn!(error = %e, "kafka offset commit failed: those records will be read again");
+    }
+}
+
+/// Pauses the assignment when the buffer is full, resumes it when it has drained to half.
+fn backpressure(consumer: &BaseConsumer<PollContext>, shared: &Shared) {
+    let (pause, resume) = {
+        let mut inner = shared.lock();
+        let full = shared.full(&inner);
+        let low = shared.low(&inner);
+        let reassigned = std::mem::take(&mut inner.reassigned);
+        let pause = full && (!inner.paused || reassigned);
+        let resume = !full && (inner.paused && low || reassigned);
+        if pause {
+            inner.paused = true;
+        } else if resume {
+            inner.paused = false;
+        }
+        (pause, resume)
+    };
+    if !(pause || resume) {
+        return;
+    }
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let result = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, pause, "cannot pause or resume kafka partitions");
+    }
+}
+
+/// The partitions this member owns now.
+fn assigned<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> BTreeSet<(String, i32)> {
+    consumer
+        .assignment()
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn poll_loop(consumer: BaseConsumer<PollContext>, shared: Arc<Shared>) {
+    let mut topics: BTreeMap<String, Arc<str>> = BTreeMap::new();
+    while !shared.stop.load(Ordering::SeqCst) {
+        let mut pending = std::mem::take(&mut shared.lock().commits);
+        if !pending.is_empty() {
+            // a partition revoked meanwhile is the new owner's to commit
+            let assigned = assigned(&consumer);
+            pending.retain(|p, _| assigned.contains(&(p.0.to_string(), p.1)));
+            commit(&consumer, &pending, CommitMode::Async);
+        }
+        backpressure(&consumer, &shared);
+        match consumer.poll(POLL_WAIT) {
+            None => {}
+            Some(Ok(m)) => {
+                let topic = match topics.get(m.topic()) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t: Arc<str> = Arc::from(m.topic());
+                        topics.insert(m.topic().to_string(), t.clone());
+                        t
+                    }
+                };
+                let position = SourcePosition::Kafka {
+                    topic: topic.clone(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                };
+                let headers: Vec<(Option<&str>, Option<&[u8]>)> = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (Some(h.key), h.value)).collect())
+                    .unwrap_or_default();
+                let record = decode_record(shared.config.format, m.payload(), headers, position);
+                let bytes = record_bytes(&record);
+                let was_empty = {
+                    let mut inner = shared.lock();
+                    let was_empty = inner.records.is_empty();
+                    inner.bytes += bytes;
+                    inner.records.push_back(Polled {
+                        partition: (topic, m.partition()),
+                        offset: m.offset(),
+                        record,
+                        bytes,
+                    });
+                    was_empty
+                };
+                if was_empty {
+                    shared.waker.wake();
+                }
+            }
+            Some(Err(e)) => {
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+                    shared.lock().error = Some(KafkaError::Consumer(e.to_string()));
+                    shared.waker.wake();
+                    break;
+                }
+                tracing::warn!(error = %e, "kafka consumer");
+            }
+        }
+    }
+    // Commit what is durable for the partitions still owned, then leave the group (dropping
+    // the consumer closes it; the revocation commits nothing more).
+    let assigned = assigned(&consumer);
+    let last: BTreeMap<Partition, i64> = {
+        let mut inner = shared.lock();
+        inner.commits.clear();
+        std::mem::take(&mut inner.latest)
+            .into_iter()
+            .filter(|(p, _)| assigned.contains(&(p.0.to_string(), p.1)))
+            .collect()
+    };
+    commit(&consumer, &last, CommitMode::Sync);
+    drop(consumer);
+}
+
+/// One worker's consumer-group member (see [`KafkaSource`]).
+pub struct KafkaReader {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    ledger: EpochLedger<Partition, i64>,
+    ends: Option<Arc<EndOffsets>>,
+}
+
+impl KafkaReader {
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the kafka poll thread panicked");
+            }
+        }
+    }
+}
+
+impl SourceReader<ReadResult> for KafkaReader {
+    fn read(
+        &mut self,
+        out: &mut Vec<ReadResult>,
+        max_records: usize,
+    ) -> Result<ReadStatus, BoxError> {
+        if self.ends.as_ref().is_some_and(|e| e.all_reached()) {
+            // what is left here is past the end
+            return Ok(ReadStatus::new(0, ReadState::Exhausted));
+        }
+        let mut bytes = 0;
+        let remaining = {
+            let mut inner = self.shared.lock();
+            if let Some(e) = inner.error.clone() {
+                return Err(Box::new(e));
+            }
+            let mut taken = 0;
+            while taken < max_records {
+                let Some(p) = inner.records.pop_front() else {
+                    break;
+                };
+                inner.bytes -= p.bytes;
+                if let Some(ends) = &self.ends {
+                    if ends.is_past_end(&p.partition, p.offset) {
+                        continue;
+                    }
+                    ends.reach(&p.partition, p.offset + 1);
+                }
+                self.ledger.record(p.partition, p.offset + 1);
+                bytes += p.bytes;
+                taken += 1;
+                out.push(p.record);
+            }
+            inner.records.len()
+        };
+        let state = match &self.ends {
+            Some(ends) if ends.all_reached() => ReadState::Exhausted,
+            _ if remaining > 0 => ReadState::More,
+            _ => ReadState::Idle,
+        };
+        Ok(ReadStatus::new(bytes, state))
+    }
+
+    fn end_epoch(&mut self, epoch: Epoch) {
+        self.ledger.end_epoch(epoch);
+    }
+
+    fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
+        let advanced = self.ledger.ack(done);
+        if !advanced.is_empty() {
+            let mut inner = self.shared.lock();
+            for (p, offset) in advanced {
+                inner.latest.insert(p.clone(), offset);
+                inner.commits.insert(p, offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits what is durable and leaves the group. A consumer failure was already
+    /// reported by `read`.
+    fn close(&mut self) -> Result<(), BoxError> {
+        self.stop();
+        Ok(())
+    }
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
