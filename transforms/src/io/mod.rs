@@ -7,5 +7,6 @@ pub mod file;
 pub mod format;
 pub mod memory;
 pub mod object;
+pub mod pubsub;
 pub mod stdio;
 pub mod units;
