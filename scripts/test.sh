@@ -7,14 +7,22 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export SLUICE_TEST_S3_ENDPOINT="${SLUICE_TEST_S3_ENDPOINT:-http://127.0.0.1:${SLUICE_S3_PORT:-5000}}"
+export SLUICE_TEST_PUBSUB_ENDPOINT="${SLUICE_TEST_PUBSUB_ENDPOINT:-http://127.0.0.1:${SLUICE_PUBSUB_PORT:-8085}}"
+export SLUICE_TEST_PUBSUB_REST="${SLUICE_TEST_PUBSUB_REST:-http://127.0.0.1:${SLUICE_PUBSUB_REST_PORT:-8086}}"
 
-cleanup() { scripts/services/s3.sh stop || true; }
+cleanup() {
+    scripts/services/s3.sh stop || true
+    scripts/services/pubsub.sh stop || true
+}
 trap cleanup EXIT
 
 step() { printf '\n==> %s\n' "$*"; }
 
 step "services: S3-compatible server at $SLUICE_TEST_S3_ENDPOINT"
 scripts/services/s3.sh start
+
+step "services: Pub/Sub emulator at $SLUICE_TEST_PUBSUB_ENDPOINT"
+scripts/services/pubsub.sh start
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -134,7 +134,7 @@ fn every_problem_is_reported_at_once() {
             "job = \"decoder\"\nworkers = 0\ncolour = \"blue\"",
         )
         .replace("[sink]\n", "[sink]\nbatch = { max_bytes = \"lots\" }\n")
-        .replace("type = \"stderr\"", "type = \"pubsub\"");
+        .replace("type = \"stderr\"", "type = \"bigquery\"");
     let e = errors(&text);
     assert_one(&e, "workers", "expected an integer >= 1");
     assert_one(&e, "colour", "unknown key");
@@ -488,7 +488,7 @@ fn bad_type_keys_and_sections_name_their_paths() {
     assert_one(
         &e,
         "dead_letter.type",
-        "expected one of \"file\", \"s3\", \"stdout\", \"stderr\", found \"stdrr\"",
+        "expected one of \"file\", \"s3\", \"stdout\", \"stderr\", \"pubsub\", found \"stdrr\"",
     );
     let e = errors(&BASE.replace("dir = \"out\"", "dir = 7"));
     assert_one(&e, "sink.dir", "found integer `7`");

@@ -11,6 +11,7 @@ pub use sluice_transforms::io::format::{InputFormat, OutputFormat};
 pub use sluice_transforms::io::object::{
     BatchConfig, Compression, Credentials, LocalSinkConfig, S3SinkConfig,
 };
+pub use sluice_transforms::io::pubsub::{PubsubSinkConfig, PubsubSourceConfig};
 pub use sluice_transforms::io::stdio::{StdinSourceConfig, StdioSinkConfig};
 use sluice_transforms::io::units;
 
@@ -131,8 +132,10 @@ connectors! {
         "file" => File(FileSourceConfig),
         /// Standard input, read until it closes.
         "stdin" => Stdin(StdinSourceConfig),
+        /// A Pub/Sub subscription, read by streaming pull until the job is stopped.
+        "pubsub" => Pubsub(PubsubSourceConfig),
     }
-    planned = ["kafka", "pubsub", "memory"];
+    planned = ["kafka", "memory"];
 }
 
 connectors! {
@@ -147,8 +150,10 @@ connectors! {
         "stdout" => Stdout(StdioSinkConfig),
         /// One record per line on standard error.
         "stderr" => Stderr(StdioSinkConfig),
+        /// Messages published to a Pub/Sub topic (a template).
+        "pubsub" => Pubsub(PubsubSinkConfig),
     }
-    planned = ["kafka", "pubsub", "bigquery", "memory"];
+    planned = ["kafka", "bigquery", "memory"];
 }
 
 /// The `[dead_letter]` section: a sink (its `type` and that sink's keys) and what dead

@@ -18,6 +18,7 @@ use sluice_schemas::SchemaRegistry;
 use sluice_transforms::decode::{Decoder, DecompressPayload};
 use sluice_transforms::io::file::FileSource;
 use sluice_transforms::io::object::ObjectSink;
+use sluice_transforms::io::pubsub::{PubsubSink, PubsubSource};
 use sluice_transforms::io::stdio::{StderrSink, StdinSource, StdoutSink};
 use sluice_transforms::scrub::ScrubAttributes;
 
@@ -58,6 +59,8 @@ pub enum AnySink {
     Objects(ObjectSink),
     /// An in-memory sink (bench, tests).
     Memory(sluice::MemorySink<Message>),
+    /// A Pub/Sub topic.
+    Pubsub(PubsubSink),
 }
 
 impl Sink for AnySink {
@@ -68,6 +71,7 @@ impl Sink for AnySink {
             AnySink::Stderr(s) => s.kind(),
             AnySink::Objects(s) => s.kind(),
             AnySink::Memory(s) => s.kind(),
+            AnySink::Pubsub(s) => s.kind(),
         }
     }
     fn can_reject(&self) -> bool {
@@ -76,6 +80,7 @@ impl Sink for AnySink {
             AnySink::Stderr(s) => s.can_reject(),
             AnySink::Objects(s) => s.can_reject(),
             AnySink::Memory(s) => s.can_reject(),
+            AnySink::Pubsub(s) => s.can_reject(),
         }
     }
     fn check(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
@@ -84,6 +89,7 @@ impl Sink for AnySink {
             AnySink::Stderr(s) => s.check(ctx),
             AnySink::Objects(s) => s.check(ctx),
             AnySink::Memory(s) => s.check(ctx),
+            AnySink::Pubsub(s) => s.check(ctx),
         }
     }
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
@@ -92,6 +98,7 @@ impl Sink for AnySink {
             AnySink::Stderr(s) => s.open(ctx),
             AnySink::Objects(s) => s.open(ctx),
             AnySink::Memory(s) => s.open(ctx),
+            AnySink::Pubsub(s) => s.open(ctx),
         }
     }
 }
@@ -105,6 +112,7 @@ pub fn sink_for(cfg: &SinkConfig) -> Result<AnySink, JobError> {
         SinkConfig::Stderr(c) => AnySink::Stderr(c.stderr()),
         SinkConfig::File(c) => AnySink::Objects(c.sink().map_err(|e| setup(&e))?),
         SinkConfig::S3(c) => AnySink::Objects(c.sink().map_err(|e| setup(&e))?),
+        SinkConfig::Pubsub(c) => AnySink::Pubsub(c.sink()),
     })
 }
 
@@ -119,19 +127,42 @@ fn check_sink(cfg: &SinkConfig) -> Result<(), JobError> {
 }
 
 /// The source a config section describes.
-fn source_for(cfg: &SourceConfig) -> Source {
+fn source_for(cfg: &SourceConfig, tuning: &PipelineTuning) -> Source {
     match cfg {
         SourceConfig::File(c) => Source::File(c.source()),
         SourceConfig::Stdin(c) => Source::Stdin(c.source()),
+        SourceConfig::Pubsub(c) => {
+            // Flow control is tied to the in-flight bound: the service never sends a worker
+            // more than the pipeline would hold for it.
+            let epoch_records = tuning
+                .epoch
+                .max_records
+                .unwrap_or(EpochBounds::default().max_records);
+            let epochs = tuning
+                .in_flight
+                .max_epochs
+                .unwrap_or(InFlightBounds::default().max_epochs);
+            let bytes = tuning
+                .in_flight
+                .max_bytes
+                .unwrap_or(InFlightBounds::default().max_bytes);
+            Source::Pubsub(
+                c.source().flow_control(
+                    c.max_outstanding_messages
+                        .unwrap_or(epoch_records.saturating_mul(epochs)),
+                    c.max_outstanding_bytes.unwrap_or(bytes),
+                ),
+            )
+        }
     }
 }
 
 /// The input listing digest and file count of a config's file source (`None` for other
 /// sources): what `sluice validate` prints and `run --expect-listing` compares.
 pub fn listing(config: &JobConfig) -> Option<Result<(String, usize), JobError>> {
-    match source_for(&config.source) {
+    match source_for(&config.source, &config.pipeline) {
         Source::File(s) => InputStatus(Some(s)).listing(),
-        Source::Stdin(_) => None,
+        Source::Stdin(_) | Source::Pubsub(_) => None,
     }
 }
 
@@ -139,7 +170,7 @@ pub fn listing(config: &JobConfig) -> Option<Result<(String, usize), JobError>> 
 /// config needs that a config file cannot say: input files match, sinks can be built (an
 /// output directory may not exist yet), schemas load. What `sluice validate` runs.
 pub fn check(config: &JobConfig) -> Result<(), JobError> {
-    resolve(&source_for(&config.source))?;
+    resolve(&source_for(&config.source, &config.pipeline))?;
     check_sink(&config.sink)?;
     check_sink(&config.dead_letter.sink)?;
     registry_for(config)?;
@@ -151,14 +182,14 @@ pub fn check(config: &JobConfig) -> Result<(), JobError> {
 /// `run` does the same (see [`Prepared::check_services`]) before reading.
 pub fn check_services(config: &JobConfig) -> Result<(), JobError> {
     let ctx = CheckRuntime::new()?;
-    check_source_service(&source_for(&config.source), &ctx)?;
+    check_source_service(&source_for(&config.source, &config.pipeline), &ctx)?;
     for (section, cfg) in [
         ("sink", &config.sink),
         ("dead_letter", &config.dead_letter.sink),
     ] {
         // A local directory is checked by `check` without being created; remote stores are
         // built (no connection yet) and then listed.
-        if let SinkConfig::S3(_) = cfg {
+        if let SinkConfig::S3(_) | SinkConfig::Pubsub(_) = cfg {
             check_sink_service(section, &sink_for(cfg)?, &ctx)?;
         }
     }
@@ -191,6 +222,7 @@ fn check_source_service(source: &Source, ctx: &CheckRuntime) -> Result<(), JobEr
     let result = match source {
         Source::File(s) => sluice::Source::check(s, &ctx.context()),
         Source::Stdin(s) => sluice::Source::check(s, &ctx.context()),
+        Source::Pubsub(s) => sluice::Source::check(s, &ctx.context()),
     };
     result.map_err(|e| JobError::Setup(format!("source: {e}")))
 }
@@ -243,6 +275,7 @@ fn registry_for(config: &JobConfig) -> Result<Option<Arc<SchemaRegistry>>, JobEr
 enum Source {
     File(FileSource),
     Stdin(StdinSource),
+    Pubsub(PubsubSource),
 }
 
 /// What a job needs before it runs: loaded once, shared by the workers.
@@ -259,7 +292,7 @@ impl Prepared {
     /// Loads the schemas, lists the input files and builds the sinks (creating local output
     /// directories); [`check`] does the same without touching anything.
     pub fn new(config: JobConfig) -> Result<Self, JobError> {
-        let source = source_for(&config.source);
+        let source = source_for(&config.source, &config.pipeline);
         resolve(&source)?;
         let sink = sink_for(&config.sink)?;
         let dead_letter_sink = sink_for(&config.dead_letter.sink)?;
@@ -278,7 +311,7 @@ impl Prepared {
     pub fn input_status(&self) -> InputStatus {
         match &self.source {
             Source::File(s) => InputStatus(Some(s.clone())),
-            Source::Stdin(_) => InputStatus(None),
+            Source::Stdin(_) | Source::Pubsub(_) => InputStatus(None),
         }
     }
 
@@ -289,7 +322,7 @@ impl Prepared {
     pub fn drain_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         match &self.source {
             Source::Stdin(s) => Some(s.end_flag()),
-            Source::File(_) => None,
+            Source::File(_) | Source::Pubsub(_) => None,
         }
     }
 
@@ -446,12 +479,18 @@ fn build(
     let readers = match &parts.source {
         Source::File(s) => s.resolve().map_or(0, |files| files.len()),
         Source::Stdin(_) => 1,
+        // every worker streams from the subscription
+        Source::Pubsub(_) => p.peers(),
     };
     let input = match parts.source {
-        Source::File(s) => p.read_with_failures("read", s),
-        Source::Stdin(s) => p.read_with_failures("read", s),
-    }
-    .failures_to(&mut dead_letters);
+        Source::File(s) => p
+            .read_with_failures("read", s)
+            .failures_to(&mut dead_letters),
+        Source::Stdin(s) => p
+            .read_with_failures("read", s)
+            .failures_to(&mut dead_letters),
+        Source::Pubsub(s) => p.read("read", s),
+    };
     let input = if readers < p.peers() {
         input.rebalance()
     } else {
