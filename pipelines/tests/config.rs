@@ -501,13 +501,13 @@ fn bad_type_keys_and_sections_name_their_paths() {
     assert_one(
         &e,
         "job",
-        "expected one of \"decoder\", \"sink\", found \"decode\"",
+        "expected one of \"decoder\", \"sink\", \"republisher\", found \"decode\"",
     );
     let e = errors(&BASE.replace("job = \"decoder\"\n", ""));
     assert_one(
         &e,
         "job",
-        "missing required key (expected one of \"decoder\", \"sink\")",
+        "missing required key (expected one of \"decoder\", \"sink\", \"republisher\")",
     );
     let e = errors(&BASE.replace("dir = \"out\"\n", ""));
     assert_one(&e, "sink.dir", "missing required key (expected a path)");

@@ -287,3 +287,182 @@ format = "json"
         assert_eq!(n, 1, "input {i} ({doc}) found {n} times");
     }
 }
+
+/// Pulls and acks everything on a subscription; prints JSON lines.
+const DRAIN: &str = r#"
+import sys, json, urllib.request
+rest, sub = sys.argv[1], sys.argv[2]
+def call(method, path, body):
+    req = urllib.request.Request(rest + "/v1/" + path, method=method,
+        data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"{}")
+empty = 0
+while empty < 3:
+    got = call("POST", sub + ":pull", {"maxMessages": 500, "returnImmediately": True})
+    received = got.get("receivedMessages", [])
+    if not received:
+        empty += 1
+        continue
+    empty = 0
+    for r in received:
+        m = r["message"]
+        print(json.dumps({"data": m.get("data", ""), "attributes": m.get("attributes") or {}}))
+    call("POST", sub + ":acknowledge", {"ackIds": [r["ackId"] for r in received]})
+"#;
+
+fn drain(e: &Emulator, sub: &str) -> Vec<Message> {
+    use base64::Engine;
+    let out = Command::new("python3")
+        .args(["-c", DRAIN, &e.rest, sub])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(v["data"].as_str().unwrap_or(""))
+                .unwrap();
+            let attributes: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(v["attributes"].clone()).unwrap();
+            Message::new(data).with_attributes(attributes)
+        })
+        .collect()
+}
+
+#[test]
+fn republisher_config_rules() {
+    let base = r#"
+job = "republisher"
+[source]
+type = "pubsub"
+subscription = "projects/p/subscriptions/decoded"
+[sink]
+type = "stdout"
+[dead_letter]
+type = "stderr"
+"#;
+    let e = errors(base);
+    assert_one(&e, "routes", "missing required `[[routes]]`");
+    let text = format!(
+        "{base}\n[[routes]]\nname = \"a\"\nsample_below = 0\nsink = {{ type = \"stdout\" }}\n\
+         [[routes]]\nname = \"a\"\nsink = {{ type = \"stdout\" }}\n"
+    );
+    let e = errors(&text);
+    assert_one(&e, "routes[0].sample_below", "expected 1 to 100");
+    assert_one(&e, "routes[1].name", "used twice");
+    let e = errors(&PUBSUB_TO_PUBSUB.replace(
+        "[dead_letter]",
+        "[[routes]]\nname = \"a\"\nsink = { type = \"stdout\" }\n[dead_letter]",
+    ));
+    assert_one(&e, "routes", "only the republisher job");
+}
+
+#[test]
+fn republisher_routes_each_message_to_exactly_the_routes_it_matches() {
+    let Some(e) = emulator() else { return };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let id = format!("{}-{nanos}", std::process::id());
+    let topic = |name: &str| format!("projects/sluice-test/topics/rp-{id}-{name}");
+    let sub = |name: &str| format!("projects/sluice-test/subscriptions/rp-{id}-{name}");
+    // decoded input: doctypes main/event/crash, sample_id 0..99, every 7th a debug ping
+    let input: Vec<Message> = (0..150)
+        .map(|i| {
+            let mut m = Message::new(format!("{{\"n\":{i}}}"))
+                .with_attribute("document_namespace", "telemetry")
+                .with_attribute("document_type", ["main", "event", "crash"][i % 3])
+                .with_attribute("sample_id", (i * 37 % 100).to_string());
+            if i % 7 == 0 {
+                m = m.with_attribute("x_debug_id", "dev");
+            }
+            m
+        })
+        .collect();
+    publish(&e, &topic("in"), &sub("in"), &input);
+    // the output topics, each with a subscription for the independent reader
+    for name in ["main", "event", "sampled", "debug", "unrouted", "errors"] {
+        publish(&e, &topic(name), &sub(name), &[]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+job = "republisher"
+workers = 2
+[source]
+type = "pubsub"
+subscription = "{input}"
+endpoint = "{grpc}"
+credentials = "anonymous"
+exit_when_idle = "5s"
+[[routes]]
+name = "per-doctype"
+doctypes = ["main", "event"]
+sink = {{ type = "pubsub", topic = "projects/sluice-test/topics/rp-{id}-${{document_type:-unknown}}", endpoint = "{grpc}", credentials = "anonymous" }}
+[[routes]]
+name = "sampled"
+sample_below = 10
+sink = {{ type = "pubsub", topic = "{sampled}", endpoint = "{grpc}", credentials = "anonymous" }}
+[[routes]]
+name = "debug"
+debug = true
+sink = {{ type = "pubsub", topic = "{debug}", endpoint = "{grpc}", credentials = "anonymous" }}
+[sink]
+type = "pubsub"
+topic = "{unrouted}"
+endpoint = "{grpc}"
+credentials = "anonymous"
+[dead_letter]
+type = "file"
+dir = "{errors}"
+"#,
+        input = sub("in"),
+        grpc = e.grpc,
+        sampled = topic("sampled"),
+        debug = topic("debug"),
+        unrouted = topic("unrouted"),
+        errors = dir.path().display(),
+    );
+    std::env::set_current_dir(root()).unwrap();
+    let job = config::parse_str(&text, &Overrides::new()).unwrap();
+    let prepared = Prepared::new(job).unwrap();
+    let pipeline = prepared.pipeline();
+    prepared.run(pipeline).unwrap();
+
+    let sorted = |mut v: Vec<Message>| {
+        v.sort();
+        v
+    };
+    let expect =
+        |f: &dyn Fn(&Message) -> bool| sorted(input.iter().filter(|m| f(m)).cloned().collect());
+    let doctype = |m: &Message, d: &str| m.attribute("document_type") == Some(d);
+    let sample = |m: &Message| m.attribute("sample_id").unwrap().parse::<u32>().unwrap() < 10;
+    let debug = |m: &Message| m.attribute("x_debug_id").is_some();
+    let routed = |m: &Message| doctype(m, "main") || doctype(m, "event") || sample(m) || debug(m);
+    assert_eq!(
+        sorted(drain(&e, &sub("main"))),
+        expect(&|m| doctype(m, "main"))
+    );
+    assert_eq!(
+        sorted(drain(&e, &sub("event"))),
+        expect(&|m| doctype(m, "event"))
+    );
+    assert_eq!(sorted(drain(&e, &sub("sampled"))), expect(&sample));
+    assert_eq!(sorted(drain(&e, &sub("debug"))), expect(&debug));
+    assert_eq!(sorted(drain(&e, &sub("unrouted"))), expect(&|m| !routed(m)));
+    assert!(records(dir.path()).is_empty(), "no route refused anything");
+    // sanity: the input exercises every route and the overlap of routes
+    assert!(input
+        .iter()
+        .any(|m| doctype(m, "crash") && sample(m) && debug(m)));
+    assert!(input.iter().any(|m| !routed(m)));
+}

@@ -3,6 +3,8 @@
 //! - `decoder`: source -> `Decoder` (parse uri, decompress, limit size, parse and validate, add
 //!   metadata) -> sink; every dead letter, from reading or decoding, -> the dead-letter sink.
 //! - `sink`: source -> optional decompression -> sink (the Hindsight loader).
+//! - `republisher`: decoded messages -> every route they match (a copy each), the rest ->
+//!   sink; route refusals -> the dead-letter sink.
 //!
 //! This is the one place that maps config sections to connectors.
 
@@ -23,6 +25,26 @@ use sluice_transforms::io::stdio::{StderrSink, StdinSource, StdoutSink};
 use sluice_transforms::scrub::ScrubAttributes;
 
 use crate::config::{JobConfig, JobKind, PipelineTuning, SinkConfig, SourceConfig};
+
+mod republisher;
+
+pub use republisher::RouteFilter;
+
+/// The republisher's routes, built: name, filter, sink.
+type Routes = Vec<(String, RouteFilter, AnySink)>;
+
+/// Builds the republisher's route sinks (empty for the other jobs).
+fn routes_for(config: &JobConfig) -> Result<Routes, JobError> {
+    config
+        .routes
+        .iter()
+        .map(|r| {
+            let sink = sink_for(&r.sink)
+                .map_err(|e| JobError::Setup(format!("route `{}`: {e}", r.name)))?;
+            Ok((r.name.clone(), RouteFilter::from(r), sink))
+        })
+        .collect()
+}
 
 /// The step name prefix of the per-document-type output counters (`Counter::StepOk`).
 pub const OUTPUT_COUNTER_PREFIX: &str = "output/";
@@ -173,6 +195,9 @@ pub fn check(config: &JobConfig) -> Result<(), JobError> {
     resolve(&source_for(&config.source, &config.pipeline))?;
     check_sink(&config.sink)?;
     check_sink(&config.dead_letter.sink)?;
+    for r in &config.routes {
+        check_sink(&r.sink)?;
+    }
     registry_for(config)?;
     Ok(())
 }
@@ -192,6 +217,9 @@ pub fn check_services(config: &JobConfig) -> Result<(), JobError> {
         if let SinkConfig::S3(_) | SinkConfig::Pubsub(_) = cfg {
             check_sink_service(section, &sink_for(cfg)?, &ctx)?;
         }
+    }
+    for (name, _, sink) in routes_for(config)? {
+        check_sink_service(&format!("route `{name}`"), &sink, &ctx)?;
     }
     Ok(())
 }
@@ -286,6 +314,7 @@ pub struct Prepared {
     source: Source,
     sink: AnySink,
     dead_letter_sink: AnySink,
+    routes: Routes,
 }
 
 impl Prepared {
@@ -296,6 +325,7 @@ impl Prepared {
         resolve(&source)?;
         let sink = sink_for(&config.sink)?;
         let dead_letter_sink = sink_for(&config.dead_letter.sink)?;
+        let routes = routes_for(&config)?;
         let registry = registry_for(&config)?;
         Ok(Prepared {
             config,
@@ -303,6 +333,7 @@ impl Prepared {
             source,
             sink,
             dead_letter_sink,
+            routes,
         })
     }
 
@@ -332,6 +363,9 @@ impl Prepared {
         let ctx = CheckRuntime::new()?;
         check_source_service(&self.source, &ctx)?;
         check_sink_service("sink", &self.sink, &ctx)?;
+        for (name, _, sink) in &self.routes {
+            check_sink_service(&format!("route `{name}`"), sink, &ctx)?;
+        }
         check_sink_service("dead_letter", &self.dead_letter_sink, &ctx)
     }
 
@@ -358,6 +392,7 @@ impl Prepared {
             source,
             sink,
             dead_letter_sink,
+            routes,
         } = self;
         let summary = pipeline.run(move |p| {
             let parts = JobParts {
@@ -366,6 +401,7 @@ impl Prepared {
                 source: source.clone(),
                 sink: sink.clone(),
                 dead_letter_sink: dead_letter_sink.clone(),
+                routes: routes.clone(),
             };
             build(p, parts, &metrics)
         })?;
@@ -465,6 +501,7 @@ struct JobParts<'a> {
     source: Source,
     sink: AnySink,
     dead_letter_sink: AnySink,
+    routes: Routes,
 }
 
 fn build(
@@ -515,6 +552,32 @@ fn build(
             .apply("decompress", DecompressPayload::new())
             .failures_to(&mut dead_letters),
         (JobKind::Sink, _) => input,
+        (JobKind::Republisher, _) => {
+            // one copy per matching route, tagged with its index; the last index is unrouted
+            let unrouted = parts.routes.len();
+            let filters: Vec<RouteFilter> = parts.routes.iter().map(|r| r.1.clone()).collect();
+            let tagged = input.flat_map(move |m: Message| {
+                republisher::route_indices(&filters, &m, unrouted)
+                    .into_iter()
+                    .map(|i| (i, m.clone()))
+                    .collect::<Vec<_>>()
+            });
+            let mut split = tagged.partition(unrouted + 1, |(i, _)| *i);
+            let rest = split.pop().map(|c| c.map(|(_, m)| m));
+            for ((name, _, sink), part) in parts.routes.into_iter().zip(split) {
+                part.map(|(_, m)| m)
+                    .write(&format!("route/{name}"), sink)
+                    .failures_to(&mut dead_letters);
+            }
+            match rest {
+                Some(rest) => rest,
+                None => {
+                    return Err(sluice::Error::build(
+                        "the republisher has no unrouted output",
+                    ))
+                }
+            }
+        }
     };
     count_outputs(output, metrics)
         .write("write", parts.sink)
