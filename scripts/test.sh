@@ -9,12 +9,15 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export SLUICE_TEST_S3_ENDPOINT="${SLUICE_TEST_S3_ENDPOINT:-http://127.0.0.1:${SLUICE_S3_PORT:-5000}}"
 export SLUICE_TEST_BIGQUERY_URL="${SLUICE_TEST_BIGQUERY_URL:-http://127.0.0.1:${SLUICE_BQ_PORT:-9250}}"
 export SLUICE_TEST_BIGQUERY_PROJECT="${SLUICE_TEST_BIGQUERY_PROJECT:-${SLUICE_BQ_PROJECT:-test-proj}}"
+export SLUICE_TEST_PUBSUB_ENDPOINT="${SLUICE_TEST_PUBSUB_ENDPOINT:-http://127.0.0.1:${SLUICE_PUBSUB_PORT:-8085}}"
+export SLUICE_TEST_PUBSUB_REST="${SLUICE_TEST_PUBSUB_REST:-http://127.0.0.1:${SLUICE_PUBSUB_REST_PORT:-8086}}"
 export SLUICE_TEST_KAFKA_BROKERS="${SLUICE_TEST_KAFKA_BROKERS:-127.0.0.1:${SLUICE_KAFKA_PORT:-19092}}"
 
 cleanup() {
     scripts/services/s3.sh stop || true
     scripts/services/bigquery.sh stop || true
     scripts/services/kafka.sh stop || true
+    scripts/services/pubsub.sh stop || true
 }
 trap cleanup EXIT
 
@@ -28,6 +31,9 @@ scripts/services/bigquery.sh start
 
 step "services: Kafka-compatible broker (tansu) at $SLUICE_TEST_KAFKA_BROKERS"
 scripts/services/kafka.sh start
+
+step "services: Pub/Sub emulator at $SLUICE_TEST_PUBSUB_ENDPOINT"
+scripts/services/pubsub.sh start
 
 step "cargo fmt --check"
 cargo fmt --all --check

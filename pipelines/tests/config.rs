@@ -134,7 +134,7 @@ fn every_problem_is_reported_at_once() {
             "job = \"decoder\"\nworkers = 0\ncolour = \"blue\"",
         )
         .replace("[sink]\n", "[sink]\nbatch = { max_bytes = \"lots\" }\n")
-        .replace("type = \"stderr\"", "type = \"pubsub\"");
+        .replace("type = \"stderr\"", "type = \"bigquery\"");
     let e = errors(&text);
     assert_one(&e, "workers", "expected an integer >= 1");
     assert_one(&e, "colour", "unknown key");
@@ -503,13 +503,13 @@ fn bad_type_keys_and_sections_name_their_paths() {
     assert_one(
         &e,
         "job",
-        "expected one of \"decoder\", \"sink\", found \"decode\"",
+        "expected one of \"decoder\", \"sink\", \"republisher\", found \"decode\"",
     );
     let e = errors(&BASE.replace("job = \"decoder\"\n", ""));
     assert_one(
         &e,
         "job",
-        "missing required key (expected one of \"decoder\", \"sink\")",
+        "missing required key (expected one of \"decoder\", \"sink\", \"republisher\")",
     );
     let e = errors(&BASE.replace("dir = \"out\"\n", ""));
     assert_one(&e, "sink.dir", "missing required key (expected a path)");

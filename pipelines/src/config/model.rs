@@ -14,6 +14,7 @@ pub use sluice_transforms::io::kafka::{KafkaFormat, KafkaSinkConfig, KafkaSource
 pub use sluice_transforms::io::object::{
     BatchConfig, Compression, Credentials, LocalSinkConfig, S3SinkConfig,
 };
+pub use sluice_transforms::io::pubsub::{PubsubSinkConfig, PubsubSourceConfig};
 pub use sluice_transforms::io::stdio::{StdinSourceConfig, StdioSinkConfig};
 use sluice_transforms::io::units;
 
@@ -27,7 +28,7 @@ use super::ConfigError;
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobConfig<Src = SourceConfig, Snk = SinkConfig, Dl = DeadLetterConfig> {
-    /// Which named job runs: `decoder` or `sink`.
+    /// Which named job runs: `decoder`, `sink` or `republisher`.
     pub job: JobKind,
     /// Worker threads in this process (at least 1).
     #[serde(default = "default_workers", with = "units::count")]
@@ -40,8 +41,11 @@ pub struct JobConfig<Src = SourceConfig, Snk = SinkConfig, Dl = DeadLetterConfig
     /// The decoder's settings (required by the `decoder` job, refused by the `sink` job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder: Option<DecoderConfig>,
-    /// Where records go.
+    /// Where records go (the republisher: records that match no route).
     pub sink: Snk,
+    /// The republisher's routes (required by it, refused by the other jobs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
     /// Where every dead letter goes, in dead-letter message form.
     pub dead_letter: Dl,
     /// Engine tuning: epochs and backpressure.
@@ -57,6 +61,9 @@ pub enum JobKind {
     Decoder,
     /// source -> optional decompression -> sink (the Hindsight loader).
     Sink,
+    /// decoded messages -> every route whose filter they match (a copy each); `[sink]` takes
+    /// those that match none.
+    Republisher,
 }
 
 impl JobKind {
@@ -65,6 +72,7 @@ impl JobKind {
         match self {
             JobKind::Decoder => "decoder",
             JobKind::Sink => "sink",
+            JobKind::Republisher => "republisher",
         }
     }
 }
@@ -136,8 +144,10 @@ connectors! {
         "stdin" => Stdin(StdinSourceConfig),
         /// Kafka topics read by a consumer group (unbounded unless `stop_at_end`).
         "kafka" => Kafka(KafkaSourceConfig),
+        /// A Pub/Sub subscription, read by streaming pull until the job is stopped.
+        "pubsub" => Pubsub(PubsubSourceConfig),
     }
-    planned = ["pubsub", "memory"];
+    planned = ["memory"];
 }
 
 connectors! {
@@ -156,8 +166,43 @@ connectors! {
         "bigquery" => BigQuery(BigQuerySinkConfig),
         /// Records produced to a Kafka topic (a template), one message per record.
         "kafka" => Kafka(KafkaSinkConfig),
+        /// Messages published to a Pub/Sub topic (a template).
+        "pubsub" => Pubsub(PubsubSinkConfig),
     }
-    planned = ["pubsub", "memory"];
+    planned = ["memory"];
+}
+
+/// One `[[routes]]` entry of the republisher: a filter on attributes (every condition set
+/// must hold) and a sink. A message may match several routes.
+///
+/// ```toml
+/// [[routes]]
+/// name = "sampled"
+/// sample_below = 10           # sample_id < 10: a 10% sample
+/// sink = { type = "pubsub", topic = "projects/p/topics/sampled" }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The route's name: its write step is `route/<name>` (the `error_type` of its refusals).
+    pub name: String,
+    /// `document_namespace` is one of these (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// `document_type` is one of these; `namespace/doctype` also names the namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub doctypes: Vec<String>,
+    /// `normalized_channel` (else `app_update_channel`) is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    /// `sample_id` is below this (1 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_below: Option<u32>,
+    /// Only messages with a non-empty `x_debug_id`.
+    #[serde(default)]
+    pub debug: bool,
+    /// Where the route's messages go (any sink; topic templates on Pub/Sub).
+    pub sink: SinkConfig,
 }
 
 /// The `[dead_letter]` section: a sink (its `type` and that sink's keys) and what dead

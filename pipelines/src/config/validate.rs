@@ -92,6 +92,42 @@ pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
             "decoder",
             "the sink job does not decode: remove `[decoder]` or set job = \"decoder\"",
         )),
+        Some("republisher") if root.contains_key("decoder") => errors.push(ConfigError::new(
+            "decoder",
+            "the republisher takes decoded messages: remove `[decoder]`",
+        )),
+        _ => {}
+    }
+    match (root.get("job").and_then(Value::as_str), root.get("routes")) {
+        (Some("republisher"), None) => errors.push(ConfigError::new(
+            "routes",
+            "missing required `[[routes]]` for job = \"republisher\" (each a `name`, filters and a `sink`)",
+        )),
+        (Some("republisher"), Some(Value::Array(routes))) => {
+            let mut names = std::collections::BTreeSet::new();
+            for (i, r) in routes.iter().enumerate() {
+                if let Some(Value::String(n)) = r.get("name") {
+                    if !names.insert(n.clone()) {
+                        errors.push(ConfigError::new(
+                            format!("routes[{i}].name"),
+                            format!("route name {n:?} is used twice"),
+                        ));
+                    }
+                }
+                if let Some(Value::Integer(n)) = r.get("sample_below") {
+                    if !(1..=100).contains(n) {
+                        errors.push(ConfigError::new(
+                            format!("routes[{i}].sample_below"),
+                            format!("expected 1 to 100 (sample_id is 0 to 99), found {n}"),
+                        ));
+                    }
+                }
+            }
+        }
+        (Some(job), Some(_)) if job != "republisher" => errors.push(ConfigError::new(
+            "routes",
+            format!("only the republisher job takes `[[routes]]`, not job = {job:?}"),
+        )),
         _ => {}
     }
     if let Some(Value::String(s)) = root.get("decoder").and_then(|d| d.get("schemas")) {
@@ -545,7 +581,7 @@ mod tests {
             [
                 "`t.extra`: unknown key; expected one of: name, kind, count, inner",
                 "`t.name`: missing required key (expected a string)",
-                "`t.kind`: missing required key (expected one of \"decoder\", \"sink\")",
+                "`t.kind`: missing required key (expected one of \"decoder\", \"sink\", \"republisher\")",
                 "`t.count`: missing required key (expected u32)",
             ]
         );
@@ -556,7 +592,7 @@ mod tests {
                 "`t.inner.flag`: expected a boolean, found string \"yes\"",
                 "`t.inner.other`: unknown key; expected one of: flag",
                 "`t.name`: expected a string, found integer `3`",
-                "`t.kind`: missing required key (expected one of \"decoder\", \"sink\")",
+                "`t.kind`: missing required key (expected one of \"decoder\", \"sink\", \"republisher\")",
             ]
         );
     }

@@ -3,6 +3,8 @@
 //! - `decoder`: source -> `Decoder` (parse uri, decompress, limit size, parse and validate, add
 //!   metadata) -> sink; every dead letter, from reading or decoding, -> the dead-letter sink.
 //! - `sink`: source -> optional decompression -> sink (the Hindsight loader).
+//! - `republisher`: decoded messages -> every route they match (a copy each), the rest ->
+//!   sink; route refusals -> the dead-letter sink.
 //!
 //! This is the one place that maps config sections to connectors.
 
@@ -20,10 +22,31 @@ use sluice_transforms::io::bigquery::BigQuerySink;
 use sluice_transforms::io::file::FileSource;
 use sluice_transforms::io::kafka::{KafkaSink, KafkaSource};
 use sluice_transforms::io::object::ObjectSink;
+use sluice_transforms::io::pubsub::{PubsubSink, PubsubSource};
 use sluice_transforms::io::stdio::{StderrSink, StdinSource, StdoutSink};
 use sluice_transforms::scrub::ScrubAttributes;
 
 use crate::config::{JobConfig, JobKind, PipelineTuning, SinkConfig, SourceConfig};
+
+mod republisher;
+
+pub use republisher::RouteFilter;
+
+/// The republisher's routes, built: name, filter, sink.
+type Routes = Vec<(String, RouteFilter, AnySink)>;
+
+/// Builds the republisher's route sinks (empty for the other jobs).
+fn routes_for(config: &JobConfig) -> Result<Routes, JobError> {
+    config
+        .routes
+        .iter()
+        .map(|r| {
+            let sink = sink_for(&r.sink)
+                .map_err(|e| JobError::Setup(format!("route `{}`: {e}", r.name)))?;
+            Ok((r.name.clone(), RouteFilter::from(r), sink))
+        })
+        .collect()
+}
 
 /// The step name prefix of the per-document-type output counters (`Counter::StepOk`).
 pub const OUTPUT_COUNTER_PREFIX: &str = "output/";
@@ -87,6 +110,8 @@ pub enum AnySink {
     Memory(sluice::MemorySink<Message>),
     /// A Kafka topic (a template).
     Kafka(KafkaSink),
+    /// A Pub/Sub topic.
+    Pubsub(PubsubSink),
 }
 
 impl Sink for AnySink {
@@ -99,6 +124,7 @@ impl Sink for AnySink {
             AnySink::BigQuery(s) => s.kind(),
             AnySink::Memory(s) => s.kind(),
             AnySink::Kafka(s) => s.kind(),
+            AnySink::Pubsub(s) => s.kind(),
         }
     }
     fn can_reject(&self) -> bool {
@@ -109,6 +135,7 @@ impl Sink for AnySink {
             AnySink::BigQuery(s) => s.can_reject(),
             AnySink::Memory(s) => s.can_reject(),
             AnySink::Kafka(s) => s.can_reject(),
+            AnySink::Pubsub(s) => s.can_reject(),
         }
     }
     fn check(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
@@ -119,6 +146,7 @@ impl Sink for AnySink {
             AnySink::BigQuery(s) => s.check(ctx),
             AnySink::Memory(s) => s.check(ctx),
             AnySink::Kafka(s) => s.check(ctx),
+            AnySink::Pubsub(s) => s.check(ctx),
         }
     }
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
@@ -129,6 +157,7 @@ impl Sink for AnySink {
             AnySink::BigQuery(s) => s.open(ctx),
             AnySink::Memory(s) => s.open(ctx),
             AnySink::Kafka(s) => s.open(ctx),
+            AnySink::Pubsub(s) => s.open(ctx),
         }
     }
 }
@@ -147,6 +176,7 @@ pub fn sink_for(cfg: &SinkConfig) -> Result<AnySink, JobError> {
                 .map_err(|e| connector(format!("{} sink", cfg.kind()), e))?,
         ),
         SinkConfig::Kafka(c) => AnySink::Kafka(c.sink()),
+        SinkConfig::Pubsub(c) => AnySink::Pubsub(c.sink()),
     })
 }
 
@@ -169,20 +199,43 @@ fn check_sink(cfg: &SinkConfig) -> Result<(), JobError> {
 }
 
 /// The source a config section describes.
-fn source_for(cfg: &SourceConfig) -> Source {
+fn source_for(cfg: &SourceConfig, tuning: &PipelineTuning) -> Source {
     match cfg {
         SourceConfig::File(c) => Source::File(c.source()),
         SourceConfig::Stdin(c) => Source::Stdin(c.source()),
         SourceConfig::Kafka(c) => Source::Kafka(c.source()),
+        SourceConfig::Pubsub(c) => {
+            // Flow control is tied to the in-flight bound: the service never sends a worker
+            // more than the pipeline would hold for it.
+            let epoch_records = tuning
+                .epoch
+                .max_records
+                .unwrap_or(EpochBounds::default().max_records);
+            let epochs = tuning
+                .in_flight
+                .max_epochs
+                .unwrap_or(InFlightBounds::default().max_epochs);
+            let bytes = tuning
+                .in_flight
+                .max_bytes
+                .unwrap_or(InFlightBounds::default().max_bytes);
+            Source::Pubsub(
+                c.source().flow_control(
+                    c.max_outstanding_messages
+                        .unwrap_or(epoch_records.saturating_mul(epochs)),
+                    c.max_outstanding_bytes.unwrap_or(bytes),
+                ),
+            )
+        }
     }
 }
 
 /// The input listing digest and file count of a config's file source (`None` for other
 /// sources): what `sluice validate` prints and `run --expect-listing` compares.
 pub fn listing(config: &JobConfig) -> Option<Result<(String, usize), JobError>> {
-    match source_for(&config.source) {
+    match source_for(&config.source, &config.pipeline) {
         Source::File(s) => InputStatus(Some(s)).listing(),
-        Source::Stdin(_) | Source::Kafka(_) => None,
+        Source::Stdin(_) | Source::Kafka(_) | Source::Pubsub(_) => None,
     }
 }
 
@@ -190,9 +243,12 @@ pub fn listing(config: &JobConfig) -> Option<Result<(String, usize), JobError>> 
 /// config needs that a config file cannot say: input files match, sinks can be built (an
 /// output directory may not exist yet), schemas load. What `sluice validate` runs.
 pub fn check(config: &JobConfig) -> Result<(), JobError> {
-    resolve(&source_for(&config.source))?;
+    resolve(&source_for(&config.source, &config.pipeline))?;
     check_sink(&config.sink)?;
     check_sink(&config.dead_letter.sink)?;
+    for r in &config.routes {
+        check_sink(&r.sink)?;
+    }
     registry_for(config)?;
     geo_for(config)?;
     Ok(())
@@ -203,16 +259,23 @@ pub fn check(config: &JobConfig) -> Result<(), JobError> {
 /// `run` does the same (see [`Prepared::check_services`]) before reading.
 pub fn check_services(config: &JobConfig) -> Result<(), JobError> {
     let ctx = CheckRuntime::new()?;
-    check_source_service(&source_for(&config.source), &ctx)?;
+    check_source_service(&source_for(&config.source, &config.pipeline), &ctx)?;
     for (section, cfg) in [
         ("sink", &config.sink),
         ("dead_letter", &config.dead_letter.sink),
     ] {
         // A local directory is checked by `check` without being created; remote stores are
         // built (no connection yet) and then listed.
-        if let SinkConfig::S3(_) | SinkConfig::BigQuery(_) | SinkConfig::Kafka(_) = cfg {
+        if let SinkConfig::S3(_)
+        | SinkConfig::BigQuery(_)
+        | SinkConfig::Kafka(_)
+        | SinkConfig::Pubsub(_) = cfg
+        {
             check_sink_service(section, &sink_for(cfg)?, &ctx)?;
         }
+    }
+    for (name, _, sink) in routes_for(config)? {
+        check_sink_service(&format!("route `{name}`"), &sink, &ctx)?;
     }
     Ok(())
 }
@@ -244,6 +307,7 @@ fn check_source_service(source: &Source, ctx: &CheckRuntime) -> Result<(), JobEr
         Source::File(s) => sluice::Source::check(s, &ctx.context()),
         Source::Stdin(s) => sluice::Source::check(s, &ctx.context()),
         Source::Kafka(s) => sluice::Source::check(s, &ctx.context()),
+        Source::Pubsub(s) => sluice::Source::check(s, &ctx.context()),
     };
     result.map_err(|e| JobError::Connector {
         what: "source".to_string(),
@@ -331,6 +395,7 @@ enum Source {
     File(FileSource),
     Stdin(StdinSource),
     Kafka(KafkaSource),
+    Pubsub(PubsubSource),
 }
 
 /// What a job needs before it runs: loaded once, shared by the workers.
@@ -342,17 +407,19 @@ pub struct Prepared {
     source: Source,
     sink: AnySink,
     dead_letter_sink: AnySink,
+    routes: Routes,
 }
 
 impl Prepared {
     /// Loads the schemas, lists the input files and builds the sinks (creating local output
     /// directories); [`check`] does the same without touching anything.
     pub fn new(config: JobConfig) -> Result<Self, JobError> {
-        let source = source_for(&config.source);
+        let source = source_for(&config.source, &config.pipeline);
         resolve(&source)?;
         let registry = registry_for(&config)?;
         let sink = with_registry(sink_for(&config.sink)?, &registry);
         let dead_letter_sink = sink_for(&config.dead_letter.sink)?;
+        let routes = routes_for(&config)?;
         let geo = geo_for(&config)?;
         Ok(Prepared {
             config,
@@ -361,6 +428,7 @@ impl Prepared {
             source,
             sink,
             dead_letter_sink,
+            routes,
         })
     }
 
@@ -369,7 +437,7 @@ impl Prepared {
     pub fn input_status(&self) -> InputStatus {
         match &self.source {
             Source::File(s) => InputStatus(Some(s.clone())),
-            Source::Stdin(_) | Source::Kafka(_) => InputStatus(None),
+            Source::Stdin(_) | Source::Kafka(_) | Source::Pubsub(_) => InputStatus(None),
         }
     }
 
@@ -380,7 +448,7 @@ impl Prepared {
     pub fn drain_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         match &self.source {
             Source::Stdin(s) => Some(s.end_flag()),
-            Source::File(_) | Source::Kafka(_) => None,
+            Source::File(_) | Source::Kafka(_) | Source::Pubsub(_) => None,
         }
     }
 
@@ -390,6 +458,9 @@ impl Prepared {
         let ctx = CheckRuntime::new()?;
         check_source_service(&self.source, &ctx)?;
         check_sink_service("sink", &self.sink, &ctx)?;
+        for (name, _, sink) in &self.routes {
+            check_sink_service(&format!("route `{name}`"), sink, &ctx)?;
+        }
         check_sink_service("dead_letter", &self.dead_letter_sink, &ctx)
     }
 
@@ -417,6 +488,7 @@ impl Prepared {
             source,
             sink,
             dead_letter_sink,
+            routes,
         } = self;
         let summary = pipeline.run(move |p| {
             let parts = JobParts {
@@ -426,6 +498,7 @@ impl Prepared {
                 source: source.clone(),
                 sink: sink.clone(),
                 dead_letter_sink: dead_letter_sink.clone(),
+                routes: routes.clone(),
             };
             build(p, parts, &metrics)
         })?;
@@ -524,6 +597,7 @@ struct JobParts<'a> {
     source: Source,
     sink: AnySink,
     dead_letter_sink: AnySink,
+    routes: Routes,
 }
 
 fn build(
@@ -540,13 +614,21 @@ fn build(
         Source::Stdin(_) => 1,
         // every worker is a member of the consumer group
         Source::Kafka(_) => p.peers(),
+        // every worker streams from the subscription
+        Source::Pubsub(_) => p.peers(),
     };
     let input = match parts.source {
-        Source::File(s) => p.read_with_failures("read", s),
-        Source::Stdin(s) => p.read_with_failures("read", s),
-        Source::Kafka(s) => p.read_with_failures("read", s),
-    }
-    .failures_to(&mut dead_letters);
+        Source::File(s) => p
+            .read_with_failures("read", s)
+            .failures_to(&mut dead_letters),
+        Source::Stdin(s) => p
+            .read_with_failures("read", s)
+            .failures_to(&mut dead_letters),
+        Source::Kafka(s) => p
+            .read_with_failures("read", s)
+            .failures_to(&mut dead_letters),
+        Source::Pubsub(s) => p.read("read", s),
+    };
     let input = if readers < p.peers() {
         input.rebalance()
     } else {
@@ -575,6 +657,32 @@ fn build(
             .apply("decompress", DecompressPayload::new())
             .failures_to(&mut dead_letters),
         (JobKind::Sink, _) => input,
+        (JobKind::Republisher, _) => {
+            // one copy per matching route, tagged with its index; the last index is unrouted
+            let unrouted = parts.routes.len();
+            let filters: Vec<RouteFilter> = parts.routes.iter().map(|r| r.1.clone()).collect();
+            let tagged = input.flat_map(move |m: Message| {
+                republisher::route_indices(&filters, &m, unrouted)
+                    .into_iter()
+                    .map(|i| (i, m.clone()))
+                    .collect::<Vec<_>>()
+            });
+            let mut split = tagged.partition(unrouted + 1, |(i, _)| *i);
+            let rest = split.pop().map(|c| c.map(|(_, m)| m));
+            for ((name, _, sink), part) in parts.routes.into_iter().zip(split) {
+                part.map(|(_, m)| m)
+                    .write(&format!("route/{name}"), sink)
+                    .failures_to(&mut dead_letters);
+            }
+            match rest {
+                Some(rest) => rest,
+                None => {
+                    return Err(sluice::Error::build(
+                        "the republisher has no unrouted output",
+                    ))
+                }
+            }
+        }
     };
     count_outputs(output, metrics)
         .write("write", parts.sink)

@@ -9,5 +9,6 @@ pub mod format;
 pub mod kafka;
 pub mod memory;
 pub mod object;
+pub mod pubsub;
 pub mod stdio;
 pub mod units;
