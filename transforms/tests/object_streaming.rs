@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sluice::{DeadLetter, EpochBounds, InFlightBounds, MemorySink, Message, Pipeline};
 use sluice_testing::UnboundedMemorySource;
 use sluice_transforms::io::object::{BatchBounds, Compression, ObjectSink, PathTemplate};
@@ -42,13 +42,16 @@ fn a_source_waiting_on_its_bound_does_not_close_streamed_objects() {
     );
     feeder.close();
     let store = InMemory::new();
-    let sink = ObjectSink::memory(store.clone(), PathTemplate::parse("out/${kind}/").unwrap())
-        .with_compression(Compression::None)
-        .with_batch(BatchBounds {
-            max_bytes: 100 << 20,
-            max_records: 1_000_000,
-            max_age: Duration::from_secs(3600),
-        });
+    let sink = ObjectSink::memory(
+        store.clone(),
+        PathTemplate::parse("out/${kind:-none}/").unwrap(),
+    )
+    .with_compression(Compression::None)
+    .with_batch(BatchBounds {
+        max_bytes: 100 << 20,
+        max_records: 1_000_000,
+        max_age: Duration::from_secs(3600),
+    });
     let dead = MemorySink::<DeadLetter>::new();
     let (s, d) = (source.clone(), dead.clone());
     Pipeline::new("streaming")
