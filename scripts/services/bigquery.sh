@@ -60,64 +60,17 @@ install() {
     say "installed in $((SECONDS - t0)) s"
 }
 
-running_pid() {
-    [[ -f "$PIDFILE" ]] || return 1
-    local pid
-    pid="$(cat "$PIDFILE")"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
+# shellcheck source=scripts/services/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 start() {
-    mkdir -p "$DIR"
-    if running_pid >/dev/null && ready; then
-        say "already running at $URL (pid $(cat "$PIDFILE"))"
-        return 0
-    fi
-    if ready; then
-        say "port $PORT already answers as a BigQuery emulator; using it (not started by this script)"
-        return 0
-    fi
-    install
-    # `timeout` makes the emulator stop by itself; setsid detaches it from this shell's job control.
-    setsid timeout "$LIFETIME" "$VENV/bin/bqemulator" start \
+    service_start "$URL, project $PROJECT" 60 "$VENV/bin/bqemulator" start \
         --rest-host 127.0.0.1 --rest-port "$PORT" \
         --grpc-host 127.0.0.1 --grpc-port "$GRPC_PORT" \
-        --project "$PROJECT" --ephemeral >"$LOG" 2>&1 < /dev/null &
-    echo $! >"$PIDFILE"
-    for _ in $(seq 1 300); do
-        if ready; then
-            say "ready at $URL, project $PROJECT (pid $(cat "$PIDFILE"), stops by itself after $LIFETIME)"
-            return 0
-        fi
-        if ! running_pid >/dev/null; then
-            say "bqemulator exited; log:"
-            cat "$LOG" >&2
-            rm -f "$PIDFILE"
-            return 1
-        fi
-        sleep 0.2
-    done
-    say "not ready after 60 s; log in $LOG"
-    stop
-    return 1
+        --project "$PROJECT" --ephemeral
 }
 
-stop() {
-    local pid
-    if pid="$(running_pid)"; then
-        # TERM to `timeout` is passed on to the emulator.
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-        say "stopped (pid $pid)"
-    else
-        say "not running"
-    fi
-    rm -f "$PIDFILE"
-}
+stop() { service_stop; }
 
 case "${1:-}" in
     start) start ;;

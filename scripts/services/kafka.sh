@@ -40,64 +40,17 @@ install() {
     command -v tansu >/dev/null 2>&1 || { say "tansu still not found after installing"; return 1; }
 }
 
-running_pid() {
-    [[ -f "$PIDFILE" ]] || return 1
-    local pid
-    pid="$(cat "$PIDFILE")"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
+# shellcheck source=scripts/services/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 start() {
-    mkdir -p "$DIR"
-    if running_pid >/dev/null && ready; then
-        say "already running at $ADDR (pid $(cat "$PIDFILE"))"
-        return 0
-    fi
-    if ready; then
-        say "port $PORT already answers; using it (not started by this script)"
-        return 0
-    fi
-    install
-    # `timeout` makes the broker stop by itself; setsid detaches it from this shell's job control.
-    setsid timeout "$LIFETIME" tansu broker \
+    service_start "$ADDR" 30 tansu broker \
         --listener-url "tcp://$ADDR" \
         --advertised-listener-url "tcp://$ADDR" \
-        --storage-engine memory://tansu/ >"$LOG" 2>&1 < /dev/null &
-    echo $! >"$PIDFILE"
-    for _ in $(seq 1 150); do
-        if ready; then
-            say "ready at $ADDR (pid $(cat "$PIDFILE"), stops by itself after $LIFETIME)"
-            return 0
-        fi
-        if ! running_pid >/dev/null; then
-            say "tansu exited; log:"
-            cat "$LOG" >&2
-            rm -f "$PIDFILE"
-            return 1
-        fi
-        sleep 0.2
-    done
-    say "not ready after 30 s; log in $LOG"
-    stop
-    return 1
+        --storage-engine memory://tansu/
 }
 
-stop() {
-    local pid
-    if pid="$(running_pid)"; then
-        # TERM to `timeout` is passed on to tansu.
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-        say "stopped (pid $pid)"
-    else
-        say "not running"
-    fi
-    rm -f "$PIDFILE"
-}
+stop() { service_stop; }
 
 case "${1:-}" in
     start) start ;;

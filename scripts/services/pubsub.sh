@@ -59,61 +59,16 @@ install() {
     installed || { say "cloudbox still does not import after installing"; return 1; }
 }
 
-running_pid() {
-    [[ -f "$PIDFILE" ]] || return 1
-    local pid
-    pid="$(cat "$PIDFILE")"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
+# shellcheck source=scripts/services/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 start() {
-    mkdir -p "$DIR"
-    if running_pid >/dev/null && ready; then
-        say "already running at $GRPC_URL (pid $(cat "$PIDFILE"))"
-        return 0
-    fi
-    if ready; then
-        say "port $REST_PORT already answers as Pub/Sub; using it (not started by this script)"
-        return 0
-    fi
-    install
-    # `timeout` makes the emulator stop by itself; setsid detaches it from this shell's job control.
-    CLOUDBOX_HOST=127.0.0.1 CLOUDBOX_PUBSUB_PORT="$GRPC_PORT" CLOUDBOX_PUBSUB_REST_PORT="$REST_PORT" setsid timeout "$LIFETIME" "$VENV/bin/cloudbox" >"$LOG" 2>&1 < /dev/null &
-    echo $! >"$PIDFILE"
-    for _ in $(seq 1 150); do
-        if ready; then
-            say "ready at $GRPC_URL, REST $REST_URL (pid $(cat "$PIDFILE"), stops by itself after $LIFETIME)"
-            return 0
-        fi
-        if ! running_pid >/dev/null; then
-            say "cloudbox exited; log:"
-            cat "$LOG" >&2
-            rm -f "$PIDFILE"
-            return 1
-        fi
-        sleep 0.2
-    done
-    say "not ready after 30 s; log in $LOG"
-    stop
-    return 1
+    service_start "$GRPC_URL, REST $REST_URL" 30 env CLOUDBOX_HOST=127.0.0.1 \
+        CLOUDBOX_PUBSUB_PORT="$GRPC_PORT" CLOUDBOX_PUBSUB_REST_PORT="$REST_PORT" \
+        "$VENV/bin/cloudbox"
 }
 
-stop() {
-    local pid
-    if pid="$(running_pid)"; then
-        # TERM to `timeout` is passed on to cloudbox.
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-        say "stopped (pid $pid)"
-    else
-        say "not running"
-    fi
-    rm -f "$PIDFILE"
-}
+stop() { service_stop; }
 
 case "${1:-}" in
     start) start ;;
