@@ -96,8 +96,8 @@ fn no_auth_without_an_endpoint_fails_the_check() {
         &Overrides::new(),
     )
     .unwrap();
-    let e = sluice_pipelines::jobs::check(&job).unwrap_err();
-    assert!(e.to_string().contains("endpoint"), "{e}");
+    let e = sluice::chain(&sluice_pipelines::jobs::check(&job).unwrap_err());
+    assert!(e.contains("endpoint"), "{e}");
 }
 
 fn sluice(args: &[&str]) -> std::process::Output {

@@ -13,6 +13,9 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+#[path = "support/checkpoints.rs"]
+mod checkpoints;
+
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde_json::Value;
 use sluice_pipelines::generate::{Generator, Record};
@@ -168,54 +171,6 @@ fn written(s: &Setup, at: &BTreeMap<String, At>) -> BTreeMap<At, u32> {
     seen
 }
 
-/// What the state directory says is acknowledged: lines per input file (`u64::MAX` whole).
-fn acknowledged(state: &Path) -> BTreeMap<String, u64> {
-    let mut acked = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(state) else {
-        return acked;
-    };
-    for e in entries {
-        let p = e.unwrap().path();
-        if !p.to_string_lossy().ends_with(".checkpoint.json") {
-            continue;
-        }
-        let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-        let name = Path::new(v["path"].as_str().unwrap())
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let lines = if v["complete"].as_bool().unwrap() {
-            u64::MAX
-        } else {
-            v["lines"].as_u64().unwrap()
-        };
-        acked.insert(name, lines);
-    }
-    acked
-}
-
-fn acknowledged_total(state: &Path) -> u64 {
-    acknowledged(state)
-        .values()
-        .map(|l| (*l).min(RECORDS_PER_FILE as u64))
-        .sum()
-}
-
-fn run_until_acknowledged(child: &mut Child, state: &Path, target: u64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if acknowledged_total(state) >= target {
-            return child.try_wait().unwrap().is_none();
-        }
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        assert!(Instant::now() < deadline, "no progress for 120 s");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn five_sigkills_into_bigquery_lose_nothing_and_duplicate_at_most_the_in_flight_bound() {
     let Some((url, project)) = emulator() else {
@@ -273,15 +228,21 @@ fn five_sigkills_into_bigquery_lose_nothing_and_duplicate_at_most_the_in_flight_
     for kill in 1..=KILLS {
         let more = 100 + u64::from(rng.next_u32() % 251);
         let jitter = Duration::from_millis(u64::from(rng.next_u32() % 11));
-        let target = acknowledged_total(&state) + more;
+        let target = checkpoints::acknowledged_total(&state, RECORDS_PER_FILE) + more;
         let mut child = job(&s, &config, &input, &state).spawn().unwrap();
-        let running = run_until_acknowledged(&mut child, &state, target);
+        let running = checkpoints::run_until_acknowledged(
+            &mut child,
+            &state,
+            target,
+            RECORDS_PER_FILE,
+            Duration::from_secs(120),
+        );
         std::thread::sleep(jitter);
         let running = running && child.try_wait().unwrap().is_none();
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         assert!(running, "run {kill} ended before it could be killed");
-        let acked = acknowledged(&state);
+        let acked = checkpoints::acknowledged(&state);
         let seen = written(&s, &at);
         let exposed = seen
             .keys()

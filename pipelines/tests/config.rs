@@ -93,7 +93,7 @@ fn bad_size_and_duration_name_their_paths() {
 
 #[test]
 fn unsupported_kinds_are_config_errors() {
-    let e = errors(&BASE.replace("type = \"stderr\"", "type = \"pubsub\""));
+    let e = errors(&BASE.replace("type = \"stderr\"", "type = \"memory\""));
     assert_one(&e, "dead_letter.type", "not supported by this build");
     let e = errors(&BASE.replace(
         "type = \"file\"\npath = \"examples",
@@ -134,7 +134,7 @@ fn every_problem_is_reported_at_once() {
             "job = \"decoder\"\nworkers = 0\ncolour = \"blue\"",
         )
         .replace("[sink]\n", "[sink]\nbatch = { max_bytes = \"lots\" }\n")
-        .replace("type = \"stderr\"", "type = \"bigquery\"");
+        .replace("type = \"stderr\"", "type = \"memory\"");
     let e = errors(&text);
     assert_one(&e, "workers", "expected an integer >= 1");
     assert_one(&e, "colour", "unknown key");

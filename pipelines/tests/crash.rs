@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+#[path = "support/checkpoints.rs"]
+mod checkpoints;
+
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 mod support;
@@ -25,7 +28,7 @@ const IN_FLIGHT_EPOCHS: usize = 4;
 /// Records read but not acknowledged at any moment, at most: what one kill may duplicate.
 const IN_FLIGHT_BOUND: usize = IN_FLIGHT_EPOCHS * EPOCH_RECORDS * WORKERS;
 const KILLS: usize = 5;
-const RECORDS_PER_FILE: usize = 2000;
+const RECORDS_PER_FILE: usize = 5000;
 
 fn visible_objects(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -120,59 +123,6 @@ fn written(out: &Path, at: &BTreeMap<String, At>) -> BTreeMap<At, u32> {
     seen
 }
 
-/// What the state directory says is acknowledged: lines per input file name (`u64::MAX` for a
-/// whole file). Checkpoints are replaced atomically, so a kill never leaves a torn one.
-fn acknowledged(state: &Path) -> BTreeMap<String, u64> {
-    let mut acked = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(state) else {
-        return acked;
-    };
-    for e in entries {
-        let p = e.unwrap().path();
-        if !p.to_string_lossy().ends_with(".checkpoint.json") {
-            continue; // a temporary file a kill left behind
-        }
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
-            .unwrap_or_else(|e| panic!("torn checkpoint {}: {e}", p.display()));
-        let name = Path::new(v["path"].as_str().unwrap())
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let lines = if v["complete"].as_bool().unwrap() {
-            u64::MAX
-        } else {
-            v["lines"].as_u64().unwrap()
-        };
-        acked.insert(name, lines);
-    }
-    acked
-}
-
-/// Lines acknowledged in all, whole files counted as `RECORDS_PER_FILE`.
-fn acknowledged_total(state: &Path) -> u64 {
-    acknowledged(state)
-        .values()
-        .map(|l| (*l).min(RECORDS_PER_FILE as u64))
-        .sum()
-}
-
-/// Waits until `target` lines are acknowledged, or the child ends by itself; true if it still
-/// runs.
-fn run_until_acknowledged(child: &mut Child, state: &Path, target: u64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if acknowledged_total(state) >= target {
-            return child.try_wait().unwrap().is_none();
-        }
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        assert!(Instant::now() < deadline, "no progress for 60 s");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn five_sigkills_with_a_state_dir_lose_nothing_and_duplicate_at_most_the_in_flight_bound() {
     let seed = std::env::var("SLUICE_CRASH_SEED")
@@ -227,9 +177,15 @@ fn five_sigkills_with_a_state_dir_lose_nothing_and_duplicate_at_most_the_in_flig
         // a random point: once 100 to 350 more lines are acknowledged, and 0 to 10 ms later
         let more = 100 + u64::from(rng.next_u32() % 251);
         let jitter = Duration::from_millis(u64::from(rng.next_u32() % 11));
-        let target = acknowledged_total(&state) + more;
+        let target = checkpoints::acknowledged_total(&state, RECORDS_PER_FILE) + more;
         let mut child = job(&input, &out, &state).spawn().unwrap();
-        let running = run_until_acknowledged(&mut child, &state, target);
+        let running = checkpoints::run_until_acknowledged(
+            &mut child,
+            &state,
+            target,
+            RECORDS_PER_FILE,
+            Duration::from_secs(60),
+        );
         std::thread::sleep(jitter);
         let running = running && child.try_wait().unwrap().is_none();
         child.kill().unwrap(); // SIGKILL
@@ -239,7 +195,7 @@ fn five_sigkills_with_a_state_dir_lose_nothing_and_duplicate_at_most_the_in_flig
             "run {kill} ended before it could be killed: the input is too small to prove anything"
         );
         // What the restart will read again: records written but past the acknowledged lines.
-        let acked = acknowledged(&state);
+        let acked = checkpoints::acknowledged(&state);
         let seen = written(&out, &at);
         let exposed = seen
             .keys()
@@ -279,7 +235,9 @@ fn five_sigkills_with_a_state_dir_lose_nothing_and_duplicate_at_most_the_in_flig
         "{duplicates} duplicates, but only {exposed} records were exposed by the kills"
     );
     assert!(
-        acknowledged(&state).values().all(|l| *l == u64::MAX),
+        checkpoints::acknowledged(&state)
+            .values()
+            .all(|l| *l == u64::MAX),
         "every input file is acknowledged whole"
     );
 }

@@ -346,7 +346,7 @@ fn a_publish_failure_stops_the_job_without_acking_its_input() {
         dl.write("dead_letters", MemorySink::<DeadLetter>::new());
         Ok(())
     });
-    let err = result.unwrap_err().to_string();
+    let err = sluice::chain(&result.unwrap_err());
     assert!(err.contains("service is unavailable"), "{err}");
     assert!(ps.acked(SUB).is_empty());
     assert_eq!(ps.outstanding(SUB), 0);

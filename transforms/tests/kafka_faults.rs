@@ -105,9 +105,7 @@ fn a_broker_down_while_writing_stops_the_job_and_acknowledges_only_what_was_writ
     wait_for("some acknowledged epochs", || source.acked().len() >= 50);
     cluster.broker_down(BROKER_ID).unwrap();
     let result = run.join().unwrap();
-    let error = result
-        .expect_err("a run whose broker is gone fails")
-        .to_string();
+    let error = sluice::chain(&result.expect_err("a run whose broker is gone fails"));
     assert!(
         error.contains("kafka delivery of") && error.contains("failed after 2 attempt(s)"),
         "{error}"
