@@ -341,16 +341,14 @@ pub struct EpochTuning {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InFlightTuning {
-    /// Epochs read and not yet taken by every sink, per worker (see `sluice::InFlightBounds`:
-    /// records waiting in a streamed object are not counted).
+    /// Epochs read but not yet durably written, per worker.
     #[serde(
         default,
         with = "units::option_count",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_epochs: Option<usize>,
-    /// Bytes read and not yet taken by every sink, and bytes sinks hold, per worker: bytes or
-    /// `"32MB"` (default 32 MiB).
+    /// Bytes read but not yet durably written, per worker: bytes or `"128MB"`.
     #[serde(
         default,
         with = "units::option_size",
