@@ -390,7 +390,8 @@ fn sigkills_at_random_points_lose_nothing() {
     let topic = unique("crash");
     const PARTITIONS: i32 = 2;
     broker.create_topic(&topic, PARTITIONS);
-    let n = 1000 + 500 * kills;
+    // large enough that a run on an idle machine is still reading when its kill comes
+    let n = 4000 + 2000 * kills;
     produce(&brokers, &topic, &messages(0..n));
     let group = unique("crash");
     let tmp = tempfile::tempdir().unwrap();
