@@ -8,7 +8,7 @@
 //! meaningful input in a CI test. Needs `SLUICE_TEST_BIGQUERY_URL` (skipped, saying so, when
 //! unset).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -18,7 +18,6 @@ mod checkpoints;
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde_json::Value;
-use sluice_pipelines::generate::{Generator, Record};
 
 const WORKERS: usize = 2;
 const EPOCH_RECORDS: usize = 50;
@@ -136,8 +135,7 @@ for r in res.get('rows', []):
         .collect()
 }
 
-/// Where an input record is: (file name, 1-based line).
-type At = (String, u64);
+use checkpoints::At;
 
 /// Every record in the table and the error table, by where it was read, with its copies.
 fn written(s: &Setup, at: &BTreeMap<String, At>) -> BTreeMap<At, u32> {
@@ -199,30 +197,8 @@ fn five_sigkills_into_bigquery_lose_nothing_and_duplicate_at_most_the_in_flight_
         tmp.path().join("job.toml"),
     );
     std::fs::write(&config, CONFIG).unwrap();
-    std::fs::create_dir_all(&input).unwrap();
-    let mut at: BTreeMap<String, At> = BTreeMap::new();
-    let mut expected: BTreeSet<At> = BTreeSet::new();
-    for (i, gen_seed) in [21u64, 22].iter().enumerate() {
-        let name = format!("part{i}.ndjson");
-        let mut buf = Vec::new();
-        for (line, r) in Generator::new(*gen_seed, 0.1)
-            .take(RECORDS_PER_FILE)
-            .enumerate()
-        {
-            let here = (name.clone(), line as u64 + 1);
-            if let Record::Message(m) = &r {
-                let key = format!(
-                    "{}|{}",
-                    m.attribute("uri").unwrap(),
-                    m.attribute("submission_timestamp").unwrap()
-                );
-                assert!(at.insert(key, here.clone()).is_none(), "unique keys");
-            }
-            expected.insert(here);
-            r.write_json_line(&mut buf);
-        }
-        std::fs::write(input.join(&name), buf).unwrap();
-    }
+    // Two files, so both workers read; every record's key says where it is.
+    let (at, expected) = checkpoints::write_inputs(&input, &[21, 22], RECORDS_PER_FILE);
 
     let mut exposures = Vec::new();
     for kill in 1..=KILLS {

@@ -8,7 +8,7 @@
 //! file source's acknowledgements and the object sink, and a debug build decodes too slowly
 //! for six runs of a meaningful input to fit in a CI test.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -19,7 +19,6 @@ mod checkpoints;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 mod support;
-use sluice_pipelines::generate::{Generator, Record};
 use support::read_object_lines;
 
 const WORKERS: usize = 2;
@@ -88,8 +87,7 @@ fn job(input: &Path, out: &Path, state: &Path) -> Command {
     c
 }
 
-/// Where an input record is: (file name, 1-based line).
-type At = (String, u64);
+use checkpoints::At;
 
 /// Every record written so far, by where it was read, with how many copies are visible.
 fn written(out: &Path, at: &BTreeMap<String, At>) -> BTreeMap<At, u32> {
@@ -143,34 +141,8 @@ fn five_sigkills_with_a_state_dir_lose_nothing_and_duplicate_at_most_the_in_flig
         tmp.path().join("out"),
         tmp.path().join("state"),
     );
-    std::fs::create_dir_all(&input).unwrap();
     // Two files, so both workers read; every record's key says where it is.
-    let mut at: BTreeMap<String, At> = BTreeMap::new();
-    let mut expected: BTreeSet<At> = BTreeSet::new();
-    for (i, gen_seed) in [11u64, 12].iter().enumerate() {
-        let name = format!("part{i}.ndjson");
-        let mut buf = Vec::new();
-        for (line, r) in Generator::new(*gen_seed, 0.1)
-            .take(RECORDS_PER_FILE)
-            .enumerate()
-        {
-            let here = (name.clone(), line as u64 + 1);
-            if let Record::Message(m) = &r {
-                let key = format!(
-                    "{}|{}",
-                    m.attribute("uri").unwrap(),
-                    m.attribute("submission_timestamp").unwrap()
-                );
-                assert!(
-                    at.insert(key, here.clone()).is_none(),
-                    "generated keys are unique"
-                );
-            }
-            expected.insert(here);
-            r.write_json_line(&mut buf);
-        }
-        std::fs::write(input.join(&name), buf).unwrap();
-    }
+    let (at, expected) = checkpoints::write_inputs(&input, &[11, 12], RECORDS_PER_FILE);
 
     let mut exposures = Vec::new();
     for kill in 1..=KILLS {

@@ -1,10 +1,54 @@
-//! What a file job's state directory says is acknowledged: the crash tests kill a run once
-//! enough is acknowledged, and check that nothing acknowledged is missing after restarts.
+//! The file crash tests' input, and what a file job's state directory says is acknowledged:
+//! the tests kill a run once enough is acknowledged, and check that nothing acknowledged is
+//! missing after restarts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
+
+use sluice_pipelines::generate::{Generator, Record};
+
+/// Where an input record is: (file name, 1-based line).
+pub type At = (String, u64);
+
+/// Writes one generated input file per seed (`part<i>.ndjson`, so every worker reads one) and
+/// returns where each message is, by its `uri|submission_timestamp` key, and every record's
+/// place (messages and unreadable lines alike).
+pub fn write_inputs(
+    input: &Path,
+    seeds: &[u64],
+    records_per_file: usize,
+) -> (BTreeMap<String, At>, BTreeSet<At>) {
+    std::fs::create_dir_all(input).unwrap();
+    let mut at = BTreeMap::new();
+    let mut expected = BTreeSet::new();
+    for (i, seed) in seeds.iter().enumerate() {
+        let name = format!("part{i}.ndjson");
+        let mut buf = Vec::new();
+        for (line, r) in Generator::new(*seed, 0.1)
+            .take(records_per_file)
+            .enumerate()
+        {
+            let here = (name.clone(), line as u64 + 1);
+            if let Record::Message(m) = &r {
+                let key = format!(
+                    "{}|{}",
+                    m.attribute("uri").unwrap(),
+                    m.attribute("submission_timestamp").unwrap()
+                );
+                assert!(
+                    at.insert(key, here.clone()).is_none(),
+                    "generated keys are unique"
+                );
+            }
+            expected.insert(here);
+            r.write_json_line(&mut buf);
+        }
+        std::fs::write(input.join(&name), buf).unwrap();
+    }
+    (at, expected)
+}
 
 /// Lines acknowledged per input file name (`u64::MAX`: the whole file).
 pub fn acknowledged(state: &Path) -> BTreeMap<String, u64> {
