@@ -1,8 +1,10 @@
 //! Realistic telemetry-like submissions for the example schemas, deterministic for a seed.
 //!
-//! Documents are nested, 1–8 KB, about 70% gzipped, with the edge's attributes (`uri`,
+//! Documents are nested, about 70% gzipped, with the edge's attributes (`uri`,
 //! `submission_timestamp`, `user_agent`, `x_forwarded_for`, `remote_addr`). With an error rate
-//! `R`, a share `R` of the records is broken, spread evenly over every [`ErrorKind`].
+//! `R`, a share `R` of the records is broken, spread evenly over every [`ErrorKind`]. Two
+//! mixes ([`Workload`]): the 4 original doctypes with documents of about 1.9 KB, or the 9
+//! bundled doctypes with documents of about 3.6 KB (issue 8's benchmark workload).
 //!
 //! ```
 //! use sluice_pipelines::generate::{Generator, Record};
@@ -103,12 +105,40 @@ impl Record {
     }
 }
 
+/// Which documents a [`Generator`] makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Workload {
+    /// Telemetry main and event (6-part URIs), Fenix baseline and `test`: 4 doctypes,
+    /// documents of about 1.9 KB (inflated).
+    #[default]
+    Small,
+    /// All 9 bundled doctypes: telemetry main, event, crash and new-profile (6-part URIs),
+    /// Fenix baseline, metrics and events, desktop newtab, and `test`; documents of about
+    /// 3.6 KB mean (inflated): the workload of the benchmark (`scripts/bench.sh`).
+    Telemetry,
+}
+
+impl std::str::FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "small" => Ok(Workload::Small),
+            "telemetry" => Ok(Workload::Telemetry),
+            other => Err(format!(
+                "unknown workload `{other}`: expected `small` or `telemetry`"
+            )),
+        }
+    }
+}
+
 /// An endless, deterministic stream of records; `take(n)` what you need.
 pub struct Generator {
     rng: ChaCha8Rng,
     error_rate: f64,
     next_error: usize,
     bomb: Option<Vec<u8>>,
+    workload: Workload,
 }
 
 const USER_AGENTS: &[&str] = &[
@@ -140,7 +170,14 @@ impl Generator {
             error_rate: error_rate.clamp(0.0, 1.0),
             next_error: 0,
             bomb: None,
+            workload: Workload::Small,
         }
+    }
+
+    /// The same generator making `workload`'s documents.
+    pub fn with_workload(mut self, workload: Workload) -> Self {
+        self.workload = workload;
+        self
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -192,8 +229,17 @@ impl Generator {
         )
     }
 
+    /// `(base, spread)`: `base + below(spread)` items, larger in the telemetry workload.
+    fn sized(&mut self, small: (u64, u64), telemetry: (u64, u64)) -> u64 {
+        let (base, spread) = match self.workload {
+            Workload::Small => small,
+            Workload::Telemetry => telemetry,
+        };
+        base + self.below(spread)
+    }
+
     fn histogram(&mut self) -> Value {
-        let buckets = 3 + self.below(12);
+        let buckets = self.sized((3, 12), (14, 28));
         let mut values = Map::new();
         let mut sum = 0u64;
         for b in 0..buckets {
@@ -205,14 +251,202 @@ impl Generator {
                "range": [1, 10000], "values": values})
     }
 
+    fn hex(&mut self, digits: usize) -> String {
+        let mut h = String::with_capacity(digits + 16);
+        while h.len() < digits {
+            h.push_str(&format!("{:016x}", self.rng.next_u64()));
+        }
+        h.truncate(digits);
+        h
+    }
+
+    fn application(&mut self, channel: &str, version: &str, build: &str) -> Value {
+        json!({"architecture": "x86-64", "buildId": build, "name": "Firefox",
+            "version": version, "displayVersion": version, "vendor": "Mozilla",
+            "platformVersion": version, "xpcomAbi": "x86_64-gcc3", "channel": channel})
+    }
+
+    fn environment(&mut self) -> Value {
+        let mut addons = Map::new();
+        for i in 0..self.below(6) {
+            addons.insert(
+                format!("addon{i}@example.com"),
+                json!({"name": format!("Addon {i}"), "version": format!("1.{i}.{}", self.below(9)),
+                       "isSystem": self.chance(0.3), "installDay": 19000 + self.below(1000)}),
+            );
+        }
+        json!({
+            "system": {"memoryMB": 4096 * (1 + self.below(8)),
+                "cpu": {"count": 2 + self.below(14), "cores": 1 + self.below(8), "vendor": "GenuineIntel",
+                        "extensions": ["SSE2", "SSE4_2", "AVX", "AVX2"]},
+                "os": {"name": "Windows_NT", "version": "10.0", "locale": self.pick(LOCALES)}},
+            "settings": {"locale": self.pick(LOCALES), "telemetryEnabled": true,
+                "isDefaultBrowser": self.chance(0.4), "defaultSearchEngine": "google",
+                "userPrefs": {"browser.search.region": "US", "dom.ipc.processCount": 8}},
+            "addons": {"activeAddons": addons}
+        })
+    }
+
+    fn crash_ping(&mut self, doc_id: &str, channel: &str, version: &str, build: &str) -> Value {
+        let threads: Vec<Value> = (0..1 + self.below(3))
+            .map(|_| {
+                let frames: Vec<Value> = (0..4 + self.below(16))
+                    .map(|_| {
+                        json!({"ip": format!("0x{:x}", self.rng.next_u32()),
+                            "module_index": self.below(20),
+                            "trust": self.pick(&["context", "cfi", "frame_pointer", "scan"])})
+                    })
+                    .collect();
+                json!({ "frames": frames })
+            })
+            .collect();
+        let modules: Vec<Value> = (0..3 + self.below(10))
+            .map(|i| {
+                let base = 0x7ff0_0000_0000u64 + self.below(1 << 30) * 4096;
+                json!({"base_addr": format!("0x{base:x}"), "end_addr": format!("0x{:x}", base + 65536),
+                    "code_id": self.hex(24), "debug_file": format!("mod{i}.pdb"),
+                    "debug_id": self.hex(33).to_uppercase(), "filename": format!("mod{i}.dll"),
+                    "version": version})
+            })
+            .collect();
+        let date = self.timestamp();
+        json!({
+            "type": "crash", "id": doc_id, "creationDate": date.clone(), "version": 4,
+            "clientId": self.uuid(),
+            "application": self.application(channel, version, build),
+            "environment": self.environment(),
+            "payload": {"crashDate": &date[..10], "crashTime": date,
+                "processType": self.pick(&["main", "content", "gpu", "rdd", "utility"]),
+                "hasCrashEnvironment": true, "sessionId": self.uuid(),
+                "minidumpSha256Hash": self.hex(64),
+                "metadata": {"AsyncShutdownTimeout": "", "StartupCrash": "0",
+                    "MozCrashReason": format!("MOZ_RELEASE_ASSERT(x) #{}", self.below(100))},
+                "stackTraces": {"status": "OK",
+                    "crash_info": {"type": "EXCEPTION_ACCESS_VIOLATION_READ",
+                        "address": format!("0x{:x}", self.rng.next_u32()), "crashing_thread": 0},
+                    "threads": threads, "modules": modules}}
+        })
+    }
+
+    fn new_profile_ping(
+        &mut self,
+        doc_id: &str,
+        channel: &str,
+        version: &str,
+        build: &str,
+    ) -> Value {
+        let mut scalars = Map::new();
+        for i in 0..20 + self.below(40) {
+            let v = match i % 3 {
+                0 => json!(self.below(10_000)),
+                1 => json!(self.chance(0.5)),
+                _ => json!(format!("value-{}", self.below(100))),
+            };
+            scalars.insert(format!("browser.engagement.metric_{i}"), v);
+        }
+        json!({
+            "type": "new-profile", "id": doc_id, "creationDate": self.timestamp(), "version": 4,
+            "clientId": self.uuid(),
+            "application": self.application(channel, version, build),
+            "environment": self.environment(),
+            "payload": {"reason": self.pick(&["startup", "shutdown"]),
+                "processes": {"parent": {"scalars": scalars}}}
+        })
+    }
+
+    /// Glean's `client_info` and `ping_info`, as the baseline ping has them.
+    fn glean_envelope(&mut self, reasons: &[&str]) -> (Value, Value) {
+        let start = self.timestamp();
+        (
+            json!({"client_id": self.uuid(), "app_build": "21310123", "app_channel": "release",
+                "app_display_version": "132.0.1", "architecture": "arm64", "device_manufacturer": "Google",
+                "device_model": "Pixel 8", "first_run_date": "2025-03-01-05:00", "locale": self.pick(LOCALES),
+                "os": "Android", "os_version": "14", "telemetry_sdk_build": "61.2.0"}),
+            json!({"seq": self.below(5000), "start_time": format!("{}-05:00", &start[..16]),
+                "end_time": format!("{}-05:00", &start[..16]), "reason": self.pick(reasons),
+                "experiments": {"new-tab-layout": {"branch": "treatment"}}}),
+        )
+    }
+
+    fn glean_metrics(&mut self, counters: u64) -> Value {
+        let mut counter = Map::new();
+        let mut quantity = Map::new();
+        let mut timing = Map::new();
+        for i in 0..counters {
+            counter.insert(
+                format!("browser.engagement.counter_{i}"),
+                json!(self.below(2000)),
+            );
+            quantity.insert(format!("memory.quantity_{i}"), json!(self.below(1 << 20)));
+        }
+        for i in 0..2 + self.below(4) {
+            let mut values = Map::new();
+            let mut sum = 0;
+            for b in 0..4 + self.below(8) {
+                let v = self.below(200);
+                sum += v << b;
+                values.insert(format!("{}", 1u64 << b), json!(v));
+            }
+            timing.insert(
+                format!("perf.timing_{i}"),
+                json!({"sum": sum, "values": values}),
+            );
+        }
+        let list: Vec<String> = (0..self.below(8)).map(|i| format!("item-{i}")).collect();
+        json!({"counter": counter, "quantity": quantity, "timing_distribution": timing,
+            "string": {"search.default_engine": "google", "app.distribution": "default"},
+            "string_list": {"addons.enabled": list},
+            "uuid": {"legacy.client_id": self.uuid()},
+            "boolean": {"metrics.default_browser": self.chance(0.5)}})
+    }
+
+    fn glean_events(&mut self, n: u64) -> Value {
+        let events: Vec<Value> = (0..n)
+            .map(|_| {
+                json!({"timestamp": self.below(10_000_000),
+                    "category": self.pick(&["newtab", "topsites", "pocket", "search"]),
+                    "name": self.pick(&["impression", "click", "opened", "closed"]),
+                    "extra": {"position": format!("{}", self.below(12)),
+                        "newtab_visit_id": self.uuid(), "source": "newtab"}})
+            })
+            .collect();
+        Value::Array(events)
+    }
+
+    fn metrics_ping(&mut self) -> Value {
+        let (client_info, ping_info) =
+            self.glean_envelope(&["active", "dirty_startup", "inactive"]);
+        let counters = 15 + self.below(30);
+        json!({"client_info": client_info, "ping_info": ping_info,
+            "metrics": self.glean_metrics(counters)})
+    }
+
+    fn fenix_events_ping(&mut self) -> Value {
+        let (client_info, ping_info) = self.glean_envelope(&["active", "inactive", "max_capacity"]);
+        let n = 8 + self.below(32);
+        json!({"client_info": client_info, "ping_info": ping_info, "events": self.glean_events(n)})
+    }
+
+    fn newtab_ping(&mut self) -> Value {
+        let (client_info, ping_info) =
+            self.glean_envelope(&["newtab_session_end", "component_init"]);
+        let counters = 4 + self.below(8);
+        let n = 6 + self.below(24);
+        json!({"client_info": client_info, "ping_info": ping_info,
+            "metrics": self.glean_metrics(counters), "events": self.glean_events(n)})
+    }
+
     fn main_ping(&mut self, doc_id: &str, channel: &str, version: &str, build: &str) -> Value {
         let mut histograms = Map::new();
-        let n = 2 + self.below(HISTOGRAMS.len() as u64 - 2);
+        let n = match self.workload {
+            Workload::Small => 2 + self.below(HISTOGRAMS.len() as u64 - 2),
+            Workload::Telemetry => 4 + self.below(HISTOGRAMS.len() as u64 - 3),
+        };
         for name in HISTOGRAMS.iter().take(n as usize) {
             histograms.insert(name.to_string(), self.histogram());
         }
         let mut keyed = Map::new();
-        if self.chance(0.5) {
+        if self.workload == Workload::Telemetry || self.chance(0.5) {
             let mut inner = Map::new();
             for key in ["google", "bing", "ddg"]
                 .iter()
@@ -260,7 +494,7 @@ impl Generator {
 
     fn event_ping(&mut self, doc_id: &str, channel: &str, version: &str) -> Value {
         let mut events = Vec::new();
-        for _ in 0..(5 + self.below(40)) {
+        for _ in 0..self.sized((5, 40), (15, 45)) {
             events.push(json!([self.below(1_000_000),
                 self.pick(&["navigation", "pwmgr", "security.ui", "urlbar"]),
                 self.pick(&["search", "open", "click", "engagement"]),
@@ -312,6 +546,13 @@ impl Generator {
         })
     }
 
+    fn test_doc(&mut self) -> Value {
+        let tags: Vec<String> = (0..30 + self.below(120))
+            .map(|i| format!("tag-{i}-{:08x}", self.rng.next_u32()))
+            .collect();
+        json!({"field": format!("value {}", self.below(1000)), "count": self.below(100), "tags": tags})
+    }
+
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = GzEncoder::new(
             Vec::with_capacity(data.len() / 3),
@@ -359,8 +600,48 @@ impl Generator {
         let major = 128 + self.below(6);
         let version = format!("{major}.0");
         let build = format!("202611{:02}{:06}", 1 + self.below(20), self.below(240000));
+        let telemetry_uri = |doctype: &str| {
+            format!("/submit/telemetry/{doc_id}/{doctype}/Firefox/{version}/{channel}/{build}")
+        };
         let pick = self.below(100);
-        let (uri, mut doc) = if pick < 45 {
+        let (uri, mut doc) = if self.workload == Workload::Telemetry {
+            // Weights (percent) and mean inflated sizes tuned for a 3.6 KB mean document.
+            match pick {
+                0..=29 => (
+                    telemetry_uri("main"),
+                    self.main_ping(&doc_id, channel, &version, &build),
+                ),
+                30..=39 => (
+                    telemetry_uri("event"),
+                    self.event_ping(&doc_id, channel, &version),
+                ),
+                40..=46 => (
+                    telemetry_uri("crash"),
+                    self.crash_ping(&doc_id, channel, &version, &build),
+                ),
+                47..=52 => (
+                    telemetry_uri("new-profile"),
+                    self.new_profile_ping(&doc_id, channel, &version, &build),
+                ),
+                53..=69 => (
+                    format!("/submit/org-mozilla-fenix/baseline/1/{doc_id}"),
+                    self.baseline_ping(),
+                ),
+                70..=79 => (
+                    format!("/submit/org-mozilla-fenix/metrics/1/{doc_id}"),
+                    self.metrics_ping(),
+                ),
+                80..=87 => (
+                    format!("/submit/org-mozilla-fenix/events/1/{doc_id}"),
+                    self.fenix_events_ping(),
+                ),
+                88..=94 => (
+                    format!("/submit/firefox-desktop/newtab/1/{doc_id}"),
+                    self.newtab_ping(),
+                ),
+                _ => (format!("/submit/test/test/1/{doc_id}"), self.test_doc()),
+            }
+        } else if pick < 45 {
             (
                 format!("/submit/telemetry/{doc_id}/main/Firefox/{version}/{channel}/{build}"),
                 self.main_ping(&doc_id, channel, &version, &build),
@@ -376,13 +657,7 @@ impl Generator {
                 self.baseline_ping(),
             )
         } else {
-            let tags: Vec<String> = (0..30 + self.below(120))
-                .map(|i| format!("tag-{i}-{:08x}", self.rng.next_u32()))
-                .collect();
-            (
-                format!("/submit/test/test/1/{doc_id}"),
-                json!({"field": format!("value {}", self.below(1000)), "count": self.below(100), "tags": tags}),
-            )
+            (format!("/submit/test/test/1/{doc_id}"), self.test_doc())
         };
         let uri = match error {
             Some(ErrorKind::BadUri) => match self.below(3) {
@@ -492,6 +767,67 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_telemetry_workload_has_9_doctypes_and_3_6_kb_documents() {
+        let msgs: Vec<Message> = Generator::new(5, 0.0)
+            .with_workload(Workload::Telemetry)
+            .take(4000)
+            .filter_map(|r| r.message().cloned())
+            .collect();
+        let mut inflated = 0usize;
+        let mut gzipped = 0usize;
+        let mut doctypes = std::collections::BTreeSet::new();
+        let registry = sluice_schemas::SchemaRegistry::load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schemas/json"
+        ))
+        .unwrap();
+        for m in &msgs {
+            let body = if m.payload.starts_with(&[0x1f, 0x8b]) {
+                gzipped += 1;
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(&m.payload[..]),
+                    &mut out,
+                )
+                .unwrap();
+                out
+            } else {
+                m.payload.to_vec()
+            };
+            inflated += body.len();
+            let uri = m.attribute("uri").unwrap();
+            let parts: Vec<&str> = uri.split('/').collect();
+            // the telemetry form has 6 parts after /submit/telemetry: id, doctype, app fields
+            let doctype = if parts[2] == "telemetry" {
+                assert_eq!(parts.len(), 9, "{uri}");
+                parts[4]
+            } else {
+                parts[3]
+            };
+            doctypes.insert(format!("{}/{doctype}", parts[2]));
+            // every valid document validates against its bundled schema
+            let doc: Value = serde_json::from_slice(&body).unwrap();
+            let version = if parts[2] == "telemetry" {
+                doc["version"].as_u64().unwrap() as u32
+            } else {
+                parts[4].parse().unwrap()
+            };
+            let schema = registry.find(parts[2], doctype, version).unwrap();
+            if let Err(e) = schema.validate(&doc) {
+                panic!("{uri}: {e}");
+            }
+        }
+        let mean = inflated / msgs.len();
+        eprintln!(
+            "mean inflated document {mean} bytes, {gzipped} of {} gzipped, {doctypes:?}",
+            msgs.len()
+        );
+        assert_eq!(doctypes.len(), 9, "{doctypes:?}");
+        assert!((3300..=3900).contains(&mean), "mean {mean}");
+        assert!((2600..=3000).contains(&gzipped), "{gzipped} gzipped");
     }
 
     #[test]

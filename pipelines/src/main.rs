@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice::{Counter, Metrics};
 use sluice_pipelines::config::{self, ConfigErrors, Overrides};
-use sluice_pipelines::generate::Generator;
+use sluice_pipelines::generate::{Generator, Workload};
 use sluice_pipelines::jobs::{self, JobError, Prepared};
 
 const AFTER_HELP: &str = "\
@@ -111,6 +111,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = GenFormat::Json)]
         format: GenFormat,
+        /// Which documents: `small` (4 doctypes, ~1.9 KB documents) or `telemetry` (the 9
+        /// bundled doctypes, ~3.6 KB documents: the benchmark's workload).
+        #[arg(long, default_value = "small")]
+        workload: Workload,
         /// Output file (stdout if absent).
         #[arg(long)]
         output: Option<PathBuf>,
@@ -244,8 +248,9 @@ fn main() -> ExitCode {
             seed,
             error_rate,
             format,
+            workload,
             output,
-        } => generate(count, seed, error_rate, format, output).map_err(Exit::from),
+        } => generate(count, seed, error_rate, format, workload, output).map_err(Exit::from),
         Command::Schemas {
             what:
                 SchemasCommand::Bigquery {
@@ -649,6 +654,7 @@ fn generate(
     seed: u64,
     error_rate: f64,
     format: GenFormat,
+    workload: Workload,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let mut out: Box<dyn Write> = match &output {
@@ -658,7 +664,10 @@ fn generate(
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut buf = Vec::new();
-    for record in Generator::new(seed, error_rate).take(count) {
+    for record in Generator::new(seed, error_rate)
+        .with_workload(workload)
+        .take(count)
+    {
         buf.clear();
         match format {
             GenFormat::Json => record.write_json_line(&mut buf),

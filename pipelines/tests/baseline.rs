@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sluice_pipelines::generate::Generator;
+use sluice_pipelines::generate::{Generator, Workload};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
@@ -20,8 +20,10 @@ fn input(dir: &Path) -> PathBuf {
     }
     // a blank line still counts in the line numbers of the dead letters after it
     bytes.extend_from_slice(b"\n");
+    // and the benchmark's workload: 9 doctypes
     Generator::new(12, 0.25)
-        .take(100)
+        .with_workload(Workload::Telemetry)
+        .take(300)
         .for_each(|r| r.write_json_line(&mut bytes));
     std::fs::write(&path, bytes).unwrap();
     path

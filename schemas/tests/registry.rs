@@ -86,17 +86,22 @@ fn loads_the_example_schemas() {
     assert_eq!(
         keys(&registry),
         [
+            ("firefox_desktop".into(), "newtab".into(), 1),
             ("org_mozilla_fenix".into(), "baseline".into(), 1),
+            ("org_mozilla_fenix".into(), "events".into(), 1),
+            ("org_mozilla_fenix".into(), "metrics".into(), 1),
+            ("telemetry".into(), "crash".into(), 4),
             ("telemetry".into(), "event".into(), 4),
             ("telemetry".into(), "main".into(), 4),
+            ("telemetry".into(), "new_profile".into(), 4),
             ("test".into(), "test".into(), 1),
         ]
     );
-    assert_eq!(registry.len(), 4);
+    assert_eq!(registry.len(), 9);
     assert!(registry.doctype_exists("telemetry", "main"));
     assert!(registry.doctype_exists("org-mozilla-fenix", "baseline"));
     assert!(registry.doctype_exists("org_mozilla_fenix", "baseline"));
-    assert!(!registry.doctype_exists("telemetry", "crash"));
+    assert!(!registry.doctype_exists("telemetry", "heartbeat"));
     assert!(!registry.doctype_exists("nope", "main"));
 
     let baseline = registry.get("org-mozilla-fenix", "baseline", 1).unwrap();

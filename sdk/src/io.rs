@@ -369,8 +369,47 @@ pub trait SinkWriter<T>: 'static {
     fn write(&mut self, epoch: Epoch, records: Vec<T>) -> WriteFuture<T>;
 
     /// Start making everything accepted so far durable without waiting for more input: called
-    /// at the end of input, on shutdown, and when sources wait on unacknowledged epochs.
+    /// at the end of input, on shutdown, and (for writers that do not stream) when sources wait
+    /// on unacknowledged epochs.
     fn flush(&mut self) {}
+
+    /// This writer's streaming side, if it has one: the runner then hands it records as they
+    /// arrive instead of stashing whole epochs for [`SinkWriter::write`].
+    fn streaming(&mut self) -> Option<&mut dyn StreamingWriter<T>> {
+        None
+    }
+}
+
+/// The future of [`StreamingWriter::durable`]: resolves when every record appended for the
+/// epoch is durable. `Err` means the writer failed: nothing of it may be acknowledged.
+pub type DurableFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'static>>;
+
+/// A writer that takes an epoch's records as they arrive and holds none of them once
+/// [`StreamingWriter::append`] returns (an object writer encodes them into an open object
+/// whose memory it bounds itself): so records waiting in an open object hold no memory of the
+/// pipeline, and do not count against the in-flight bounds until their object is written (see
+/// [`InFlightBounds`](crate::InFlightBounds)). The runner never asks such a writer to flush
+/// because a source waits: its objects close by their own bounds (size, age, memory budget),
+/// at the end of input or on shutdown.
+///
+/// The contract, per epoch: any number of `append` calls, then one `durable` call once the
+/// epoch's input is complete. Refusals are decided in `append` (no record is refused later),
+/// so the epoch's refusals reach the dead-letter sink without waiting for its objects.
+pub trait StreamingWriter<T> {
+    /// Takes `records` of `epoch`; returns those refused, each with its reason. `Err` means the
+    /// writer failed (an earlier upload failed): the pipeline stops.
+    fn append(&mut self, epoch: Epoch, records: Vec<T>) -> Result<Vec<Rejection<T>>, BoxError>;
+
+    /// Called once after the last `append` of `epoch`: resolves when all of its records are
+    /// durable (at once if they already are).
+    fn durable(&mut self, epoch: Epoch) -> DurableFuture;
+
+    /// A gauge of the bytes this writer holds beyond its own bounded buffers: handed to the
+    /// service and not yet taken (queued upload parts). The runner counts them against the
+    /// in-flight byte bound, so a slow service slows the sources instead of growing memory.
+    fn backlog(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+        None
+    }
 }
 
 /// What a sink learns about the worker that opens it.

@@ -48,8 +48,8 @@ mod pipeline;
 pub use dead_letter::{reduce_message, truncate_utf8, DeadLetter, Failure, MAX_ATTRIBUTE_BYTES};
 pub use error::{chain, BoxError, Error, Result};
 pub use io::{
-    CheckContext, Epoch, ReadState, ReadStatus, Rejection, Sink, SinkContext, SinkWriter, Source,
-    SourceContext, SourceReader, SourceWaker, WriteFuture,
+    CheckContext, DurableFuture, Epoch, ReadState, ReadStatus, Rejection, Sink, SinkContext,
+    SinkWriter, Source, SourceContext, SourceReader, SourceWaker, StreamingWriter, WriteFuture,
 };
 pub use ledger::EpochLedger;
 pub use memory::{MemoryFeeder, MemorySink, MemorySource, UnboundedMemorySource};

@@ -84,8 +84,12 @@ struct EpochBook {
     records: usize,
     bytes: usize,
     opened: Instant,
+    /// Epochs read and not yet durable (acknowledged as they become durable).
     in_flight: VecDeque<(Epoch, usize)>,
-    in_flight_bytes: usize,
+    /// The epochs of `in_flight` not yet accepted by every sink: still somewhere in the
+    /// dataflow, or held by a sink that does not stream. What the in-flight bound counts.
+    unaccepted: VecDeque<(Epoch, usize)>,
+    unaccepted_bytes: usize,
 }
 
 impl EpochBook {
@@ -100,18 +104,24 @@ impl EpochBook {
         if self.records > 0 {
             reader.end_epoch(t);
             self.in_flight.push_back((t, self.bytes));
-            self.in_flight_bytes += self.bytes;
+            self.unaccepted.push_back((t, self.bytes));
+            self.unaccepted_bytes += self.bytes;
         }
         self.records = 0;
         self.bytes = 0;
         c.downgrade(&(t + 1).max(now));
     }
 
-    /// Forgets the epochs below `done`.
-    fn done_below(&mut self, done: Epoch) {
+    /// Forgets the epochs below `done` (durable), and counts those below `accepted` (taken by
+    /// every sink) out of the in-flight bound.
+    fn advance(&mut self, done: Epoch, accepted: Epoch) {
         while self.in_flight.front().is_some_and(|(t, _)| *t < done) {
-            if let Some((_, b)) = self.in_flight.pop_front() {
-                self.in_flight_bytes -= b;
+            self.in_flight.pop_front();
+        }
+        let accepted = accepted.max(done);
+        while self.unaccepted.front().is_some_and(|(t, _)| *t < accepted) {
+            if let Some((_, b)) = self.unaccepted.pop_front() {
+                self.unaccepted_bytes -= b;
             }
         }
     }
@@ -125,6 +135,7 @@ pub(crate) fn read<'s, S: Source>(
     let scope = ctx.scope;
     let shared = ctx.shared.clone();
     let probe = ctx.probe.clone();
+    let accept_probe = ctx.accept_probe.clone();
     let activators = ctx.source_activators.clone();
     let driver = Rc::new(SourceDriver::<S::Output> {
         step: step.to_string(),
@@ -160,7 +171,8 @@ pub(crate) fn read<'s, S: Source>(
             bytes: 0,
             opened: Instant::now(),
             in_flight: VecDeque::new(),
-            in_flight_bytes: 0,
+            unaccepted: VecDeque::new(),
+            unaccepted_bytes: 0,
         };
         let mut last_progress = (0u64, 0u64);
         let mut buf: Vec<S::Output> = Vec::new();
@@ -183,6 +195,9 @@ pub(crate) fn read<'s, S: Source>(
             let done = probe
                 .with_frontier(|f| f.as_option().copied())
                 .unwrap_or(Epoch::MAX);
+            let accepted = accept_probe
+                .with_frontier(|f| f.as_option().copied())
+                .unwrap_or(Epoch::MAX);
             if shared.aborted() {
                 cap = None;
                 return;
@@ -192,7 +207,7 @@ pub(crate) fn read<'s, S: Source>(
                 cap = None;
                 return;
             }
-            book.done_below(done);
+            book.advance(done, accepted);
             shared
                 .metrics
                 .set_in_flight_epochs(book.in_flight.len() as u64);
@@ -210,13 +225,16 @@ pub(crate) fn read<'s, S: Source>(
             }
             // Bytes are bounded twice: as read, per worker, and as the sinks hold them after every
             // step (a gzipped payload counts decompressed), for the workers of this process.
-            let held_by_sinks = shared.metrics.held_bytes() as usize;
-            if book.in_flight.len() >= limits.max_epochs
-                || book.in_flight_bytes >= limits.max_bytes
+            // Epochs whose records wait in a streaming writer's open objects count in neither:
+            // they hold no memory here, and their objects close by their own bounds.
+            let held_by_sinks = shared.held_by_sinks();
+            if book.unaccepted.len() >= limits.max_epochs
+                || book.unaccepted_bytes >= limits.max_bytes
                 || held_by_sinks >= limits.max_bytes.saturating_mul(shared.local_workers)
             {
-                // The watcher behind the probe wakes us when an epoch is done; meanwhile ask
-                // batching sinks to write what they hold, or nothing would ever be done.
+                // The watcher behind the probes wakes us when an epoch is accepted or done;
+                // meanwhile ask batching sinks that do not stream to write what they hold, or
+                // nothing would ever be done.
                 shared.request_flush();
                 // Look at the stop flag now and then: a shutdown must not wait for an epoch.
                 activator.activate_after(STOP_POLL);
@@ -315,6 +333,17 @@ struct Stashed<T> {
     bytes: u64,
 }
 
+/// An epoch a streaming writer is receiving (see [`StreamingWriter`](crate::io::StreamingWriter)).
+struct Receiving {
+    /// On the refusals output: released once the epoch's input is complete and appended, so
+    /// the dead-letter sink and the sources' in-flight bound need not wait for its objects.
+    accepted: Capability<Epoch>,
+    /// On the durable output: kept until the epoch's records are durable.
+    durable: Capability<Epoch>,
+    /// Records appended and not refused.
+    records: usize,
+}
+
 /// One write in flight: the epoch's capability, held until the write is durable.
 struct Writing {
     held: Capability<Epoch>,
@@ -346,13 +375,25 @@ impl<T: Send + 'static> Writes<T> {
         bytes: u64,
         retry: bool,
     ) {
-        let id = self.next;
-        self.next += 1;
         let t = *held.time();
         let n = records.len();
+        self.track(w.write(t, records), held, n, bytes, retry);
+    }
+
+    /// Runs `future` on the IO runtime; `held` is kept until it resolves.
+    fn track(
+        &mut self,
+        future: WriteFuture<T>,
+        held: Capability<Epoch>,
+        records: usize,
+        bytes: u64,
+        retry: bool,
+    ) {
+        let id = self.next;
+        self.next += 1;
         spawn_write(
             &self.runtime,
-            w.write(t, records),
+            future,
             id,
             self.done.clone(),
             self.wake.clone(),
@@ -361,7 +402,7 @@ impl<T: Send + 'static> Writes<T> {
             id,
             Writing {
                 held,
-                records: n,
+                records,
                 bytes,
                 retry,
             },
@@ -369,10 +410,17 @@ impl<T: Send + 'static> Writes<T> {
     }
 }
 
-/// Runs a sink's writer: stashes each epoch until its input is complete, hands it to the
-/// writer, and keeps the epoch's capability until the write resolves. Returns the refused
-/// records as dead letters, emitted at their epoch before it is released, so the epoch is not
-/// done until they are durable too.
+/// Runs a sink's writer and keeps each epoch's capability until what it received for the
+/// epoch is durable. Returns the refused records as dead letters, emitted at their epoch
+/// before it is released, so the epoch is not done until they are durable too.
+///
+/// Two outputs: the refusals, and a data-less "durable" output. A writer that does not stream
+/// gets each epoch whole once its input is complete (stashed until then), and both outputs
+/// hold the epoch until its write resolves. A [`StreamingWriter`](crate::io::StreamingWriter) gets records as they
+/// arrive; the refusals output holds an epoch only until its input is complete (the writer
+/// refuses in `append`), the durable output until its objects are written. The pipeline's
+/// probe of durable epochs watches both outputs; the probe of accepted epochs (what the
+/// sources' in-flight bound counts) only the refusals.
 pub(crate) fn write<'s, S: Sink>(
     ctx: &Rc<BuildCtx<'s>>,
     step: &str,
@@ -387,6 +435,8 @@ pub(crate) fn write<'s, S: Sink>(
     let mut input = builder.new_input(stream, Local);
     let (output, out_stream) = builder.new_output::<Vec<DeadLetter>>();
     let mut output = OutputBuilder::<_, CapacityContainerBuilder<Vec<DeadLetter>>>::from(output);
+    // Never given data: only its capabilities say which epochs are durable.
+    let (durable_output, durable_stream) = builder.new_output::<Vec<()>>();
     let sync = scope.worker().sync_activator_for(info.address.to_vec());
     shared
         .sink_wakers
@@ -409,9 +459,12 @@ pub(crate) fn write<'s, S: Sink>(
     builder.build(move |initial_caps| {
         // Holding these would keep the probe at epoch 0 forever.
         drop(initial_caps);
+        let _durable_output = durable_output;
         let mut writer: Option<Box<dyn SinkWriter<S::Input>>> = None;
         // Per epoch: its capability, its records and the bytes they hold.
         let mut stash: BTreeMap<Epoch, Stashed<S::Input>> = BTreeMap::new();
+        // Per epoch a streaming writer is receiving.
+        let mut receiving: BTreeMap<Epoch, Receiving> = BTreeMap::new();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done<S::Input>>();
         let mut writes = Writes {
             writing: HashMap::new(),
@@ -440,11 +493,24 @@ pub(crate) fn write<'s, S: Sink>(
                 for (_, w) in writes.writing.drain() {
                     std::mem::forget(w.held);
                 }
+                for (_, r) in std::mem::take(&mut receiving) {
+                    std::mem::forget(r.accepted);
+                    std::mem::forget(r.durable);
+                }
                 return;
             }
             if writer.is_none() {
                 match sink.open(&open_ctx) {
-                    Ok(w) => writer = Some(w),
+                    Ok(mut w) => {
+                        if let Some(backlog) = w.streaming().and_then(|s| s.backlog()) {
+                            shared
+                                .backlogs
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(backlog);
+                        }
+                        writer = Some(w)
+                    }
                     Err(e) => {
                         shared.fail(sink_error(e));
                         input.for_each(|_, _| {});
@@ -453,26 +519,126 @@ pub(crate) fn write<'s, S: Sink>(
                 }
             }
             let Some(w) = writer.as_mut() else { return };
-            input.for_each(|cap, data| {
-                if let (Some(t), Some(held)) = (cap.least().copied(), cap.retain_least(0)) {
-                    let bytes: u64 = data.iter().map(|r| held_bytes(r) as u64).sum();
-                    shared.metrics.add_held_bytes(bytes);
-                    let entry = stash.entry(t).or_insert_with(|| Stashed {
-                        held,
-                        records: Vec::new(),
-                        bytes: 0,
-                    });
-                    entry.records.append(data);
-                    entry.bytes += bytes;
-                }
-            });
             let frontier = &frontiers[0];
-            while let Some(entry) = stash.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
+            if w.streaming().is_some() {
+                let mut failure: Option<String> = None;
+                input.for_each(|cap, data| {
+                    let (Some(t), None) = (cap.least().copied(), failure.as_ref()) else {
+                        return;
+                    };
+                    let Some(sw) = w.streaming() else { return };
+                    let entry = match receiving.entry(t) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            let (Some(accepted), Some(durable)) =
+                                (cap.retain_least(0), cap.retain_least(1))
+                            else {
+                                return;
+                            };
+                            v.insert(Receiving {
+                                accepted,
+                                durable,
+                                records: 0,
+                            })
+                        }
+                    };
+                    let records = std::mem::take(data);
+                    let n = records.len();
+                    let refused = match sw.append(t, records) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            failure = Some(sink_error(e).to_string());
+                            return;
+                        }
+                    };
+                    entry.records += n - refused.len().min(n);
+                    if refused.is_empty() {
+                        return;
+                    }
+                    rejected.fetch_add(refused.len() as u64, Ordering::Relaxed);
+                    match &on_reject {
+                        _ if !can_reject => {
+                            failure = Some(format!(
+                                "refused {} records ({}) but does not declare rejections",
+                                refused.len(),
+                                refused[0].failure.message
+                            ));
+                        }
+                        OnReject::DeadLetter(to_dead_letter) => {
+                            let mut out = output.activate();
+                            let mut session = out.session(&entry.accepted);
+                            for r in refused {
+                                session.give(to_dead_letter(r.record, r.failure));
+                            }
+                        }
+                        OnReject::RetryReduced(reduce) => {
+                            tracing::warn!(
+                                step = %step,
+                                records = refused.len(),
+                                reason = %refused[0].failure.message,
+                                "the dead-letter sink refused dead letters: retrying them reduced"
+                            );
+                            let reduced: Vec<_> =
+                                refused.into_iter().map(|r| reduce(r.record)).collect();
+                            let n = reduced.len();
+                            match sw.append(t, reduced) {
+                                Ok(again) if again.is_empty() => entry.records += n,
+                                Ok(again) => {
+                                    failure = Some(format!(
+                                        "refused a reduced dead letter: {}",
+                                        again[0].failure.message
+                                    ))
+                                }
+                                Err(e) => failure = Some(sink_error(e).to_string()),
+                            }
+                        }
+                    }
+                });
+                if let Some(why) = failure {
+                    for (_, r) in std::mem::take(&mut receiving) {
+                        std::mem::forget(r.accepted);
+                        std::mem::forget(r.durable);
+                    }
+                    shared.fail(Error::Sink {
+                        step: step.clone(),
+                        source: why.into(),
+                    });
+                    return;
                 }
-                let e = entry.remove();
-                writes.start(w.as_mut(), e.held, e.records, e.bytes, false);
+                while let Some(entry) = receiving.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (t, r) = entry.remove_entry();
+                    let Some(sw) = w.streaming() else { break };
+                    let durable = sw.durable(t);
+                    // Its refusals are out: the epoch holds no memory here any more.
+                    drop(r.accepted);
+                    let future: WriteFuture<S::Input> =
+                        Box::pin(async move { durable.await.map(|()| Vec::new()) });
+                    writes.track(future, r.durable, r.records, 0, false);
+                }
+            } else {
+                input.for_each(|cap, data| {
+                    if let (Some(t), Some(held)) = (cap.least().copied(), cap.retain_least(0)) {
+                        let bytes: u64 = data.iter().map(|r| held_bytes(r) as u64).sum();
+                        shared.metrics.add_held_bytes(bytes);
+                        let entry = stash.entry(t).or_insert_with(|| Stashed {
+                            held,
+                            records: Vec::new(),
+                            bytes: 0,
+                        });
+                        entry.records.append(data);
+                        entry.bytes += bytes;
+                    }
+                });
+                while let Some(entry) = stash.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let e = entry.remove();
+                    writes.start(w.as_mut(), e.held, e.records, e.bytes, false);
+                }
             }
             while let Ok((id, result)) = done_rx.try_recv() {
                 let Some(done) = writes.writing.remove(&id) else {
@@ -546,6 +712,11 @@ pub(crate) fn write<'s, S: Sink>(
             if frontier.frontier().is_empty() && !flushed_at_end {
                 flushed_at_end = true;
                 w.flush();
+            } else if w.streaming().is_some() {
+                // Records in a streaming writer's open objects hold no memory of the pipeline
+                // and do not count against the in-flight bound: a waiting source is never
+                // this writer's reason to close an object early.
+                seen_flush = generation;
             } else {
                 // A request is kept until this sink holds a write it can flush: one that comes
                 // while the epoch is still being received must not be lost.
@@ -562,7 +733,9 @@ pub(crate) fn write<'s, S: Sink>(
             }
         }
     });
-    ctx.sink_outputs.borrow_mut().push(out_stream.clone());
+    ctx.sink_outputs
+        .borrow_mut()
+        .push((out_stream.clone(), durable_stream));
     out_stream
 }
 

@@ -43,22 +43,40 @@ impl Default for EpochBounds {
     }
 }
 
-/// How much a source may read ahead of durable writes: the backpressure bound, per worker.
+/// How much a source may read ahead of what the sinks have taken: the backpressure bound, per
+/// worker. It bounds memory, not unacknowledged input.
+///
+/// An epoch counts from when it is read until every sink has taken it: a sink that does not
+/// stream takes an epoch when its write is durable (until then it holds the records); a
+/// streaming sink ([`StreamingWriter`](crate::io::StreamingWriter), e.g. the object sink)
+/// when the records are appended to its open objects, which it bounds itself. So records
+/// waiting in an open object for `max_age` are unacknowledged but count here no more, and a
+/// waiting source never makes such a sink close objects early.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InFlightBounds {
-    /// Epochs read but not yet durably written.
+    /// Epochs read and not yet taken by every sink.
     pub max_epochs: usize,
-    /// Bytes not yet durably written, counted twice: as read (per worker), and as the sinks
-    /// hold them after every step (payloads decompressed, attributes included; for this
-    /// process, `max_bytes` per local worker). A source stops reading while either is reached.
+    /// Bytes, counted twice: as read and not yet taken by every sink (per worker), and as
+    /// the sinks hold them (for this process, `max_bytes` per local worker): the records of
+    /// writes not yet durable after every step (payloads decompressed, attributes included),
+    /// plus the bytes streaming writers handed to the store and it has not taken yet
+    /// ([`StreamingWriter::backlog`](crate::io::StreamingWriter::backlog)). A source stops
+    /// reading while either is reached.
     pub max_bytes: usize,
 }
 
 impl Default for InFlightBounds {
+    /// 16 epochs and 32 MiB per worker. 32 MiB is two epochs at the default epoch byte bound
+    /// ([`EpochBounds::default`]): a source reads the next epoch while the last is processed,
+    /// which is all a worker can use (it runs its operators one at a time), and a slow store
+    /// or a sink that holds records until they are durable stops the sources at 32 MiB per
+    /// worker instead of growing memory. (It was 256 MiB: records of streamed objects then
+    /// counted until their object closed, and the memory it allowed was the largest share of
+    /// the decoder job's peak RSS.)
     fn default() -> Self {
         InFlightBounds {
             max_epochs: 16,
-            max_bytes: 256 << 20,
+            max_bytes: 32 << 20,
         }
     }
 }
@@ -267,6 +285,7 @@ impl Pipeline {
             stop: self.stop.clone(),
             flush_generation: AtomicU64::new(0),
             sink_wakers: Mutex::new(Vec::new()),
+            backlogs: Mutex::new(Vec::new()),
             abort_wakers: Mutex::new(Vec::new()),
             abort_sent: AtomicBool::new(false),
             started,
@@ -485,6 +504,8 @@ pub(crate) struct Shared {
     /// Bumped by a source that waits on unacknowledged epochs: sinks then flush their batches.
     pub(crate) flush_generation: AtomicU64,
     pub(crate) sink_wakers: Mutex<Vec<SyncActivator>>,
+    /// The backlogs of this process's streaming writers (see `StreamingWriter::backlog`).
+    pub(crate) backlogs: Mutex<Vec<Arc<std::sync::atomic::AtomicUsize>>>,
     /// The abort guards of this process's workers: woken by `fail`.
     pub(crate) abort_wakers: Mutex<Vec<SyncActivator>>,
     pub(crate) abort_sent: AtomicBool,
@@ -529,6 +550,19 @@ impl Shared {
 
     fn take_error(&self) -> Option<Error> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Bytes the sinks of this process hold and the in-flight byte bound counts: records of
+    /// writes not yet durable, plus the backlogs of streaming writers.
+    pub(crate) fn held_by_sinks(&self) -> usize {
+        let backlogs: usize = self
+            .backlogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|b| b.load(Ordering::SeqCst))
+            .sum();
+        self.metrics.held_bytes() as usize + backlogs
     }
 
     /// Asks every sink in this process to flush what it holds.
@@ -576,8 +610,13 @@ pub(crate) struct BuildCtx<'s> {
     pub(crate) scope: Scope<'s, Epoch>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) probe: ProbeHandle<Epoch>,
+    /// Epochs every sink has taken (see [`crate::io::StreamingWriter`]); at most `probe`.
+    pub(crate) accept_probe: ProbeHandle<Epoch>,
     obligations: RefCell<Vec<FailureObligation>>,
-    pub(crate) sink_outputs: RefCell<Vec<StreamVec<'s, Epoch, DeadLetter>>>,
+    /// Per sink: its refusals and its durable marker (see `operators::write`).
+    #[allow(clippy::type_complexity)]
+    pub(crate) sink_outputs:
+        RefCell<Vec<(StreamVec<'s, Epoch, DeadLetter>, StreamVec<'s, Epoch, ()>)>>,
     pub(crate) source_activators: Rc<RefCell<Vec<Activator>>>,
     pub(crate) finishers: RefCell<Vec<Rc<dyn Finisher>>>,
     pub(crate) step_prefix: RefCell<Vec<String>>,
@@ -589,6 +628,7 @@ impl<'s> BuildCtx<'s> {
             scope,
             shared,
             probe,
+            accept_probe: ProbeHandle::new(),
             obligations: RefCell::new(Vec::new()),
             sink_outputs: RefCell::new(Vec::new()),
             source_activators: Rc::new(RefCell::new(Vec::new())),
@@ -736,11 +776,21 @@ impl<'s> PipelineBuilder<'s> {
         // One probe after every sink tells which epochs are durably done everywhere; the
         // watcher behind it wakes the sources so they acknowledge and read on. The abort guard
         // sits in front of the probe so that no process sees a failed epoch done.
+        // A second probe, after the refusals only, tells which epochs every sink has taken:
+        // what the sources' in-flight bound counts (see `StreamingWriter`).
         let activators = self.ctx.source_activators.clone();
-        let written = self.ctx.scope.concatenate(outputs);
+        let (refusals, durable): (Vec<_>, Vec<_>) = outputs.into_iter().unzip();
+        let accepted = self
+            .ctx
+            .scope
+            .concatenate(refusals)
+            .map(|_| ())
+            .probe_with(&self.ctx.accept_probe);
+        let written = self.ctx.scope.concatenate(durable).concat(accepted.clone());
         abort_guard(&self.ctx, written.clone())
-            .concat(written.map(|_| ()))
+            .concat(written)
             .probe_with(&self.ctx.probe)
+            .concat(accepted)
             .sink(
                 timely::dataflow::channels::pact::Pipeline,
                 "WakeSources",
@@ -765,7 +815,7 @@ impl<'s> PipelineBuilder<'s> {
 /// failed epoch, and every process stops with the first error.
 fn abort_guard<'s>(
     ctx: &Rc<BuildCtx<'s>>,
-    written: StreamVec<'s, Epoch, DeadLetter>,
+    written: StreamVec<'s, Epoch, ()>,
 ) -> StreamVec<'s, Epoch, ()> {
     use timely::dataflow::operators::vec::Broadcast;
     let shared = ctx.shared.clone();

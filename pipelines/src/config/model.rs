@@ -341,14 +341,16 @@ pub struct EpochTuning {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InFlightTuning {
-    /// Epochs read but not yet durably written, per worker.
+    /// Epochs read and not yet taken by every sink, per worker (see `sluice::InFlightBounds`:
+    /// records waiting in a streamed object are not counted).
     #[serde(
         default,
         with = "units::option_count",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_epochs: Option<usize>,
-    /// Bytes read but not yet durably written, per worker: bytes or `"128MB"`.
+    /// Bytes read and not yet taken by every sink, and bytes sinks hold, per worker: bytes or
+    /// `"32MB"` (default 32 MiB).
     #[serde(
         default,
         with = "units::option_size",

@@ -31,15 +31,17 @@
 //! ([`ObjectWriter::open_bytes`], [`ObjectWriter::held_bytes`], [`ObjectWriter::stats`]).
 //!
 //! Parts handed to uploads are not part of the budget: they are freed as the store takes
-//! them. What bounds them is the runner's in-flight bound, because the records of an epoch
-//! stay unacknowledged until their object completes.
+//! them .
 //!
 //! # Backpressure and open objects
-//! An epoch's future waits for the batches holding its records, and an open batch can hold
-//! records for up to `max_age`. The runner calls `flush` when a source waits on its in-flight
-//! bound, which closes every open batch: memory would allow the objects to keep streaming, so
-//! small objects under a tight in-flight bound come from the runner's policy, not from memory
-//! held here (records already in uploaded parts hold no memory of this writer).
+//! The writer streams ([`sluice::io::StreamingWriter`]): the runner hands it records as they
+//! arrive, and they are encoded into their batches at once, so an epoch is never stashed whole
+//! and records waiting in an open object hold no memory beyond the batch's. Such epochs are
+//! not durable (not acknowledged) until their objects are written, but they do not count
+//! against the runner's in-flight bound, and the runner never closes objects because a source
+//! waits: an object closes by its bounds (`max_bytes`, `max_records`, `max_age`), the memory
+//! budget, the end of input or shutdown. So a slow stream writes objects of `max_age`, not one
+//! per epoch.
 //!
 //! # Nothing partial is ever visible
 //! - S3 and S3-compatible servers: a single `PUT` is atomic; a multipart upload becomes
@@ -252,9 +254,11 @@ pub struct ObjectSink {
 
 /// The part size of a sink on any store (S3 included): 8 MiB.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
-/// The part size of a sink on a local directory or in memory: 1 MiB, the write size of a
-/// buffered file writer.
-pub const LOCAL_PART_SIZE: usize = 1 << 20;
+/// The part size of a sink on a local directory or in memory: 256 KiB. A local part is one
+/// write to the staging file, so its size only sets the write granularity, while every open
+/// batch may hold up to a part: with ~30 open paths per worker (the decoder job), 1 MiB parts
+/// held ~25 MB per worker more than 256 KiB parts.
+pub const LOCAL_PART_SIZE: usize = 256 << 10;
 /// The smallest part S3 takes (but for an object's last): 5 MiB.
 pub const S3_MIN_PART_SIZE: usize = 5 << 20;
 

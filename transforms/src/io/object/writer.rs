@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use sluice::io::{Epoch, Rejection, SinkWriter, WriteFuture};
-use sluice::{Failure, Message};
+use sluice::io::{DurableFuture, Epoch, Rejection, SinkWriter, StreamingWriter, WriteFuture};
+use sluice::{BoxError, Failure, Message};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
@@ -352,11 +352,28 @@ impl ObjectWriter {
     /// key over 1024 bytes, characters the store refuses) are refused, each on its own: one
     /// poison record never fails a batch.
     pub fn write_records(&mut self, epoch: Epoch, records: Vec<Message>) -> WriteFuture<Message> {
+        let refused = match self.append_records(epoch, records) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(async move { Err(e.into()) }),
+        };
+        let durable = self.durable_epoch(epoch);
+        Box::pin(async move {
+            durable.await?;
+            Ok(refused)
+        })
+    }
+
+    /// Encodes `records` of `epoch` into their open batches (see [`StreamingWriter::append`]):
+    /// the records themselves are not kept. Returns those refused for their path.
+    pub fn append_records(
+        &mut self,
+        epoch: Epoch,
+        records: Vec<Message>,
+    ) -> Result<Vec<Rejection<Message>>, ObjectSinkError> {
         let shared = self.shared.clone();
         let mut st = shared.lock();
         if let Some(e) = &st.failed {
-            let e = ObjectSinkError::Stopped(Box::new(e.clone()));
-            return Box::pin(async move { Err(e.into()) });
+            return Err(ObjectSinkError::Stopped(Box::new(e.clone())));
         }
         let mut refused = Vec::new();
         for m in records {
@@ -389,20 +406,37 @@ impl ObjectWriter {
                 .write_record_with(&m, &mut self.scratch, &mut self.line);
             shared.append(&mut st, &self.prefix, &self.line, epoch);
         }
-        let Some(wait) = st.epochs.get_mut(&epoch) else {
-            return Box::pin(async { Ok(refused) });
-        };
-        let (tx, rx) = oneshot::channel();
-        wait.waiters.push(tx);
-        drop(st);
-        Box::pin(async move {
-            match rx.await {
-                Ok(Ok(())) => Ok(refused),
-                Ok(Err(e)) => Err(e.into()),
-                // The writer went away with the batch unwritten: the epoch is not durable.
-                Err(_) => Err(ObjectSinkError::Closed(epoch).into()),
+        Ok(refused)
+    }
+
+    /// A future that resolves when every record appended for `epoch` so far is in a written
+    /// object (at once when none waits); see [`StreamingWriter::durable`].
+    pub fn durable_epoch(
+        &mut self,
+        epoch: Epoch,
+    ) -> impl std::future::Future<Output = Result<(), ObjectSinkError>> + Send + 'static {
+        let mut st = self.shared.lock();
+        let failed = st.failed.clone();
+        let rx = match (failed, st.epochs.get_mut(&epoch)) {
+            (Some(e), _) => Err(ObjectSinkError::Stopped(Box::new(e))),
+            (None, None) => Ok(None),
+            (None, Some(wait)) => {
+                let (tx, rx) = oneshot::channel();
+                wait.waiters.push(tx);
+                Ok(Some(rx))
             }
-        })
+        };
+        drop(st);
+        async move {
+            match rx? {
+                None => Ok(()),
+                Some(rx) => match rx.await {
+                    Ok(r) => r,
+                    // The writer went away with the batch unwritten: the epoch is not durable.
+                    Err(_) => Err(ObjectSinkError::Closed(epoch)),
+                },
+            }
+        }
     }
 
     /// Closes every open batch and starts its upload; see [`SinkWriter::flush`].
@@ -418,6 +452,33 @@ impl SinkWriter<Message> for ObjectWriter {
 
     fn flush(&mut self) {
         self.flush_all();
+    }
+
+    /// Records are encoded into open batches as they arrive; what the batches hold is bounded
+    /// by the [`MemoryBudget`](super::MemoryBudget), so the runner need not stash epochs nor
+    /// close objects early when a source waits.
+    fn streaming(&mut self) -> Option<&mut dyn StreamingWriter<Message>> {
+        Some(self)
+    }
+}
+
+impl StreamingWriter<Message> for ObjectWriter {
+    fn append(
+        &mut self,
+        epoch: Epoch,
+        records: Vec<Message>,
+    ) -> Result<Vec<Rejection<Message>>, BoxError> {
+        Ok(self.append_records(epoch, records)?)
+    }
+
+    fn durable(&mut self, epoch: Epoch) -> DurableFuture {
+        let durable = self.durable_epoch(epoch);
+        Box::pin(async move { Ok(durable.await?) })
+    }
+
+    /// Parts and small objects handed to the store and not yet taken.
+    fn backlog(&self) -> Option<Arc<AtomicUsize>> {
+        Some(self.shared.uploading.clone())
     }
 }
 
