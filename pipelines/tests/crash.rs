@@ -82,6 +82,10 @@ fn job(input: &Path, out: &Path, state: &Path) -> Command {
             "--set",
             &format!("pipeline.in_flight.max_epochs={IN_FLIGHT_EPOCHS}"),
         ])
+        .args([
+            "--set",
+            &format!("pipeline.in_flight.max_unacknowledged_epochs={IN_FLIGHT_EPOCHS}"),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     c

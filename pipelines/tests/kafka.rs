@@ -285,7 +285,7 @@ dir = "{out}"
 path = "errors/"
 [pipeline]
 epoch = {{ max_records = {EPOCH_RECORDS} }}
-in_flight = {{ max_epochs = {IN_FLIGHT_EPOCHS} }}
+in_flight = {{ max_epochs = {IN_FLIGHT_EPOCHS}, max_unacknowledged_epochs = {IN_FLIGHT_EPOCHS} }}
 "#,
             out = out.display(),
         ),

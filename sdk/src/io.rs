@@ -283,6 +283,11 @@ pub enum ReadState {
     /// Nothing is available now: the reader calls [`SourceWaker::wake`] when there is, or is
     /// polled again within the epoch's age bound.
     Idle,
+    /// Nothing more comes until earlier records are acknowledged: the service's own bound
+    /// on unacknowledged input is reached (Pub/Sub flow control, a broker's window). The
+    /// runner closes the open epoch and asks every sink, streaming ones included, to make
+    /// what it holds durable, instead of waiting for objects to close by their age.
+    AwaitingAcks,
     /// Close the epoch after these records (sources with explicit epochs).
     EndOfEpoch,
     /// A bounded input is finished.

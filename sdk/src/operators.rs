@@ -227,15 +227,19 @@ pub(crate) fn read<'s, S: Source>(
             // step (a gzipped payload counts decompressed), for the workers of this process.
             // Epochs whose records wait in a streaming writer's open objects count in neither:
             // they hold no memory here, and their objects close by their own bounds.
+            // Unacknowledged epochs are bounded too: records in open objects hold no memory
+            // here, but a crash would re-read them.
             let held_by_sinks = shared.held_by_sinks();
-            if book.unaccepted.len() >= limits.max_epochs
+            let unacknowledged_full = book.in_flight.len() >= limits.max_unacknowledged_epochs;
+            if unacknowledged_full
+                || book.unaccepted.len() >= limits.max_epochs
                 || book.unaccepted_bytes >= limits.max_bytes
                 || held_by_sinks >= limits.max_bytes.saturating_mul(shared.local_workers)
             {
                 // The watcher behind the probes wakes us when an epoch is accepted or done;
                 // meanwhile ask batching sinks that do not stream to write what they hold, or
-                // nothing would ever be done.
-                shared.request_flush();
+                // nothing would ever be done, and on unacknowledged epochs streaming ones too.
+                shared.request_flush(unacknowledged_full);
                 // Look at the stop flag now and then: a shutdown must not wait for an epoch.
                 activator.activate_after(STOP_POLL);
                 return;
@@ -280,6 +284,19 @@ pub(crate) fn read<'s, S: Source>(
                     ReadState::EndOfEpoch => {
                         book.close(c, reader.as_mut(), shared.clock_epoch());
                         activator.activate();
+                        return;
+                    }
+                    ReadState::AwaitingAcks => {
+                        // The service sends nothing more until earlier input is acknowledged:
+                        // close what was read, and have every sink make what it holds durable
+                        // rather than wait for its objects' own bounds.
+                        if book.records > 0 {
+                            book.close(c, reader.as_mut(), shared.clock_epoch());
+                        }
+                        if !book.in_flight.is_empty() {
+                            shared.request_flush(true);
+                        }
+                        activator.activate_after(STOP_POLL);
                         return;
                     }
                     ReadState::Idle => {
@@ -475,6 +492,7 @@ pub(crate) fn write<'s, S: Sink>(
         };
         let mut flushed_at_end = false;
         let mut seen_flush = 0u64;
+        let mut seen_ack_flush = 0u64;
         let mut flush_pending = false;
         let sink_error = {
             let step = step.clone();
@@ -709,14 +727,22 @@ pub(crate) fn write<'s, S: Sink>(
                 }
             }
             let generation = shared.flush_generation.load(Ordering::SeqCst);
+            let ack_generation = shared.ack_flush_generation.load(Ordering::SeqCst);
             if frontier.frontier().is_empty() && !flushed_at_end {
                 flushed_at_end = true;
                 w.flush();
             } else if w.streaming().is_some() {
                 // Records in a streaming writer's open objects hold no memory of the pipeline
-                // and do not count against the in-flight bound: a waiting source is never
-                // this writer's reason to close an object early.
+                // and do not count against the memory bounds: a source waiting on memory is
+                // never this writer's reason to close an object early. One waiting on
+                // unacknowledged epochs is: only closing its objects acknowledges them.
                 seen_flush = generation;
+                if ack_generation != seen_ack_flush {
+                    seen_ack_flush = ack_generation;
+                    if !receiving.is_empty() || !writes.writing.is_empty() {
+                        w.flush();
+                    }
+                }
             } else {
                 // A request is kept until this sink holds a write it can flush: one that comes
                 // while the epoch is still being received must not be lost.

@@ -43,15 +43,22 @@ impl Default for EpochBounds {
     }
 }
 
-/// How much a source may read ahead of what the sinks have taken: the backpressure bound, per
-/// worker. It bounds memory, not unacknowledged input.
+/// How much a source may read ahead: the backpressure bounds, per worker. Two things are
+/// bounded: memory (epochs and bytes the pipeline holds) and unacknowledged input (what a
+/// crash may re-read).
 ///
-/// An epoch counts from when it is read until every sink has taken it: a sink that does not
-/// stream takes an epoch when its write is durable (until then it holds the records); a
-/// streaming sink ([`StreamingWriter`](crate::io::StreamingWriter), e.g. the object sink)
+/// For memory, an epoch counts from when it is read until every sink has taken it: a sink that
+/// does not stream takes an epoch when its write is durable (until then it holds the records);
+/// a streaming sink ([`StreamingWriter`](crate::io::StreamingWriter), e.g. the object sink)
 /// when the records are appended to its open objects, which it bounds itself. So records
-/// waiting in an open object for `max_age` are unacknowledged but count here no more, and a
-/// waiting source never makes such a sink close objects early.
+/// waiting in an open object for its `max_age` count against `max_epochs` and `max_bytes` no
+/// more, and a source waiting on memory never makes such a sink close objects early.
+///
+/// Records in open objects are not acknowledged either, though: their epochs count against
+/// `max_unacknowledged_epochs` until every sink has made them durable. When that bound is
+/// reached the source waits and asks every sink, streaming ones included, to close what it
+/// holds, so a crash re-reads at most `max_unacknowledged_epochs` epochs per worker
+/// (`max_unacknowledged_epochs x EpochBounds::max_records` records).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InFlightBounds {
     /// Epochs read and not yet taken by every sink.
@@ -63,6 +70,9 @@ pub struct InFlightBounds {
     /// ([`StreamingWriter::backlog`](crate::io::StreamingWriter::backlog)). A source stops
     /// reading while either is reached.
     pub max_bytes: usize,
+    /// Epochs read and not yet durable in every sink (not yet acknowledged to the source's
+    /// service): what one crash may re-read, at most.
+    pub max_unacknowledged_epochs: usize,
 }
 
 impl Default for InFlightBounds {
@@ -73,10 +83,15 @@ impl Default for InFlightBounds {
     /// worker instead of growing memory. (It was 256 MiB: records of streamed objects then
     /// counted until their object closed, and the memory it allowed was the largest share of
     /// the decoder job's peak RSS.)
+    ///
+    /// 4,096 unacknowledged epochs: at the default epoch age (200 ms) a slow stream fills it in
+    /// about 13 minutes, longer than objects usually stay open (`max_age`), so objects close by
+    /// their own bounds; a fast stream fills objects by size long before.
     fn default() -> Self {
         InFlightBounds {
             max_epochs: 16,
             max_bytes: 32 << 20,
+            max_unacknowledged_epochs: 4096,
         }
     }
 }
@@ -284,6 +299,7 @@ impl Pipeline {
             error: Mutex::new(None),
             stop: self.stop.clone(),
             flush_generation: AtomicU64::new(0),
+            ack_flush_generation: AtomicU64::new(0),
             sink_wakers: Mutex::new(Vec::new()),
             backlogs: Mutex::new(Vec::new()),
             abort_wakers: Mutex::new(Vec::new()),
@@ -357,6 +373,10 @@ impl Pipeline {
             ("epoch max_age", e.max_age.is_zero()),
             ("in-flight max_epochs", f.max_epochs == 0),
             ("in-flight max_bytes", f.max_bytes == 0),
+            (
+                "in-flight max_unacknowledged_epochs",
+                f.max_unacknowledged_epochs == 0,
+            ),
             (
                 "dead-letter payload limit",
                 self.dead_letter_payload_limit == 0,
@@ -501,8 +521,12 @@ pub(crate) struct Shared {
     abort: AtomicBool,
     error: Mutex<Option<Error>>,
     pub(crate) stop: Arc<AtomicBool>,
-    /// Bumped by a source that waits on unacknowledged epochs: sinks then flush their batches.
+    /// Bumped by a source that waits on the memory bounds: sinks that hold records until they
+    /// are durable then flush their batches.
     pub(crate) flush_generation: AtomicU64,
+    /// Bumped by a source that waits on unacknowledged epochs: every sink, streaming ones
+    /// included, then closes what it holds.
+    pub(crate) ack_flush_generation: AtomicU64,
     pub(crate) sink_wakers: Mutex<Vec<SyncActivator>>,
     /// The backlogs of this process's streaming writers (see `StreamingWriter::backlog`).
     pub(crate) backlogs: Mutex<Vec<Arc<std::sync::atomic::AtomicUsize>>>,
@@ -565,9 +589,14 @@ impl Shared {
         self.metrics.held_bytes() as usize + backlogs
     }
 
-    /// Asks every sink in this process to flush what it holds.
-    pub(crate) fn request_flush(&self) {
+    /// Asks the sinks in this process to flush what they hold: those that do not stream, or
+    /// with `streaming_too` every sink (a source waits on unacknowledged epochs, which only
+    /// closing open objects makes durable).
+    pub(crate) fn request_flush(&self, streaming_too: bool) {
         self.flush_generation.fetch_add(1, Ordering::SeqCst);
+        if streaming_too {
+            self.ack_flush_generation.fetch_add(1, Ordering::SeqCst);
+        }
         for waker in self
             .sink_wakers
             .lock()

@@ -25,6 +25,7 @@ fn in_flight_epochs_stay_within_the_bound() {
         .in_flight_bounds(InFlightBounds {
             max_epochs,
             max_bytes: usize::MAX,
+            ..InFlightBounds::default()
         })
         .run(move |p| {
             p.read("read", s.clone()).write("write", k.clone());
@@ -67,6 +68,7 @@ fn the_byte_bound_also_holds_the_source_back() {
         .in_flight_bounds(InFlightBounds {
             max_epochs: 100,
             max_bytes: 1600,
+            ..InFlightBounds::default()
         })
         .run(move |p| {
             p.read("read", s.clone()).write("write", k.clone());
@@ -101,6 +103,7 @@ fn the_byte_bound_counts_what_the_sinks_hold_after_decompression() {
         .in_flight_bounds(InFlightBounds {
             max_epochs: 16,
             max_bytes: bound,
+            ..InFlightBounds::default()
         });
     let metrics = pipeline.pipeline().metrics();
     pipeline

@@ -229,6 +229,7 @@ fn zero_bounds_are_refused_before_anything_runs() {
         .in_flight_bounds(InFlightBounds {
             max_epochs: 0,
             max_bytes: 0,
+            max_unacknowledged_epochs: 0,
         })
         .run(move |p| {
             o.store(true, Ordering::SeqCst);
@@ -240,7 +241,9 @@ fn zero_bounds_are_refused_before_anything_runs() {
     assert!(matches!(err, Error::InvalidPipeline(_)), "{err}");
     let text = err.to_string();
     assert!(
-        text.contains("in-flight max_epochs, in-flight max_bytes must be greater than zero"),
+        text.contains(
+                "in-flight max_epochs, in-flight max_bytes, in-flight max_unacknowledged_epochs must be greater than zero"
+            ),
         "{text}"
     );
     assert!(

@@ -357,4 +357,13 @@ pub struct InFlightTuning {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_bytes: Option<usize>,
+    /// Epochs read and not yet durable in every sink (not yet acknowledged), per worker: what
+    /// a crash may re-read. When reached, sources wait and every sink closes its open objects
+    /// early (default 4096; see `sluice::InFlightBounds`).
+    #[serde(
+        default,
+        with = "units::option_count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_unacknowledged_epochs: Option<usize>,
 }

@@ -557,6 +557,9 @@ fn tuned(mut pipeline: Pipeline, t: &PipelineTuning) -> Pipeline {
     if let Some(b) = t.in_flight.max_bytes {
         in_flight.max_bytes = b;
     }
+    if let Some(n) = t.in_flight.max_unacknowledged_epochs {
+        in_flight.max_unacknowledged_epochs = n;
+    }
     pipeline = pipeline
         .epoch_bounds(epoch)
         .in_flight_bounds(in_flight)
