@@ -73,6 +73,15 @@ pub fn normalize_uuid(id: &str) -> Option<String> {
 ///   the schema found ([`Schema::canonical_namespace`](sluice_schemas::Schema::canonical_namespace),
 ///   its version as a plain integer), so that outputs are partitioned by the repository's
 ///   spelling: `.test.` or `Test` land where `test` does.
+/// - The payload rules of [`ParsePayload::with_scrub_payload`] run right after the payload is
+///   parsed and replayed metadata lifted, before anything else looks at the document
+///   (gcp-ingestion's MessageScrubber): a rule's drop is a `ScrubPayload` dead letter or a
+///   count, whatever the document's validity; a removed field is not validated.
+/// - A document whose schema has a `mozPipelineMetadata.split_config`
+///   ([`SplitConfig`](sluice_schemas::SplitConfig)) becomes its parts ([`Payloads::Split`]):
+///   each validated against its own schema and named as it, with the submission's other
+///   attributes, its source position and `split_from`; if any part fails, the submission is
+///   one dead letter. A message with `split_from` is never split again.
 /// - The payload's nesting and array lengths are bounded ([`Limits`]) before validation.
 /// - The output payload is the input bytes, minus the lifted members if there were any and
 ///   with a client id rewritten in lower case: the document is never re-serialized.
@@ -80,7 +89,8 @@ pub fn normalize_uuid(id: &str) -> Option<String> {
 /// Errors (`error_type` `ParsePayload`): not JSON, not an object, over the limits, a
 /// `document_id` that is not a UUID, missing namespace or doctype, unknown doctype, missing
 /// version, schema version not found, invalid (the message names the failing JSON pointers),
-/// no longer collected.
+/// no longer collected, a split part that fails any of these (the message names the part);
+/// `ScrubPayload` for a `dead_letter` payload rule.
 #[derive(Debug, Clone)]
 pub struct ParsePayload {
     registry: Arc<SchemaRegistry>,
