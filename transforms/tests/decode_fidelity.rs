@@ -1060,33 +1060,40 @@ fn payload_rules_run_before_validation() {
     ];
     let out = decode_with_rules(rules, input.clone());
     assert!(out.output.is_empty(), "{:?}", out.output);
-    let types: Vec<(&str, &str)> = out
+    let mut types: Vec<(&str, &str)> = out
         .dead_letters
         .iter()
         .map(|d| (d.error_type.as_str(), d.error_message.as_str()))
         .collect();
+    types.sort();
     assert_eq!(
         types,
         [
             (
-                "ScrubPayload",
-                "document dropped by payload rule `dead`: `/tag` matched"
-            ),
-            (
                 "ParsePayload",
                 "payload does not match schema `test/test.1`: /bad: False schema does not allow {\"secret\":1}"
             ),
+            (
+                "ScrubPayload",
+                "document dropped by payload rule `dead`: `/tag` matched"
+            ),
         ]
     );
-    assert_eq!(out.dead_letters[0].original.payload, input[1].payload);
+    let dropped = out
+        .dead_letters
+        .iter()
+        .find(|d| d.error_type == "ScrubPayload")
+        .unwrap();
+    assert_eq!(dropped.original.payload, input[1].payload);
 }
 
 #[test]
-fn payload_rules_see_the_uris_names_and_drop_documents_no_schema_knows() {
+fn payload_rules_see_the_uris_names_and_values_and_drop_documents_no_schema_knows() {
     // gcp-ingestion's MessageScrubber drops by namespace/doctype before `docTypeExists`: a
     // doctype without a schema is the rule's, not "unknown doctype"
     let rules = r#"{"drop_documents": [
-        {"name": "retired", "field": "/v", "namespace": "org-mozilla-fenix", "doctype": "old-ping"}
+        {"name": "retired", "field": "/v", "namespace": "org-mozilla-fenix", "doctype": "old-ping"},
+        {"name": "old_nightly", "attribute": "app_version", "equals": "61.0a1"}
     ]}"#;
     let uri = |ns: &str| format!("/submit/{ns}/old-ping/1/{ID}");
     let out = decode_with_rules(
@@ -1097,19 +1104,36 @@ fn payload_rules_see_the_uris_names_and_drop_documents_no_schema_knows() {
             submit(&uri("org_mozilla_fenix"), r#"{"v":1}"#),
             // not matched: the usual ParsePayload outcome
             submit(&uri("org-mozilla-fenix"), r#"{"w":1}"#),
+            // by what the uri says: an invalid main ping of that version is the rule's
+            submit(
+                &format!("/submit/telemetry/{ID}/main/Firefox/61.0a1/nightly/20180328030202"),
+                r#"{"version":4}"#,
+            ),
         ],
     );
-    let types: Vec<&str> = out
-        .dead_letters
-        .iter()
-        .map(|d| d.error_type.as_str())
-        .collect();
-    assert_eq!(types, ["ScrubPayload", "ScrubPayload", "ParsePayload"]);
+    let by_payload = |p: &str| {
+        out.dead_letters
+            .iter()
+            .filter(|d| d.original.payload == p.as_bytes())
+            .map(|d| (d.error_type.as_str(), d.error_message.as_str()))
+            .collect::<Vec<_>>()
+    };
+    let retired = (
+        "ScrubPayload",
+        "document dropped by payload rule `retired`: `/v` matched",
+    );
+    assert_eq!(by_payload(r#"{"v":1}"#), [retired, retired]);
+    let unmatched = by_payload(r#"{"w":1}"#);
+    assert_eq!(unmatched[0].0, "ParsePayload");
     assert!(
-        out.dead_letters[2]
-            .error_message
-            .starts_with("no such doctype"),
-        "{}",
-        out.dead_letters[2].error_message
+        unmatched[0].1.starts_with("no such doctype"),
+        "{unmatched:?}"
+    );
+    assert_eq!(
+        by_payload(r#"{"version":4}"#),
+        [(
+            "ScrubPayload",
+            "document dropped by payload rule `old_nightly`: attribute `app_version` matched"
+        )]
     );
 }

@@ -210,11 +210,12 @@ pub enum DecodeError {
     #[error("the document became other than one document (split, or dropped by a payload rule)")]
     NotOneDocument,
     /// A `drop_documents` rule of `[decoder.scrub_payload]` matched (`ScrubPayload`).
-    #[error("document dropped by payload rule `{rule}`: `{field}` matched")]
+    #[error("document dropped by payload rule `{rule}`: {field} matched")]
     DroppedByRule {
         /// The rule's name.
         rule: String,
-        /// The field it tests.
+        /// What it tests, as the message says it: `` `/a/b` `` (a field) or
+        /// ``attribute `app_version` ``.
         field: String,
     },
 }

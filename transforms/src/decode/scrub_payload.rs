@@ -151,15 +151,21 @@ pub enum DropAction {
     Count,
 }
 
-/// One rule dropping documents: matches when the value at `field` equals `equals`, is one of
-/// `in`, or (neither given) exists.
+/// One rule dropping documents: matches when the value at `field` (a payload field) or of
+/// `attribute` (an attribute the edge or the uri set: `app_version`, `app_update_channel`,
+/// `x_source_tags`, ...; compared as a JSON string) equals `equals`, is one of `in`, or
+/// (neither given) exists. Give `field` or `attribute`, not both.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, try_from = "RawDocumentRule")]
 pub struct DocumentRule {
     /// Names the rule in dead letters and counters.
     pub name: String,
     /// The field tested, as a JSON pointer (array indexes allowed, as in `/a/0`).
-    pub field: JsonPointer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<JsonPointer>,
+    /// The attribute tested, instead of a field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
     /// Matches documents whose field has this value (JSON equality).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<Value>,
@@ -181,7 +187,10 @@ pub struct DocumentRule {
 #[serde(deny_unknown_fields)]
 struct RawDocumentRule {
     name: String,
-    field: JsonPointer,
+    #[serde(default)]
+    field: Option<JsonPointer>,
+    #[serde(default)]
+    attribute: Option<String>,
     #[serde(default)]
     equals: Option<Value>,
     #[serde(default, rename = "in")]
@@ -201,6 +210,17 @@ impl TryFrom<RawDocumentRule> for DocumentRule {
         if r.name.trim().is_empty() {
             return Err("a rule needs a `name` (it labels its dead letters and counter)".into());
         }
+        match (&r.field, &r.attribute) {
+            (Some(_), None) => {}
+            (None, Some(a)) if !a.trim().is_empty() => {}
+            (None, Some(_)) => return Err(format!("rule `{}`: `attribute` must name one", r.name)),
+            _ => {
+                return Err(format!(
+                    "rule `{}`: give `field` (a JSON pointer) or `attribute`, one of them",
+                    r.name
+                ))
+            }
+        }
         if r.equals.is_some() && r.one_of.is_some() {
             return Err(format!(
                 "rule `{}`: give `equals` or `in`, not both",
@@ -210,6 +230,7 @@ impl TryFrom<RawDocumentRule> for DocumentRule {
         Ok(DocumentRule {
             name: r.name,
             field: r.field,
+            attribute: r.attribute,
             equals: r.equals,
             one_of: r.one_of,
             namespace: r.namespace,
@@ -255,14 +276,32 @@ fn remove_in_value(document: &mut Value, path: &[String]) -> bool {
 }
 
 impl DocumentRule {
-    fn matches(&self, document: &Value) -> bool {
-        let Some(found) = document.pointer(self.field.as_str()) else {
+    fn matches(&self, attributes: &BTreeMap<String, String>, document: &Value) -> bool {
+        let attribute;
+        let found = match (&self.field, &self.attribute) {
+            (Some(field), _) => document.pointer(field.as_str()),
+            (None, Some(name)) => {
+                attribute = attributes.get(name).map(|v| Value::String(v.clone()));
+                attribute.as_ref()
+            }
+            (None, None) => None,
+        };
+        let Some(found) = found else {
             return false;
         };
         match (&self.equals, &self.one_of) {
             (Some(v), _) => found == v,
             (None, Some(vs)) => vs.contains(found),
             (None, None) => true,
+        }
+    }
+
+    /// What the rule tests, as its dead letters name it.
+    fn tested(&self) -> String {
+        match (&self.field, &self.attribute) {
+            (Some(field), _) => format!("`{}`", field.as_str()),
+            (None, Some(name)) => format!("attribute `{name}`"),
+            (None, None) => String::new(),
         }
     }
 }
@@ -365,17 +404,16 @@ impl ScrubPayload {
         attributes: &BTreeMap<String, String>,
         document: &Value,
     ) -> Result<Option<usize>, DecodeError> {
-        let matched =
-            self.documents.iter().enumerate().find(|(_, r)| {
-                applies(&r.namespace, &r.doctype, attributes) && r.matches(document)
-            });
+        let matched = self.documents.iter().enumerate().find(|(_, r)| {
+            applies(&r.namespace, &r.doctype, attributes) && r.matches(attributes, document)
+        });
         match matched {
             None => Ok(None),
             Some((i, rule)) => match rule.action {
                 DropAction::Count => Ok(Some(i)),
                 DropAction::DeadLetter => Err(DecodeError::DroppedByRule {
                     rule: rule.name.clone(),
-                    field: rule.field.as_str().to_string(),
+                    field: rule.tested(),
                 }),
             },
         }
@@ -539,6 +577,37 @@ mod tests {
             err(r#"{"drop_documents": [{"name": "n", "field": "/a", "y": 1}]}"#)
                 .contains("unknown field")
         );
+        assert!(err(r#"{"drop_documents": [{"name": "n"}]}"#).contains("give `field`"));
+        assert!(
+            err(r#"{"drop_documents": [{"name": "n", "field": "/a", "attribute": "b"}]}"#)
+                .contains("one of them")
+        );
+        assert!(
+            err(r#"{"drop_documents": [{"name": "n", "attribute": ""}]}"#)
+                .contains("`attribute` must name one")
+        );
+    }
+
+    #[test]
+    fn a_rule_can_test_an_attribute() {
+        // gcp-ingestion's MessageScrubber also drops by what the uri and the edge say
+        let r = rules(
+            r#"{"drop_documents": [
+                {"name": "old_fx", "attribute": "app_version", "in": ["61.0a1", "62.0"]},
+                {"name": "tagged", "attribute": "x_source_tags"}
+            ]}"#,
+        );
+        let with = |k: &str, v: &str| doc("{}", "telemetry", "main").with_attribute(k, v);
+        let (_, e) = r.apply_owned(with("app_version", "62.0")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "document dropped by payload rule `old_fx`: attribute `app_version` matched"
+        );
+        assert!(r.apply_owned(with("x_source_tags", "automation")).is_err());
+        assert!(matches!(
+            r.apply_owned(with("app_version", "124.0")),
+            Ok(Scrubbed::Kept(_))
+        ));
     }
 
     #[test]
