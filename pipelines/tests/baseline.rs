@@ -1,8 +1,11 @@
 //! The benchmark's baseline (`sluice-baseline`, scripts/bench.sh) does the decoder job's work:
-//! on generated input with every kind of error, its outputs and dead letters equal `sluice
-//! run`'s, whatever the thread count, and `compare` catches a difference.
+//! on generated input with every kind of error (and documents whose schema splits them), its
+//! outputs and dead letters equal `sluice run`'s, whatever the thread count, and `compare`
+//! catches a difference.
 
 use std::io::Write;
+
+use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -25,6 +28,23 @@ fn input(dir: &Path) -> PathBuf {
         .with_workload(Workload::Telemetry)
         .take(300)
         .for_each(|r| r.write_json_line(&mut bytes));
+    // documents of test/split, whose schema splits them: parts, and a part that fails
+    for (i, doc) in [
+        r#"{"client_id":"2907648D-1A3B-4C5D-8E9F-0A1B2C3D4E5F","payload":{"int":1,"string":"s"},"test_int":2}"#,
+        r#"{"payload":{"string":"no subset"},"test_string":"t"}"#,
+        r#"{"other_int":3}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let payload = base64::engine::general_purpose::STANDARD.encode(doc);
+        bytes.extend_from_slice(
+            format!(
+                "{{\"attributeMap\":{{\"uri\":\"/submit/test/split/1/8ad6b9a0-2f58-4a3e-b54f-3b2d3b0f6c1{i}\",\"submission_timestamp\":\"2026-11-20T10:00:00.000000Z\"}},\"payload\":\"{payload}\"}}\n"
+            )
+            .as_bytes(),
+        );
+    }
     std::fs::write(&path, bytes).unwrap();
     path
 }
@@ -91,6 +111,9 @@ fn baseline_does_the_decoder_jobs_work_and_compare_catches_a_difference() {
     // every path of the decoder was taken: decoded records and dead letters of every step
     for folder in [
         "telemetry/main",
+        "test/split/v1",
+        "test/split-subset/v1",
+        "test/split-remainder/v1",
         "errors/ReadInput",
         "errors/ParseUri",
         "errors/DecompressPayload",

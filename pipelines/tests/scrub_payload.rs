@@ -1,7 +1,9 @@
 //! Payload field rules (`[decoder.scrub_payload]`) through the built binary: a dropped field
 //! is gone from the output, a document a `dead_letter` rule matches is a `ScrubPayload` dead
 //! letter, a document a `count` rule matches is counted in the summary (never a silent loss),
-//! and a bad rule is a config error naming its key.
+//! and a bad rule is a config error naming its key. The rules run before validation (where
+//! gcp-ingestion's MessageScrubber runs): a document that would fail validation gets the rule's
+//! outcome, not a `ParsePayload` dead letter.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -115,6 +117,8 @@ fn fields_and_documents_are_dropped_as_configured_and_counted() {
         "1f0e0d0c-0b0a-4908-8706-050403020101",
         "2f0e0d0c-0b0a-4908-8706-050403020102",
         "3f0e0d0c-0b0a-4908-8706-050403020103",
+        "4f0e0d0c-0b0a-4908-8706-050403020104",
+        "5f0e0d0c-0b0a-4908-8706-050403020105",
     ];
     let input = [
         json!({"field": "kept", "secret": {"token": "t0k3n", "kind": "k"}}),
@@ -122,6 +126,9 @@ fn fields_and_documents_are_dropped_as_configured_and_counted() {
         json!({"field": "y", "tags": ["debug", "more"]}),
         json!({"field": "banned"}),
         json!({"field": "ok", "tags": ["release", "debug"]}),
+        // invalid (test/test refuses `bad`), but the rules come first
+        json!({"field": "blocked", "bad": true}),
+        json!({"field": "z", "tags": ["debug"], "bad": 1}),
     ];
     let text: Vec<String> = ids
         .iter()
@@ -149,23 +156,29 @@ fn fields_and_documents_are_dropped_as_configured_and_counted() {
     );
     assert!(!decoded[0].to_string().contains("t0k3n"));
 
-    let dead = lines(&dir.path().join("out/errors/ScrubPayload"));
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    let attrs = &dead[0]["attributeMap"];
-    assert_eq!(
-        attrs["error_message"],
-        "document dropped by payload rule `blocked`: `/field` matched"
+    let mut dead = lines(&dir.path().join("out/errors/ScrubPayload"));
+    dead.sort_by_key(|d| payload_of(d)["field"].to_string());
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for (d, field) in dead.iter().zip(["banned", "blocked"]) {
+        assert_eq!(
+            d["attributeMap"]["error_message"],
+            "document dropped by payload rule `blocked`: `/field` matched"
+        );
+        assert_eq!(payload_of(d)["field"], field);
+    }
+    assert!(
+        !dir.path().join("out/errors/ParsePayload").exists(),
+        "an invalid document a rule drops is no ParsePayload dead letter"
     );
-    assert_eq!(payload_of(&dead[0])["field"], "banned");
 
-    // Two documents dropped without a dead letter: in the summary, by rule.
+    // Three documents dropped without a dead letter: in the summary, by rule.
     let summary = format!("{stdout}{stderr}");
     let counted = summary
         .lines()
         .find(|l| l.trim_start().starts_with("debug_pings"))
         .unwrap_or_else(|| panic!("no count of the rule in the summary:\n{summary}"));
-    assert_eq!(counted.split_whitespace().last(), Some("2"), "{counted}");
-    assert!(summary.contains("2 dropped by rules"), "{summary}");
+    assert_eq!(counted.split_whitespace().last(), Some("3"), "{counted}");
+    assert!(summary.contains("3 dropped by rules"), "{summary}");
 }
 
 #[test]

@@ -21,10 +21,12 @@ pub mod heka;
 mod limits;
 mod names;
 mod registry;
+mod split;
 mod validation;
 
 pub use error::{Error, Result};
 pub use limits::{check_depth_and_size, LimitExceeded, Limits};
 pub use names::snake_case;
 pub use registry::{Schema, SchemaRegistry};
+pub use split::{SplitConfig, SplitSubset, SplitTarget};
 pub use validation::{ValidationFailure, ValidationIssue};

@@ -9,6 +9,7 @@ use jsonschema::Draft;
 use serde_json::Value;
 
 use crate::names::{is_snake_case, snake_case};
+use crate::split::SplitConfig;
 use crate::{Error, Result, ValidationFailure, ValidationIssue};
 
 /// The longest message a [`ValidationIssue`] keeps (messages quote the offending value).
@@ -24,6 +25,7 @@ pub struct Schema {
     source: String,
     json: Value,
     validator: jsonschema::Validator,
+    split: Option<SplitConfig>,
 }
 
 impl Schema {
@@ -66,6 +68,15 @@ impl Schema {
                 file: source.clone(),
                 reason: describe_compile_error(&e),
             })?;
+        let split = match json.get("mozPipelineMetadata") {
+            Some(pipeline) => {
+                SplitConfig::from_pipeline_metadata(pipeline).map_err(|reason| Error::Compile {
+                    file: source.clone(),
+                    reason: format!("mozPipelineMetadata: {reason}"),
+                })?
+            }
+            None => None,
+        };
         Ok(Schema {
             namespace: snake_case(&canonical_namespace),
             doctype: snake_case(&canonical_doctype),
@@ -75,6 +86,7 @@ impl Schema {
             source,
             json,
             validator,
+            split,
         })
     }
 
@@ -114,6 +126,12 @@ impl Schema {
     /// The schema document (for BigQuery table-schema derivation, say).
     pub fn as_json(&self) -> &Value {
         &self.json
+    }
+
+    /// How documents of this schema are split into several (its
+    /// `mozPipelineMetadata.split_config`), if they are.
+    pub fn split_config(&self) -> Option<&SplitConfig> {
+        self.split.as_ref()
     }
 
     /// Whether `document` is valid; faster than [`Schema::validate`] when the reason does not

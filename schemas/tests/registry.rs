@@ -94,10 +94,31 @@ fn loads_the_example_schemas() {
             ("telemetry".into(), "event".into(), 4),
             ("telemetry".into(), "main".into(), 4),
             ("telemetry".into(), "new_profile".into(), 4),
+            ("test".into(), "split".into(), 1),
+            ("test".into(), "split_remainder".into(), 1),
+            ("test".into(), "split_subset".into(), 1),
             ("test".into(), "test".into(), 1),
         ]
     );
-    assert_eq!(registry.len(), 9);
+    assert_eq!(registry.len(), 12);
+    // only test/split declares a split, into the two others
+    let split: Vec<&str> = registry
+        .iter()
+        .filter(|s| s.split_config().is_some())
+        .map(|s| s.doctype())
+        .collect();
+    assert_eq!(split, ["split"]);
+    let config = registry
+        .get("test", "split", 1)
+        .unwrap()
+        .split_config()
+        .unwrap();
+    assert!(config.preserve_original);
+    assert_eq!(config.subsets[0].target.doctype, "split-subset");
+    assert_eq!(
+        config.remainder.as_ref().unwrap().doctype,
+        "split-remainder"
+    );
     assert!(registry.doctype_exists("telemetry", "main"));
     assert!(registry.doctype_exists("org-mozilla-fenix", "baseline"));
     assert!(registry.doctype_exists("org_mozilla_fenix", "baseline"));

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use sluice::harness::{self, Output};
 use sluice::Message;
 use sluice_schemas::SchemaRegistry;
-use sluice_transforms::decode::{sample_id, Decoder};
+use sluice_transforms::decode::{sample_id, Decoder, ScrubPayloadConfig};
 use support::gzip;
 
 const ID: &str = "8ad6b9a0-2f58-4a3e-b54f-3b2d3b0f6c11";
@@ -792,5 +792,348 @@ fn the_decoder_runs_without_geo_databases_and_says_what_it_cannot_fill() {
             && e.to_string()
                 .ends_with("does not begin with a geoname integer id: `Paris`"),
         "{e}"
+    );
+}
+
+// ---- Ping splitting: mozPipelineMetadata.split_config ----
+//
+// The contract is mozilla-schema-generator's `subset_pings.generate` (and its `test_subset`),
+// which writes the schemas of the parts from the same `split_config`: fields whose dotted path
+// fully matches a subset's `pattern` or `extra_pattern` move to that subset (with copies of
+// `client_id`, `clientId`, `client_info`), the rest to the remainder, the original is kept
+// when `preserve_original` is true. The bundled `test/split` schema declares one.
+
+const UPPER_ID: &str = "2907648D-1A3B-4C5D-8E9F-0A1B2C3D4E5F";
+
+fn split_input(extra: Value) -> Message {
+    let mut p = json!({
+        "client_id": UPPER_ID,
+        "payload": {"int": 1, "int64": 2, "string": "s"},
+        "test_int": 3,
+        "test_string": "t"
+    });
+    p.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    generic("split", p)
+}
+
+/// The outputs by document type.
+fn by_doctype(out: &[Message]) -> std::collections::BTreeMap<String, &Message> {
+    out.iter()
+        .map(|m| (m.attribute("document_type").unwrap().to_string(), m))
+        .collect()
+}
+
+/// A payload without the members AddMetadata adds.
+fn document(m: &Message) -> Value {
+    let mut p = payload(m);
+    for k in [
+        "metadata",
+        "submission_timestamp",
+        "document_id",
+        "sample_id",
+        "normalized_app_name",
+        "normalized_channel",
+        "normalized_os",
+        "normalized_os_version",
+        "normalized_country_code",
+    ] {
+        p.as_object_mut().unwrap().remove(k);
+    }
+    p
+}
+
+#[test]
+fn a_document_whose_schema_declares_a_split_becomes_its_parts() {
+    let position = sluice::SourcePosition::Line {
+        file: Some("in.ndjson".into()),
+        line: 7,
+    };
+    let out = decode(vec![split_input(json!({})).with_position(position.clone())]);
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    let parts = by_doctype(&out.output);
+    assert_eq!(
+        parts.keys().collect::<Vec<_>>(),
+        ["split", "split-remainder", "split-subset"]
+    );
+    let lower = UPPER_ID.to_ascii_lowercase();
+    // the original, whole (preserve_original), its client id lower-cased as usual
+    assert_eq!(
+        document(parts["split"]),
+        json!({"client_id": lower, "payload": {"int": 1, "int64": 2, "string": "s"},
+               "test_int": 3, "test_string": "t"})
+    );
+    // `.*int` and `.*int64` move to the subset, with a copy of the client id
+    assert_eq!(
+        document(parts["split-subset"]),
+        json!({"client_id": lower, "payload": {"int": 1, "int64": 2}, "test_int": 3})
+    );
+    // what no subset took
+    assert_eq!(
+        document(parts["split-remainder"]),
+        json!({"client_id": lower, "payload": {"string": "s"}, "test_string": "t"})
+    );
+    for (doctype, m) in &parts {
+        // each is its own document: its names in the attributes and the nested metadata ...
+        assert_eq!(m.attribute("document_namespace"), Some("test"));
+        assert_eq!(m.attribute("document_version"), Some("1"));
+        assert_eq!(payload(m)["metadata"]["document_type"], doctype.as_str());
+        // ... with the submission's id, time, client and sample, where it was read, and
+        // where it was split from
+        assert_eq!(m.attribute("document_id"), Some(ID));
+        assert_eq!(payload(m)["submission_timestamp"], TIMESTAMP);
+        assert_eq!(m.attribute("client_id"), Some(lower.as_str()));
+        assert_eq!(
+            m.attribute("sample_id"),
+            Some(sample_id(&lower).to_string().as_str())
+        );
+        assert_eq!(m.position.as_ref(), Some(&position), "{doctype}");
+        assert_eq!(m.attribute("split_from"), Some("test/split/1"));
+    }
+}
+
+#[test]
+fn the_split_outputs_decode_again_to_themselves() {
+    // the preserved original carries `split_from`, so it is not split a second time
+    let first = decode(vec![split_input(json!({}))]);
+    let again = decode(first.output.clone());
+    assert!(again.dead_letters.is_empty(), "{:?}", again.dead_letters);
+    let lines = |out: &[Message]| {
+        let mut l: Vec<String> = out
+            .iter()
+            .map(|m| {
+                let mut s = String::new();
+                m.write_json_line(&mut s);
+                s
+            })
+            .collect();
+        l.sort();
+        l
+    };
+    assert_eq!(lines(&again.output), lines(&first.output));
+}
+
+#[test]
+fn a_subset_that_takes_nothing_makes_no_document() {
+    let p = json!({"client_id": ID, "payload": {"string": "s"}, "test_string": "t"});
+    let out = decode(vec![generic("split", p)]);
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    assert_eq!(
+        by_doctype(&out.output).keys().collect::<Vec<_>>(),
+        ["split", "split-remainder"]
+    );
+}
+
+#[test]
+fn a_part_that_fails_makes_the_whole_submission_one_dead_letter() {
+    // valid as test/split (open), but `other_int` goes to the subset, whose schema is closed:
+    // no part is written, and the one dead letter holds the submission as received, so that
+    // replaying it once fixed makes every part again
+    let input = split_input(json!({"other_int": 4}));
+    let out = decode(vec![input.clone()]);
+    assert!(out.output.is_empty(), "{:?}", out.output);
+    let dl = &out.dead_letters[0];
+    assert_eq!(dl.error_type, "ParsePayload");
+    assert_eq!(dl.original.payload, input.payload);
+    assert_eq!(dl.original.attribute("uri"), input.attribute("uri"));
+    assert!(
+        dl.error_message
+            .starts_with("split part `test/split-subset.1` failed: payload does not match schema `test/split-subset.1`"),
+        "{}",
+        dl.error_message
+    );
+    assert!(
+        dl.error_message.contains("other_int"),
+        "{}",
+        dl.error_message
+    );
+    // an invalid original is the original's error, not a part's
+    let out = decode(vec![split_input(json!({"test_int": "three"}))]);
+    assert!(out.output.is_empty());
+    assert!(
+        out.dead_letters[0]
+            .error_message
+            .starts_with("payload does not match schema `test/split.1`"),
+        "{}",
+        out.dead_letters[0].error_message
+    );
+}
+
+#[test]
+fn a_split_to_an_unknown_schema_or_a_bad_split_config_is_an_error() {
+    let mut r = SchemaRegistry::empty();
+    let with_split =
+        |split: Value| json!({"type": "object", "mozPipelineMetadata": {"split_config": split}});
+    r.add(
+        "test",
+        "lost",
+        1,
+        with_split(json!({"remainder": {"document_namespace": "test",
+                                        "document_type": "nowhere", "document_version": "1"}})),
+    )
+    .unwrap();
+    let registry = Arc::new(r);
+    let out = harness::run(
+        vec![generic("lost", json!({"a": 1}))],
+        move |input, dead| {
+            input
+                .apply("decoder", Decoder::new(registry.clone()))
+                .failures_to(dead)
+        },
+    );
+    assert!(out.output.is_empty());
+    assert_eq!(
+        out.dead_letters[0].error_message,
+        "split part `test/nowhere.1` failed: schema `test/nowhere.1` not found"
+    );
+    // a pattern that is no regular expression: the schema does not load
+    let e = SchemaRegistry::empty()
+        .add(
+            "test",
+            "bad",
+            1,
+            with_split(
+                json!({"subsets": [{"document_namespace": "test", "document_type": "s",
+                                           "document_version": "1", "pattern": "(unclosed"}]}),
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("schema file `test/bad/bad.1.schema.json (in memory)` does not compile: mozPipelineMetadata: `split_config.subsets[0]`: pattern `(unclosed`"),
+        "{e}"
+    );
+}
+
+// ---- MessageScrubber: payload rules before validation (gcp-ingestion #1135) ----
+//
+// ParsePayload.java calls MessageScrubber after parsing the payload and lifting replayed
+// metadata, before `docTypeExists`, the version lookup and validation: a rule drops or
+// redacts a document whatever its validity, and the outcome is the rule's.
+
+fn decode_with_rules(rules: &str, input: Vec<Message>) -> Output<Message> {
+    let registry = registry();
+    let rules: ScrubPayloadConfig = serde_json::from_str(rules).unwrap();
+    harness::run(input, move |input, dead| {
+        input
+            .apply(
+                "decoder",
+                Decoder::new(registry.clone()).with_scrub_payload(&rules),
+            )
+            .failures_to(dead)
+    })
+}
+
+#[test]
+fn payload_rules_run_before_validation() {
+    // test/test refuses any document with a `bad` member
+    let invalid = |extra: Value| {
+        let mut p = json!({"field": "x", "bad": {"secret": 1}});
+        p.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        generic("test", p)
+    };
+    // without rules: a ParsePayload dead letter
+    let out = decode(vec![invalid(json!({}))]);
+    assert_eq!(out.dead_letters[0].error_type, "ParsePayload");
+
+    // a redacted field is gone before validation: the document decodes
+    let out = decode_with_rules(
+        r#"{"drop_fields": [{"field": "/bad", "namespace": "test"}]}"#,
+        vec![invalid(json!({}))],
+    );
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    assert_eq!(document(&out.output[0]), json!({"field": "x"}));
+
+    // a dropped document is the rule's outcome: a ScrubPayload dead letter holding the
+    // submission as received, or (count) nothing at all
+    let rules = r#"{"drop_documents": [
+        {"name": "counted", "field": "/tag", "equals": "c", "action": "count"},
+        {"name": "dead", "field": "/tag", "equals": "d"}
+    ]}"#;
+    let input = vec![
+        invalid(json!({"tag": "c"})),
+        invalid(json!({"tag": "d"})),
+        invalid(json!({"tag": "other"})),
+    ];
+    let out = decode_with_rules(rules, input.clone());
+    assert!(out.output.is_empty(), "{:?}", out.output);
+    let mut types: Vec<(&str, &str)> = out
+        .dead_letters
+        .iter()
+        .map(|d| (d.error_type.as_str(), d.error_message.as_str()))
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            (
+                "ParsePayload",
+                "payload does not match schema `test/test.1`: /bad: False schema does not allow {\"secret\":1}"
+            ),
+            (
+                "ScrubPayload",
+                "document dropped by payload rule `dead`: `/tag` matched"
+            ),
+        ]
+    );
+    let dropped = out
+        .dead_letters
+        .iter()
+        .find(|d| d.error_type == "ScrubPayload")
+        .unwrap();
+    assert_eq!(dropped.original.payload, input[1].payload);
+}
+
+#[test]
+fn payload_rules_see_the_uris_names_and_values_and_drop_documents_no_schema_knows() {
+    // gcp-ingestion's MessageScrubber drops by namespace/doctype before `docTypeExists`: a
+    // doctype without a schema is the rule's, not "unknown doctype"
+    let rules = r#"{"drop_documents": [
+        {"name": "retired", "field": "/v", "namespace": "org-mozilla-fenix", "doctype": "old-ping"},
+        {"name": "old_nightly", "attribute": "app_version", "equals": "61.0a1"}
+    ]}"#;
+    let uri = |ns: &str| format!("/submit/{ns}/old-ping/1/{ID}");
+    let out = decode_with_rules(
+        rules,
+        vec![
+            submit(&uri("org-mozilla-fenix"), r#"{"v":1}"#),
+            // the registry's comparison of names: snake_case
+            submit(&uri("org_mozilla_fenix"), r#"{"v":1}"#),
+            // not matched: the usual ParsePayload outcome
+            submit(&uri("org-mozilla-fenix"), r#"{"w":1}"#),
+            // by what the uri says: an invalid main ping of that version is the rule's
+            submit(
+                &format!("/submit/telemetry/{ID}/main/Firefox/61.0a1/nightly/20180328030202"),
+                r#"{"version":4}"#,
+            ),
+        ],
+    );
+    let by_payload = |p: &str| {
+        out.dead_letters
+            .iter()
+            .filter(|d| d.original.payload == p.as_bytes())
+            .map(|d| (d.error_type.as_str(), d.error_message.as_str()))
+            .collect::<Vec<_>>()
+    };
+    let retired = (
+        "ScrubPayload",
+        "document dropped by payload rule `retired`: `/v` matched",
+    );
+    assert_eq!(by_payload(r#"{"v":1}"#), [retired, retired]);
+    let unmatched = by_payload(r#"{"w":1}"#);
+    assert_eq!(unmatched[0].0, "ParsePayload");
+    assert!(
+        unmatched[0].1.starts_with("no such doctype"),
+        "{unmatched:?}"
+    );
+    assert_eq!(
+        by_payload(r#"{"version":4}"#),
+        [(
+            "ScrubPayload",
+            "document dropped by payload rule `old_nightly`: attribute `app_version` matched"
+        )]
     );
 }

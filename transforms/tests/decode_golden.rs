@@ -31,7 +31,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// The input, deterministic: valid documents of every example schema (some gzipped), every
-/// error kind, replays of decoded output and of dead letters.
+/// error kind, replays of decoded output and of dead letters, a document split in parts.
 fn generate() -> Vec<Message> {
     let mut rng = Rng::new(2024);
     let mut out = Vec::new();
@@ -250,6 +250,20 @@ fn generate() -> Vec<Message> {
                       "client_id": rng.uuid().to_uppercase()});
     let uri = generic_uri("test", "test", 1, &rng.uuid());
     out.push(submission(core.to_string(), uri, &mut rng));
+
+    // ping splitting (test/split's split_config): the document and its parts; a document
+    // whose subset fails its schema, one dead letter
+    let split = json!({"client_id": rng.uuid().to_uppercase(),
+                       "payload": {"int": 7, "int64": 8, "string": "kept"},
+                       "test_int": 9, "test_string": "rest"});
+    let uri = generic_uri("test", "split", 1, &rng.uuid());
+    out.push(submission(
+        gzip(split.to_string().as_bytes()),
+        uri,
+        &mut rng,
+    ));
+    let uri = generic_uri("test", "split", 1, &rng.uuid());
+    out.push(submission(r#"{"stray_int":1}"#, uri, &mut rng));
     out
 }
 
@@ -345,7 +359,17 @@ fn decoder_matches_golden_files() {
             )
             .failures_to(dead)
     });
-    assert_eq!(out.output.len() + out.dead_letters.len(), input.len());
+    // every input is one output or one dead letter, but the split document: three outputs
+    let split_parts = out
+        .output
+        .iter()
+        .filter(|m| m.attribute("split_from").is_some())
+        .count();
+    assert_eq!(split_parts, 3);
+    assert_eq!(
+        out.output.len() + out.dead_letters.len(),
+        input.len() + split_parts - 1
+    );
     let output = lines(out.output);
     let dead = lines(out.dead_letters.iter().map(DeadLetter::to_message));
     if update {

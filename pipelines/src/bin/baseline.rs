@@ -6,8 +6,10 @@
 //! a byte range of the input (cut at line starts), read it with the file source's
 //! [`RecordReader`], run the [`Decoder`](sluice_transforms::decode::Decoder)'s steps one after
 //! the other by calling the same per-record functions (strip replay attributes, `ParseUri`,
-//! `DecompressPayload` bounded by the payload limit, `LimitPayloadSize`, `ParsePayload` with the
-//! registry's validators, the client-IP scrub, `AddMetadata`), and write json envelopes, gzipped, into one file per
+//! `DecompressPayload` bounded by the payload limit, `LimitPayloadSize`, `ParseProxy`,
+//! `ParseUserAgent`, `ParsePayload` with the registry's validators (payload rules before
+//! validation, and the split of documents whose schema has a `split_config`), then on each
+//! message it gives `NormalizeAttributes`, the client-IP scrub, `AddMetadata`), and write json envelopes, gzipped, into one file per
 //! rendered partition path and thread through a 1 MiB `BufWriter`; dead letters likewise,
 //! with the attributes the runner gives them (`job_name`, `input`, `input_type`, position) and
 //! without client IPs, as the job writes them.
@@ -43,7 +45,7 @@ use sluice::{DeadLetter, Failure, Message};
 use sluice_schemas::{Limits, SchemaRegistry};
 use sluice_transforms::decode::{
     AddMetadata, DecodeError, DecompressPayload, LimitPayloadSize, NormalizeAttributes,
-    ParsePayload, ParseProxy, ParseUri, ParseUserAgent, REPLAY_STRIPPED_ATTRIBUTES,
+    ParsePayload, ParseProxy, ParseUri, ParseUserAgent, Payloads, REPLAY_STRIPPED_ATTRIBUTES,
 };
 use sluice_transforms::io::file::RecordReader;
 use sluice_transforms::io::format::{InputFormat, OutputFormat};
@@ -176,12 +178,14 @@ impl Steps {
         }
     }
 
-    /// One message through every step; a rejected message comes back as the step received it,
-    /// with the step's name as error type.
+    /// One message through every step up to `ParsePayload` (which applies the payload rules
+    /// and splits a document whose schema says so); a rejected message comes back as the step
+    /// received it, with the step's name as error type. Each message it gives then goes
+    /// through [`Steps::finish`].
     // The message comes back whole, as the steps' owned maps give it, so that dead-lettering it
     // copies nothing: the large `Err` is the design (as in `sluice_transforms::decode`).
     #[allow(clippy::result_large_err)]
-    fn decode(&self, mut m: Message) -> Result<Message, (Message, &'static str, Failure)> {
+    fn decode(&self, mut m: Message) -> Result<Payloads, (Message, &'static str, Failure)> {
         for k in REPLAY_STRIPPED_ATTRIBUTES {
             m.attributes.remove(*k);
         }
@@ -200,10 +204,19 @@ impl Steps {
             .map_err(|(m, e)| (m, "LimitPayloadSize", e.into()))?;
         ParseProxy::apply(&mut m);
         ParseUserAgent::apply(&mut m);
-        let mut m = self
-            .parse
-            .apply_owned(m)
-            .map_err(|(m, e)| (m, "ParsePayload", e.into()))?;
+        self.parse.apply(m).map_err(|(m, e)| {
+            // a payload rule's drop is a `ScrubPayload` dead letter, as in the Decoder
+            if matches!(e, DecodeError::DroppedByRule { .. }) {
+                (m, "ScrubPayload", e.into())
+            } else {
+                (m, "ParsePayload", e.into())
+            }
+        })
+    }
+
+    /// The steps after `ParsePayload`, on each message it gave.
+    #[allow(clippy::result_large_err)]
+    fn finish(&self, mut m: Message) -> Result<Message, (Message, &'static str, Failure)> {
         NormalizeAttributes::apply(&mut m);
         // The Decoder's default scrubbing: client IPs go before the metadata is nested.
         ScrubAttributes::client_ip().scrub(&mut m.attributes);
@@ -343,22 +356,38 @@ fn decode_range(
             .read_batch(&mut batch, 1024, 8 << 20)
             .with_context(|| format!("cannot read `{}`", input.display()))?;
         for record in batch.drain(..) {
-            let result = match record {
+            let parsed = match record {
                 Ok(m) => job
                     .steps
                     .decode(m)
                     .map_err(|(m, step, failure)| DeadLetter::new(m, step, failure)),
                 Err(dl) => Err(dl),
             };
-            match result {
-                Ok(m) => {
-                    decoded.write(&m)?;
-                    counts.decoded += 1;
+            let mut emit = |result: Result<Message, DeadLetter>| -> anyhow::Result<()> {
+                match result {
+                    Ok(m) => {
+                        decoded.write(&m)?;
+                        counts.decoded += 1;
+                    }
+                    Err(dl) => {
+                        dead.write(&job.finish(dl).to_message())?;
+                        counts.dead += 1;
+                    }
                 }
-                Err(dl) => {
-                    dead.write(&job.finish(dl).to_message())?;
-                    counts.dead += 1;
+                Ok(())
+            };
+            match parsed {
+                // one message, or the parts of a split document, each finished on its own
+                Ok(payloads) => {
+                    for m in payloads {
+                        emit(
+                            job.steps
+                                .finish(m)
+                                .map_err(|(m, step, failure)| DeadLetter::new(m, step, failure)),
+                        )?;
+                    }
                 }
+                Err(dl) => emit(Err(dl))?,
             }
         }
         if read.end {

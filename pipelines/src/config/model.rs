@@ -268,9 +268,10 @@ pub struct DecoderConfig {
     /// `isp_db_version`. Optional, as `geo_city_database`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo_isp_database: Option<PathBuf>,
-    /// Payload field rules applied to valid documents (`[decoder.scrub_payload]`): fields
-    /// removed (`drop_fields`) and documents dropped (`drop_documents`, each as a
-    /// `ScrubPayload` dead letter or counted under `records_dropped` in the summary).
+    /// Payload rules (`[decoder.scrub_payload]`), applied right after the payload is parsed,
+    /// before validation (gcp-ingestion's MessageScrubber): fields removed (`drop_fields`) and
+    /// documents dropped (`drop_documents`, each as a `ScrubPayload` dead letter or counted
+    /// under `records_dropped` in the summary).
     #[serde(default, skip_serializing_if = "ScrubPayloadConfig::is_empty")]
     pub scrub_payload: ScrubPayloadConfig,
 }

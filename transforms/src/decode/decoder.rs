@@ -9,8 +9,7 @@ use crate::scrub::ScrubAttributes;
 
 use super::{
     AddMetadata, DecompressPayload, GeoLookup, LimitPayloadSize, NormalizeAttributes, ParsePayload,
-    ParseProxy, ParseUri, ParseUserAgent, ScrubPayload, ScrubPayloadConfig,
-    DEFAULT_MAX_PAYLOAD_BYTES,
+    ParseProxy, ParseUri, ParseUserAgent, ScrubPayloadConfig, DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
 /// Attributes a dead letter carries besides the original's (gcp-ingestion's error attributes
@@ -39,9 +38,9 @@ pub const REPLAY_STRIPPED_ATTRIBUTES: &[&str] = &[
 
 /// gcp-ingestion's Decoder: strips the error attributes of replayed dead letters, then
 /// [`ParseUri`] -> [`DecompressPayload`] -> [`LimitPayloadSize`] -> [`ParseProxy`] ->
-/// [`GeoLookup`] (with [`Decoder::with_geo`]) -> [`ParseUserAgent`] -> [`ParsePayload`] ->
-/// ([`ScrubPayload`], when rules are set with [`Decoder::with_scrub_payload`]) ->
-/// [`NormalizeAttributes`] ->
+/// [`GeoLookup`] (with [`Decoder::with_geo`]) -> [`ParseUserAgent`] -> [`ParsePayload`]
+/// (which applies the payload rules of [`Decoder::with_scrub_payload`] before validation, and
+/// splits documents whose schema has a `split_config`) -> [`NormalizeAttributes`] ->
 /// [`AddMetadata`](super::AddMetadata), returning the decoded messages and every step's dead
 /// letters. The steps that never fail run inside their neighbours' operators (one map for
 /// proxy and user agent, normalization with the metadata), so that they add no operator.
@@ -84,7 +83,7 @@ pub struct Decoder {
     stripped: Vec<String>,
     scrub: ScrubAttributes,
     geo: GeoLookup,
-    scrub_payload: ScrubPayload,
+    scrub_payload: ScrubPayloadConfig,
 }
 
 impl Decoder {
@@ -100,7 +99,7 @@ impl Decoder {
                 .collect(),
             scrub: ScrubAttributes::client_ip(),
             geo: GeoLookup::none(),
-            scrub_payload: ScrubPayload::new(&ScrubPayloadConfig::default()),
+            scrub_payload: ScrubPayloadConfig::default(),
         }
     }
 
@@ -112,10 +111,10 @@ impl Decoder {
         self
     }
 
-    /// Sets the payload field rules applied after validation (see [`ScrubPayload`]); none by
-    /// default.
+    /// Sets the payload rules (see [`ScrubPayload`](super::ScrubPayload)), applied in [`ParsePayload`] right after
+    /// the payload is parsed, before validation; none by default.
     pub fn with_scrub_payload(mut self, rules: &ScrubPayloadConfig) -> Self {
-        self.scrub_payload = ScrubPayload::new(rules);
+        self.scrub_payload = rules.clone();
         self
     }
 
@@ -181,13 +180,10 @@ impl<'s> PTransform<PCollection<'s, Message>> for Decoder {
         };
         let parsed = enriched.and_then(
             "parse_payload",
-            ParsePayload::new(self.registry).with_limits(self.limits),
+            ParsePayload::new(self.registry)
+                .with_limits(self.limits)
+                .with_scrub_payload(&self.scrub_payload),
         );
-        let parsed = if self.scrub_payload.is_empty() {
-            parsed
-        } else {
-            parsed.and_then("scrub_payload", self.scrub_payload)
-        };
         parsed.and_then("add_metadata", NormalizedMetadata(self.scrub))
     }
 }

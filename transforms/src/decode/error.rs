@@ -191,12 +191,31 @@ pub enum DecodeError {
     /// `AddMetadata` got a payload that is not a JSON object (it must follow `ParsePayload`).
     #[error("payload is not a json object (must start with `{{` and end with `}}`): cannot add metadata")]
     MetadataTarget,
+    /// A part of a split document (its schema's `split_config`) failed; the whole document is
+    /// one dead letter.
+    #[error("split part `{namespace}/{doctype}.{version}` failed")]
+    SplitPart {
+        /// The part's namespace.
+        namespace: String,
+        /// The part's doctype.
+        doctype: String,
+        /// The part's version.
+        version: u32,
+        /// Why it failed.
+        #[source]
+        source: Box<DecodeError>,
+    },
+    /// [`ParsePayload::apply_owned`](super::ParsePayload::apply_owned) got a document that is
+    /// split or dropped by a payload rule (use `ParsePayload::apply`).
+    #[error("the document became other than one document (split, or dropped by a payload rule)")]
+    NotOneDocument,
     /// A `drop_documents` rule of `[decoder.scrub_payload]` matched (`ScrubPayload`).
-    #[error("document dropped by payload rule `{rule}`: `{field}` matched")]
+    #[error("document dropped by payload rule `{rule}`: {field} matched")]
     DroppedByRule {
         /// The rule's name.
         rule: String,
-        /// The field it tests.
+        /// What it tests, as the message says it: `` `/a/b` `` (a field) or
+        /// ``attribute `app_version` ``.
         field: String,
     },
 }

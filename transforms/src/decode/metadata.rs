@@ -235,9 +235,11 @@ pub fn lift_metadata(
                 }
             }
         }
+        // a number too, as gcp-ingestion reads it (`"document_version":1`, ParsePayloadTest's
+        // testMetadataInPayload)
         for name in IDENTIFYING_FIELDS {
-            if let Some(Value::String(v)) = metadata.get(name) {
-                fill(name.to_string(), v.clone());
+            if let Some(v) = metadata.get(name).and_then(scalar_text) {
+                fill(name.to_string(), v);
             }
         }
     }

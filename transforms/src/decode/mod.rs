@@ -12,8 +12,7 @@
 //! | [`ParseProxy`] | never fails | undoes the pipeline proxy's changes (`x_pipeline_proxy`) |
 //! | [`GeoLookup`] | never fails | `geo_*`, `isp_*` of the client IP (optional MaxMind databases) |
 //! | [`ParseUserAgent`] | never fails | `user_agent` -> `user_agent_browser`, `_version`, `_os` |
-//! | [`ParsePayload`] | `ParsePayload` | parses once, lifts nested `metadata`, validates, derives `client_id`, `sample_id`, `os`, ... |
-//! | [`ScrubPayload`] | `ScrubPayload` | payload field rules: drops fields, drops documents |
+//! | [`ParsePayload`] | `ParsePayload` (`ScrubPayload` for a rule's drop) | parses once, lifts nested `metadata`, applies the payload rules ([`ScrubPayload`]'s, before validation, as gcp-ingestion's MessageScrubber), validates, derives `client_id`, `sample_id`, `os`, ...; splits a document whose schema has a `split_config` |
 //! | [`NormalizeAttributes`] | never fails | `normalized_channel`, `_os`, `_os_version`, `_app_name`, `_country_code` |
 //! | [`AddMetadata`] | `AddMetadata` | nests the attributes into the payload's `metadata` |
 //!
@@ -37,6 +36,7 @@ mod parse_payload;
 mod parse_uri;
 mod proxy;
 mod scrub_payload;
+mod split;
 mod stub;
 mod user_agent;
 
@@ -50,7 +50,7 @@ pub use normalize::{
     normalize_app_name, normalize_channel, normalize_country_code, normalize_os,
     normalize_os_version, NormalizeAttributes,
 };
-pub use parse_payload::{normalize_uuid, sample_id, ParsePayload};
+pub use parse_payload::{normalize_uuid, sample_id, ParsePayload, Payloads};
 pub use parse_uri::{ParseUri, MAX_ATTRIBUTES};
 pub use proxy::{client_ip, ParseProxy};
 pub use scrub_payload::{
@@ -94,4 +94,7 @@ pub mod attr {
     pub const GEO_COUNTRY: &str = "geo_country";
     /// When the edge received the submission.
     pub const SUBMISSION_TIMESTAMP: &str = "submission_timestamp";
+    /// `namespace/doctype/version` of the document a message was split from (set on every
+    /// part, and on the preserved original); a message with it is never split again.
+    pub const SPLIT_FROM: &str = "split_from";
 }

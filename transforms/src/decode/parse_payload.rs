@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
-use sluice::{Message, PCollection, PTransform, WithFailures};
+use sluice::{Failure, Message, PCollection, PTransform, WithFailures};
 use sluice_schemas::{Limits, SchemaRegistry};
 
 use super::json_scan::{remove_members, replace_string};
 use super::metadata::{is_metadata_member, lift_metadata};
 use super::parse_uri::is_uuid;
+use super::scrub_payload::{count_drop, ScrubPayload, ScrubPayloadConfig};
+use super::split::split;
 use super::{attr, DecodeError};
 
 /// `crc32(client_id) % 100`: the sample bucket gcp-ingestion derives from a client id. The
@@ -71,6 +73,15 @@ pub fn normalize_uuid(id: &str) -> Option<String> {
 ///   the schema found ([`Schema::canonical_namespace`](sluice_schemas::Schema::canonical_namespace),
 ///   its version as a plain integer), so that outputs are partitioned by the repository's
 ///   spelling: `.test.` or `Test` land where `test` does.
+/// - The payload rules of [`ParsePayload::with_scrub_payload`] run right after the payload is
+///   parsed and replayed metadata lifted, before anything else looks at the document
+///   (gcp-ingestion's MessageScrubber): a rule's drop is a `ScrubPayload` dead letter or a
+///   count, whatever the document's validity; a removed field is not validated.
+/// - A document whose schema has a `mozPipelineMetadata.split_config`
+///   ([`SplitConfig`](sluice_schemas::SplitConfig)) becomes its parts ([`Payloads::Split`]):
+///   each validated against its own schema and named as it, with the submission's other
+///   attributes, its source position and `split_from`; if any part fails, the submission is
+///   one dead letter. A message with `split_from` is never split again.
 /// - The payload's nesting and array lengths are bounded ([`Limits`]) before validation.
 /// - The output payload is the input bytes, minus the lifted members if there were any and
 ///   with a client id rewritten in lower case: the document is never re-serialized.
@@ -78,20 +89,62 @@ pub fn normalize_uuid(id: &str) -> Option<String> {
 /// Errors (`error_type` `ParsePayload`): not JSON, not an object, over the limits, a
 /// `document_id` that is not a UUID, missing namespace or doctype, unknown doctype, missing
 /// version, schema version not found, invalid (the message names the failing JSON pointers),
-/// no longer collected.
+/// no longer collected, a split part that fails any of these (the message names the part);
+/// `ScrubPayload` for a `dead_letter` payload rule.
 #[derive(Debug, Clone)]
 pub struct ParsePayload {
     registry: Arc<SchemaRegistry>,
     limits: Limits,
+    scrub: ScrubPayload,
+    /// Whether any schema of the registry splits its documents.
+    splits: bool,
+}
+
+/// What [`ParsePayload::apply`] made of a message that is not a dead letter.
+#[derive(Debug)]
+pub enum Payloads {
+    /// The decoded message.
+    One(Message),
+    /// The parts of a split document (and the document itself when its split config
+    /// preserves the original), in order: original, subsets, remainder.
+    Split(Vec<Message>),
+    /// Dropped by the `count` rule of this index in `drop_documents`.
+    Dropped(usize),
+}
+
+impl IntoIterator for Payloads {
+    type Item = Message;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Message>, std::vec::IntoIter<Message>>;
+
+    /// The messages to pass on (none for a dropped document).
+    fn into_iter(self) -> Self::IntoIter {
+        let (one, many) = match self {
+            Payloads::One(m) => (Some(m), Vec::new()),
+            Payloads::Split(parts) => (None, parts),
+            Payloads::Dropped(_) => (None, Vec::new()),
+        };
+        one.into_iter().chain(many)
+    }
 }
 
 impl ParsePayload {
     /// The step, validating against `registry`.
     pub fn new(registry: Arc<SchemaRegistry>) -> Self {
+        let splits = registry.iter().any(|s| s.split_config().is_some());
         ParsePayload {
+            splits,
             registry,
             limits: Limits::default(),
+            scrub: ScrubPayload::new(&ScrubPayloadConfig::default()),
         }
+    }
+
+    /// Sets the payload rules (`[decoder.scrub_payload]`) applied right after parsing, before
+    /// validation, as gcp-ingestion's MessageScrubber is: a document a rule drops is never
+    /// validated, a field a rule removes is not validated either.
+    pub fn with_scrub_payload(mut self, rules: &ScrubPayloadConfig) -> Self {
+        self.scrub = ScrubPayload::new(rules);
+        self
     }
 
     /// Sets the bounds checked before validation.
@@ -100,16 +153,35 @@ impl ParsePayload {
         self
     }
 
-    /// Parses and validates one message (what the step does per record).
+    /// Parses and validates one message (what the step does per record), for a document
+    /// that is neither split nor dropped by a rule.
     pub fn apply_to(&self, message: &Message) -> Result<Message, DecodeError> {
         self.apply_owned(message.clone()).map_err(|(_, e)| e)
     }
 
     /// Parses and validates a message it owns; on failure, hands it back unchanged with the
-    /// error.
-    pub fn apply_owned(&self, mut message: Message) -> Result<Message, (Message, DecodeError)> {
+    /// error. A document that is split or dropped by a rule is an error here: use
+    /// [`ParsePayload::apply`] where those can happen.
+    pub fn apply_owned(&self, message: Message) -> Result<Message, (Message, DecodeError)> {
+        // a copy to hand back only where a document can become other than one
+        let original = (self.splits || !self.scrub.is_empty()).then(|| message.clone());
+        match self.apply(message)? {
+            Payloads::One(m) => Ok(m),
+            Payloads::Split(_) | Payloads::Dropped(_) => Err((
+                original.expect("only a split or a rule makes other than one document"),
+                DecodeError::NotOneDocument,
+            )),
+        }
+    }
+
+    /// What the step does per record: parses the payload, applies the payload rules, validates
+    /// it and derives attributes; splits it when its schema says so. On failure, hands the
+    /// message back unchanged with the error (a split document is one dead letter, whichever
+    /// part failed: replaying it makes every part again).
+    pub fn apply(&self, mut message: Message) -> Result<Payloads, (Message, DecodeError)> {
         let parsed = match self.parse_and_validate(&message.payload, &message.attributes) {
-            Ok(parsed) => parsed,
+            Ok(Outcome::Parsed(parsed)) => parsed,
+            Ok(Outcome::Dropped(i)) => return Ok(Payloads::Dropped(i)),
             Err(e) => return Err((message, e)),
         };
         // nothing can fail from here: the message changes only now
@@ -128,7 +200,34 @@ impl ParsePayload {
             message.attributes.insert(name.to_string(), value);
         }
         message.payload = parsed.payload;
-        Ok(message)
+        let Some(split) = parsed.split else {
+            return Ok(Payloads::One(message));
+        };
+        message
+            .attributes
+            .insert(attr::SPLIT_FROM.to_string(), split.from);
+        let mut out = Vec::with_capacity(split.parts.len() + 1);
+        for part in split.parts {
+            // each part keeps the source position: a sink refusing it names the input record
+            let mut m = Message {
+                payload: part.payload,
+                attributes: message.attributes.clone(),
+                position: message.position.clone(),
+            };
+            let [namespace, doctype, version] = part.canonical;
+            for (name, value) in [
+                (attr::DOCUMENT_NAMESPACE, namespace),
+                (attr::DOCUMENT_TYPE, doctype),
+                (attr::DOCUMENT_VERSION, version),
+            ] {
+                m.attributes.insert(name.to_string(), value);
+            }
+            out.push(m);
+        }
+        if split.keep_original {
+            out.insert(0, message);
+        }
+        Ok(Payloads::Split(out))
     }
 
     /// The work of the step, leaving the message alone: what to change once it passed.
@@ -136,7 +235,7 @@ impl ParsePayload {
         &self,
         payload: &Bytes,
         attributes: &BTreeMap<String, String>,
-    ) -> Result<Parsed, DecodeError> {
+    ) -> Result<Outcome, DecodeError> {
         let mut value: Value = serde_json::from_slice(payload)
             .map_err(|source| DecodeError::InvalidJson { source })?;
         let Value::Object(map) = &mut value else {
@@ -144,7 +243,7 @@ impl ParsePayload {
                 found: kind(&value),
             });
         };
-        let (payload, lifted) = if map.keys().any(|k| is_metadata_member(k)) {
+        let (mut payload, lifted) = if map.keys().any(|k| is_metadata_member(k)) {
             // a replay: lift into a copy of the attributes (rare, and the original must stay
             // intact for a dead letter), and cut the lifted members out of the bytes, keeping
             // everything else
@@ -163,6 +262,14 @@ impl ParsePayload {
             (payload.clone(), None)
         };
         let attributes = lifted.as_ref().unwrap_or(attributes);
+        // gcp-ingestion's MessageScrubber: after parsing, before anything looks at the
+        // document's names or validity
+        if !self.scrub.is_empty() {
+            if let Some(i) = self.scrub.check_document(attributes, &value)? {
+                return Ok(Outcome::Dropped(i));
+            }
+            self.scrub.drop_fields(attributes, &mut value, &mut payload);
+        }
         if let Some(id) = attributes.get(attr::DOCUMENT_ID) {
             if !is_uuid(id) {
                 return Err(DecodeError::InvalidDocumentIdAttribute {
@@ -179,15 +286,83 @@ impl ParsePayload {
             Some((path, id)) => replace_string(&payload, path, id).map_or(payload, Bytes::from),
             None => payload,
         };
-        Ok(Parsed {
+        // a part of a split (or its preserved original) is never split again
+        let split = match schema.split_config() {
+            Some(config) if !attributes.contains_key(attr::SPLIT_FROM) => {
+                if let Some((path, id)) = &derived.client_id_edit {
+                    set_string(&mut value, path, id);
+                }
+                Some(self.split(value, config, schema, attributes)?)
+            }
+            _ => None,
+        };
+        Ok(Outcome::Parsed(Parsed {
             payload,
             attributes: lifted,
-            canonical: [
-                schema.canonical_namespace().to_owned(),
-                schema.canonical_doctype().to_owned(),
-                schema.version().to_string(),
-            ],
+            canonical: canonical(schema),
             derived: derived.attributes,
+            split,
+        }))
+    }
+
+    /// The parts of a valid `document` of `schema`, each validated against its own schema.
+    fn split(
+        &self,
+        document: Value,
+        config: &sluice_schemas::SplitConfig,
+        schema: &sluice_schemas::Schema,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<Split, DecodeError> {
+        let Value::Object(document) = document else {
+            unreachable!("a document that validated as an object")
+        };
+        let mut parts = Vec::new();
+        for part in split(document, config) {
+            let t = part.target;
+            let failed = |source: DecodeError| DecodeError::SplitPart {
+                namespace: t.namespace.clone(),
+                doctype: t.doctype.clone(),
+                version: t.version,
+                source: Box::new(source),
+            };
+            let Some(target) = self.registry.get(&t.namespace, &t.doctype, t.version) else {
+                return Err(failed(DecodeError::SchemaNotFound {
+                    namespace: t.namespace.clone(),
+                    doctype: t.doctype.clone(),
+                    version: t.version.to_string(),
+                }));
+            };
+            let document = Value::Object(part.document);
+            target.validate(&document).map_err(|failure| {
+                failed(DecodeError::Invalid {
+                    namespace: target.canonical_namespace().to_owned(),
+                    doctype: target.canonical_doctype().to_owned(),
+                    version: target.version(),
+                    failure,
+                })
+            })?;
+            check_expiration(
+                target.as_json().get("mozPipelineMetadata"),
+                attributes,
+                target,
+            )
+            .map_err(failed)?;
+            let payload = serde_json::to_vec(&document)
+                .map_err(|source| failed(DecodeError::InvalidJson { source }))?;
+            parts.push(SplitPart {
+                payload: Bytes::from(payload),
+                canonical: canonical(target),
+            });
+        }
+        Ok(Split {
+            from: format!(
+                "{}/{}/{}",
+                schema.canonical_namespace(),
+                schema.canonical_doctype(),
+                schema.version()
+            ),
+            keep_original: config.preserve_original,
+            parts,
         })
     }
 
@@ -432,6 +607,15 @@ fn attributes_from_payload(
     }
 }
 
+/// What [`ParsePayload`] makes of a document: changes to the message, or a drop by a rule.
+// Returned once per message and moved, never stored: a box would cost an allocation per record
+// to save stack space no one holds.
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Parsed(Parsed),
+    Dropped(usize),
+}
+
 /// What [`ParsePayload`] changes in a message that passed.
 struct Parsed {
     /// The payload to pass on (the input's, minus lifted members).
@@ -443,6 +627,46 @@ struct Parsed {
     canonical: [String; 3],
     /// Attributes derived from the payload, set last.
     derived: Vec<(&'static str, String)>,
+    /// The parts, when the schema splits its documents.
+    split: Option<Split>,
+}
+
+/// The parts of a split document.
+struct Split {
+    /// `namespace/doctype/version` of the split document (the `split_from` attribute).
+    from: String,
+    /// Whether the split document is passed on too.
+    keep_original: bool,
+    parts: Vec<SplitPart>,
+}
+
+/// One part: its payload and the names of the schema it matched.
+struct SplitPart {
+    payload: Bytes,
+    canonical: [String; 3],
+}
+
+/// The names of `schema` as the repository spells them, its version as a plain integer.
+fn canonical(schema: &sluice_schemas::Schema) -> [String; 3] {
+    [
+        schema.canonical_namespace().to_owned(),
+        schema.canonical_doctype().to_owned(),
+        schema.version().to_string(),
+    ]
+}
+
+/// Sets the string at `path` (object keys) in `document`, where there is one.
+fn set_string(document: &mut Value, path: &[&str], value: &str) {
+    let mut at = document;
+    for key in path {
+        match at.get_mut(*key) {
+            Some(next) => at = next,
+            None => return,
+        }
+    }
+    if at.is_string() {
+        *at = Value::String(value.to_owned());
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -460,6 +684,29 @@ impl<'s> PTransform<PCollection<'s, Message>> for ParsePayload {
     type Output = WithFailures<'s, Message>;
 
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
-        input.try_map_owned("ParsePayload", move |m: Message| self.apply_owned(m))
+        let counters = self.scrub.counters(&input.metrics());
+        input.try_flat_map_owned("ParsePayload", move |m: Message| match self.apply(m) {
+            Ok(Payloads::Dropped(i)) => {
+                count_drop(&counters, i);
+                Ok(Payloads::Dropped(i))
+            }
+            Ok(out) => Ok(out),
+            Err((m, e)) => Err((m, failure(e))),
+        })
     }
 }
+
+/// The dead letter's failure for `e`: a payload rule's drop is a `ScrubPayload` dead letter,
+/// as it was when the rules ran as a step of their own.
+pub(crate) fn failure(e: DecodeError) -> Failure {
+    let scrubbed = matches!(e, DecodeError::DroppedByRule { .. });
+    let failure = Failure::from(e);
+    if scrubbed {
+        failure.with_error_type(SCRUB_PAYLOAD)
+    } else {
+        failure
+    }
+}
+
+/// The `error_type` of documents a `dead_letter` payload rule drops.
+pub(crate) const SCRUB_PAYLOAD: &str = "ScrubPayload";

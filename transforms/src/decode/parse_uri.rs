@@ -104,7 +104,13 @@ impl ParseUri {
             Ok(parsed) => parsed,
             Err(e) => return Err((message, e)),
         };
+        // a part of a split document (a replay of decoded output) keeps the names it was
+        // decoded as: its uri is the submission's, which named the document it was split from
+        let part = message.attributes.contains_key(attr::SPLIT_FROM);
         for (key, value) in parsed.attributes {
+            if part && ROUTING.contains(&key) && message.attributes.contains_key(key) {
+                continue;
+            }
             message.attributes.insert(key.to_string(), value);
         }
         if let Some(payload) = parsed.payload {
@@ -113,6 +119,13 @@ impl ParseUri {
         Ok(message)
     }
 }
+
+/// The attributes that name a document's schema.
+const ROUTING: [&str; 3] = [
+    attr::DOCUMENT_NAMESPACE,
+    attr::DOCUMENT_TYPE,
+    attr::DOCUMENT_VERSION,
+];
 
 /// What a uri gives: attributes, and for a stub installer ping the payload.
 struct Parsed {

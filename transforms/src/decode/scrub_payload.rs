@@ -1,12 +1,16 @@
 //! `ScrubPayload`: payload field rules from config: drop a field, drop a document matching a
 //! predicate (as a dead letter, or counted).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice::{Counter, Message, PCollection, PTransform, WithFailures};
+use sluice_schemas::snake_case;
 
 use super::json_scan::remove_path;
 use super::{attr, DecodeError};
@@ -87,8 +91,10 @@ impl<'de> Deserialize<'de> for JsonPointer {
 }
 
 /// The decoder's `[decoder.scrub_payload]` section: payload fields removed from decoded
-/// outputs and documents not written at all. Rules apply after validation, to the schema's
-/// canonical namespace and doctype.
+/// outputs and documents not written at all. The [`Decoder`](super::Decoder) applies the rules
+/// where gcp-ingestion's MessageScrubber runs: in `ParsePayload`, right after the payload is
+/// parsed (and replayed metadata lifted), before validation; `namespace` and `doctype` are
+/// compared with the uri's as the schema registry compares names (snake_case).
 ///
 /// ```
 /// use sluice_transforms::decode::{DropAction, ScrubPayloadConfig};
@@ -125,7 +131,7 @@ impl ScrubPayloadConfig {
 pub struct FieldRule {
     /// The field, as a JSON pointer.
     pub field: JsonPointer,
-    /// Only documents of this namespace (the schema's spelling); unset: every namespace.
+    /// Only documents of this namespace; unset: every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Only documents of this doctype; unset: every doctype.
@@ -145,22 +151,28 @@ pub enum DropAction {
     Count,
 }
 
-/// One rule dropping documents: matches when the value at `field` equals `equals`, is one of
-/// `in`, or (neither given) exists.
+/// One rule dropping documents: matches when the value at `field` (a payload field) or of
+/// `attribute` (an attribute the edge or the uri set: `app_version`, `app_update_channel`,
+/// `x_source_tags`, ...; compared as a JSON string) equals `equals`, is one of `in`, or
+/// (neither given) exists. Give `field` or `attribute`, not both.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, try_from = "RawDocumentRule")]
 pub struct DocumentRule {
     /// Names the rule in dead letters and counters.
     pub name: String,
     /// The field tested, as a JSON pointer (array indexes allowed, as in `/a/0`).
-    pub field: JsonPointer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<JsonPointer>,
+    /// The attribute tested, instead of a field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
     /// Matches documents whose field has this value (JSON equality).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<Value>,
     /// Matches documents whose field has one of these values.
     #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
     pub one_of: Option<Vec<Value>>,
-    /// Only documents of this namespace (the schema's spelling); unset: every namespace.
+    /// Only documents of this namespace; unset: every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Only documents of this doctype; unset: every doctype.
@@ -175,7 +187,10 @@ pub struct DocumentRule {
 #[serde(deny_unknown_fields)]
 struct RawDocumentRule {
     name: String,
-    field: JsonPointer,
+    #[serde(default)]
+    field: Option<JsonPointer>,
+    #[serde(default)]
+    attribute: Option<String>,
     #[serde(default)]
     equals: Option<Value>,
     #[serde(default, rename = "in")]
@@ -195,6 +210,17 @@ impl TryFrom<RawDocumentRule> for DocumentRule {
         if r.name.trim().is_empty() {
             return Err("a rule needs a `name` (it labels its dead letters and counter)".into());
         }
+        match (&r.field, &r.attribute) {
+            (Some(_), None) => {}
+            (None, Some(a)) if !a.trim().is_empty() => {}
+            (None, Some(_)) => return Err(format!("rule `{}`: `attribute` must name one", r.name)),
+            _ => {
+                return Err(format!(
+                    "rule `{}`: give `field` (a JSON pointer) or `attribute`, one of them",
+                    r.name
+                ))
+            }
+        }
         if r.equals.is_some() && r.one_of.is_some() {
             return Err(format!(
                 "rule `{}`: give `equals` or `in`, not both",
@@ -204,6 +230,7 @@ impl TryFrom<RawDocumentRule> for DocumentRule {
         Ok(DocumentRule {
             name: r.name,
             field: r.field,
+            attribute: r.attribute,
             equals: r.equals,
             one_of: r.one_of,
             namespace: r.namespace,
@@ -213,21 +240,68 @@ impl TryFrom<RawDocumentRule> for DocumentRule {
     }
 }
 
-fn applies(namespace: &Option<String>, doctype: &Option<String>, m: &Message) -> bool {
-    let ok =
-        |want: &Option<String>, name| want.as_deref().is_none_or(|w| m.attribute(name) == Some(w));
+/// Whether a rule limited to `namespace`/`doctype` applies to a message with these attributes.
+/// The rules run before validation (where gcp-ingestion's MessageScrubber runs), on the names
+/// as the uri spells them: they are compared as the schema registry compares them (snake_case),
+/// so that a rule for `org-mozilla-fenix` also sees `/submit/org_mozilla_fenix/...`.
+fn applies(
+    namespace: &Option<String>,
+    doctype: &Option<String>,
+    attributes: &BTreeMap<String, String>,
+) -> bool {
+    let ok = |want: &Option<String>, name| {
+        want.as_deref().is_none_or(|w| {
+            attributes
+                .get(name)
+                .is_some_and(|have| have == w || snake_case(have) == snake_case(w))
+        })
+    };
     ok(namespace, attr::DOCUMENT_NAMESPACE) && ok(doctype, attr::DOCUMENT_TYPE)
 }
 
+/// Removes the member at `path` (object keys) from `document`; whether there was one.
+fn remove_in_value(document: &mut Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = document;
+    for key in parents {
+        match at.get_mut(key.as_str()) {
+            Some(next) if next.is_object() => at = next,
+            _ => return false,
+        }
+    }
+    at.as_object_mut()
+        .is_some_and(|o| o.remove(last.as_str()).is_some())
+}
+
 impl DocumentRule {
-    fn matches(&self, document: &Value) -> bool {
-        let Some(found) = document.pointer(self.field.as_str()) else {
+    fn matches(&self, attributes: &BTreeMap<String, String>, document: &Value) -> bool {
+        let attribute;
+        let found = match (&self.field, &self.attribute) {
+            (Some(field), _) => document.pointer(field.as_str()),
+            (None, Some(name)) => {
+                attribute = attributes.get(name).map(|v| Value::String(v.clone()));
+                attribute.as_ref()
+            }
+            (None, None) => None,
+        };
+        let Some(found) = found else {
             return false;
         };
         match (&self.equals, &self.one_of) {
             (Some(v), _) => found == v,
             (None, Some(vs)) => vs.contains(found),
             (None, None) => true,
+        }
+    }
+
+    /// What the rule tests, as its dead letters name it.
+    fn tested(&self) -> String {
+        match (&self.field, &self.attribute) {
+            (Some(field), _) => format!("`{}`", field.as_str()),
+            (None, Some(name)) => format!("attribute `{name}`"),
+            (None, None) => String::new(),
         }
     }
 }
@@ -243,8 +317,10 @@ pub enum Scrubbed {
 
 /// Applies a [`ScrubPayloadConfig`] to decoded messages (error_type `ScrubPayload` for the
 /// documents a `dead_letter` rule drops; documents a `count` rule drops are counted under
-/// [`Counter::Dropped`] with the rule's name). The [`Decoder`](super::Decoder) runs it after
-/// `ParsePayload`, so rules see valid documents and canonical names.
+/// [`Counter::Dropped`] with the rule's name). The [`Decoder`](super::Decoder) does not run
+/// this step: it gives the same rules to [`ParsePayload`](super::ParsePayload), which applies
+/// them to the document it parsed, before validation (one parse, and a rule can drop or
+/// redact a document that would fail validation). This step is for pipelines of their own.
 ///
 /// ```
 /// use sluice::Message;
@@ -292,32 +368,19 @@ impl ScrubPayload {
     /// handed back with the error for a dead letter (a `dead_letter` rule matched, or the
     /// payload is not JSON while document rules apply).
     pub fn apply_owned(&self, mut m: Message) -> Result<Scrubbed, (Message, DecodeError)> {
-        let mut documents = self
-            .documents
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| applies(&r.namespace, &r.doctype, &m))
-            .peekable();
-        if documents.peek().is_some() {
+        if self.documents_apply(&m.attributes) {
             let document: Value = match serde_json::from_slice(&m.payload) {
                 Ok(d) => d,
                 Err(source) => return Err((m, DecodeError::InvalidJson { source })),
             };
-            if let Some((i, rule)) = documents.find(|(_, r)| r.matches(&document)) {
-                return match rule.action {
-                    DropAction::Count => Ok(Scrubbed::Dropped(i)),
-                    DropAction::DeadLetter => {
-                        let e = DecodeError::DroppedByRule {
-                            rule: rule.name.clone(),
-                            field: rule.field.as_str().to_string(),
-                        };
-                        Err((m, e))
-                    }
-                };
+            match self.check_document(&m.attributes, &document) {
+                Ok(None) => {}
+                Ok(Some(i)) => return Ok(Scrubbed::Dropped(i)),
+                Err(e) => return Err((m, e)),
             }
         }
         for rule in self.fields.iter() {
-            if !applies(&rule.namespace, &rule.doctype, &m) {
+            if !applies(&rule.namespace, &rule.doctype, &m.attributes) {
                 continue;
             }
             if let Some(cut) = remove_path(&m.payload, rule.field.segments()) {
@@ -326,27 +389,84 @@ impl ScrubPayload {
         }
         Ok(Scrubbed::Kept(m))
     }
+
+    /// Whether any document rule applies to a message with these attributes.
+    fn documents_apply(&self, attributes: &BTreeMap<String, String>) -> bool {
+        self.documents
+            .iter()
+            .any(|r| applies(&r.namespace, &r.doctype, attributes))
+    }
+
+    /// The document rules on a parsed document: `Ok(None)` to keep it, `Ok(Some(i))` when
+    /// rule `i` (action `count`) drops it, the error when a `dead_letter` rule matches.
+    pub(crate) fn check_document(
+        &self,
+        attributes: &BTreeMap<String, String>,
+        document: &Value,
+    ) -> Result<Option<usize>, DecodeError> {
+        let matched = self.documents.iter().enumerate().find(|(_, r)| {
+            applies(&r.namespace, &r.doctype, attributes) && r.matches(attributes, document)
+        });
+        match matched {
+            None => Ok(None),
+            Some((i, rule)) => match rule.action {
+                DropAction::Count => Ok(Some(i)),
+                DropAction::DeadLetter => Err(DecodeError::DroppedByRule {
+                    rule: rule.name.clone(),
+                    field: rule.tested(),
+                }),
+            },
+        }
+    }
+
+    /// The field rules on a parsed document and its bytes: each field a rule names is removed
+    /// from both (the other bytes kept as they are).
+    pub(crate) fn drop_fields(
+        &self,
+        attributes: &BTreeMap<String, String>,
+        document: &mut Value,
+        payload: &mut Bytes,
+    ) {
+        for rule in self.fields.iter() {
+            if !applies(&rule.namespace, &rule.doctype, attributes) {
+                continue;
+            }
+            if remove_in_value(document, rule.field.segments()) {
+                if let Some(cut) = remove_path(payload, rule.field.segments()) {
+                    *payload = cut.into();
+                }
+            }
+        }
+    }
+
+    /// Counters of the `count` rules, by rule index, in `metrics`.
+    pub(crate) fn counters(&self, metrics: &sluice::Metrics) -> Vec<Option<Arc<AtomicU64>>> {
+        self.documents
+            .iter()
+            .map(|r| {
+                (r.action == DropAction::Count).then(|| metrics.counter(Counter::Dropped, &r.name))
+            })
+            .collect()
+    }
+}
+
+/// Counts a document that rule `i` dropped.
+pub(crate) fn count_drop(counters: &[Option<Arc<AtomicU64>>], i: usize) {
+    if let Some(Some(c)) = counters.get(i) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl<'s> PTransform<PCollection<'s, Message>> for ScrubPayload {
     type Output = WithFailures<'s, Message>;
 
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
-        let metrics = input.metrics();
-        let counters: Vec<Option<Arc<AtomicU64>>> = self
-            .documents
-            .iter()
-            .map(|r| {
-                (r.action == DropAction::Count).then(|| metrics.counter(Counter::Dropped, &r.name))
-            })
-            .collect();
+        let counters = self.counters(&input.metrics());
         input.try_flat_map_owned("ScrubPayload", move |m: Message| {
             match self.apply_owned(m)? {
                 Scrubbed::Kept(m) => Ok(Some(m)),
                 Scrubbed::Dropped(i) => {
-                    if let Some(Some(c)) = counters.get(i) {
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
+                    count_drop(&counters, i);
                     Ok(None)
                 }
             }
@@ -457,6 +577,37 @@ mod tests {
             err(r#"{"drop_documents": [{"name": "n", "field": "/a", "y": 1}]}"#)
                 .contains("unknown field")
         );
+        assert!(err(r#"{"drop_documents": [{"name": "n"}]}"#).contains("give `field`"));
+        assert!(
+            err(r#"{"drop_documents": [{"name": "n", "field": "/a", "attribute": "b"}]}"#)
+                .contains("one of them")
+        );
+        assert!(
+            err(r#"{"drop_documents": [{"name": "n", "attribute": ""}]}"#)
+                .contains("`attribute` must name one")
+        );
+    }
+
+    #[test]
+    fn a_rule_can_test_an_attribute() {
+        // gcp-ingestion's MessageScrubber also drops by what the uri and the edge say
+        let r = rules(
+            r#"{"drop_documents": [
+                {"name": "old_fx", "attribute": "app_version", "in": ["61.0a1", "62.0"]},
+                {"name": "tagged", "attribute": "x_source_tags"}
+            ]}"#,
+        );
+        let with = |k: &str, v: &str| doc("{}", "telemetry", "main").with_attribute(k, v);
+        let (_, e) = r.apply_owned(with("app_version", "62.0")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "document dropped by payload rule `old_fx`: attribute `app_version` matched"
+        );
+        assert!(r.apply_owned(with("x_source_tags", "automation")).is_err());
+        assert!(matches!(
+            r.apply_owned(with("app_version", "124.0")),
+            Ok(Scrubbed::Kept(_))
+        ));
     }
 
     #[test]
