@@ -9,7 +9,10 @@
 //! - rebalance: two processes in one consumer group, one killed mid-run: the other takes its
 //!   partitions over and nothing is lost;
 //! - the sink: messages written to topics from a template, read back with their headers;
-//! - a two-process timely cluster: the partitions spread over the workers of both processes.
+//! - a two-process timely cluster: the partitions spread over the workers of both processes;
+//! - a consumer-group member killed with SIGKILL and restarted, again and again, while
+//!   another member runs: nothing lost, duplicates within the documented bound
+//!   (`SLUICE_KAFKA_GROUP_KILLS`, 2 by default).
 //!
 //! Topics are read back with kafka-python (`scripts/services/kafka.sh client` installs it into
 //! a cached venv), objects with boto3: clients independent of Sluice's.
@@ -21,6 +24,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_support::{produce, produce_values, unique, Broker, Offsets};
@@ -634,6 +639,163 @@ fn a_killed_group_member_s_partitions_are_taken_over_without_loss() {
         copies - seen.len()
     );
     assert!(missing.is_empty(), "lost: {missing:?}");
+}
+
+/// Objects (`.ndjson`) under `dir`, recursively.
+fn object_count(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "ndjson") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// How many times the workers logged a revocation of their partitions, in `logs`.
+fn revocations(logs: &[PathBuf]) -> usize {
+    logs.iter()
+        .map(|l| {
+            std::fs::read_to_string(l)
+                .unwrap_or_default()
+                .matches("kafka partitions revoked")
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn a_group_member_killed_again_and_again_loses_nothing() {
+    let Some(broker) = Broker::real("a_group_member_killed_again_and_again_loses_nothing") else {
+        return;
+    };
+    let kills: usize = std::env::var("SLUICE_KAFKA_GROUP_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(2);
+    let seed = std::env::var("SLUICE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("kafka group crash test: {kills} kills, seed {seed} (SLUICE_KAFKA_GROUP_KILLS, SLUICE_CRASH_SEED)");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let brokers = broker.brokers();
+    let topic = unique("group-crash");
+    const PARTITIONS: i32 = 4;
+    broker.create_topic(&topic, PARTITIONS);
+    let group = unique("group-crash");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (out_a, out_b) = (out.join("a"), out.join("b"));
+    // (no static membership: tansu 0.6 stops assigning partitions to a group with
+    // `group.instance.id` members after the first rebalance)
+    let cfg_a = loader_config(tmp.path(), &brokers, &topic, &group, &out_a, MEMBER);
+    let cfg_b = loader_config(tmp.path(), &brokers, &topic, &group, &out_b, MEMBER);
+    let (log_a, log_b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let start = |cfg: &Path, log: &Path| {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        sluice()
+            .env("RUST_LOG", "warn,sluice_transforms::io::kafka=info")
+            .args(["run", "--no-progress"])
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let offsets = Offsets::new(&brokers, &group);
+    // input keeps coming on every partition, so a member has something to read whatever it
+    // owns after each rebalance
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (stop, brokers, topic) = (stop.clone(), brokers.clone(), topic.clone());
+        std::thread::spawn(move || {
+            const CHUNK: usize = 40;
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                produce(&brokers, &topic, &messages(n..n + CHUNK));
+                n += CHUNK;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            n
+        })
+    };
+    let mut a = start(&cfg_a, &log_a);
+    let mut b = start(&cfg_b, &log_b);
+    for kill in 1..=kills {
+        let before = object_count(&out_b);
+        let running = wait_while_running(
+            &mut b,
+            || object_count(&out_b) > before,
+            "member b writes an object",
+        );
+        assert!(running, "member b ended by itself");
+        std::thread::sleep(Duration::from_millis(u64::from(rng.next_u32() % 200)));
+        b.kill().unwrap(); // SIGKILL
+        b.wait().unwrap();
+        assert!(a.try_wait().unwrap().is_none(), "member a ended by itself");
+        eprintln!(
+            "kill {kill}: committed {:?}",
+            offsets.committed(&topic, PARTITIONS)
+        );
+        b = start(&cfg_b, &log_b);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let n = producer.join().unwrap();
+    // record i is on partition i % PARTITIONS (chunks are multiples of PARTITIONS)
+    let target = (n as i64) / i64::from(PARTITIONS);
+    let running = wait_while_running(
+        &mut a,
+        || {
+            let c = offsets.committed(&topic, PARTITIONS);
+            c.len() == PARTITIONS as usize && c.values().all(|o| *o >= target)
+        },
+        "the group commits every partition to its end",
+    );
+    assert!(running, "member a ended by itself");
+    for (name, child) in [("a", &mut a), ("b", &mut b)] {
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "member {name} after SIGTERM: {status}");
+    }
+    let seen = written(&out);
+    let missing: Vec<usize> = (0..n).filter(|i| !seen.contains_key(i)).collect();
+    let copies: usize = seen.values().sum();
+    let duplicates = copies - seen.len();
+    // every worker that stopped owning partitions uncleanly reads again at most
+    // REREAD_PER_WORKER: the killed member's workers, and each revocation
+    let revoked = revocations(&[log_a, log_b]);
+    let bound = (kills * WORKERS + revoked) * REREAD_PER_WORKER;
+    eprintln!(
+        "group crash: {n} messages, {kills} kills, {revoked} revocations, {copies} written, {duplicates} duplicates (bound {bound})"
+    );
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert!(
+        duplicates <= bound,
+        "{duplicates} duplicates, over the bound of {bound}"
+    );
 }
 
 #[test]
