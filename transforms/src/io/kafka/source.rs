@@ -658,3 +658,50 @@ impl Drop for KafkaReader {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(n: i32) -> Partition {
+        (Arc::from("t"), n)
+    }
+
+    #[test]
+    fn uncommitted_counts_durable_offsets_the_broker_has_not_confirmed() {
+        let mut inner = Inner::default();
+        for n in [0, 1] {
+            inner.owned.insert(p(n));
+        }
+        // reading started at 100 on partition 0 and at 7 on partition 1
+        inner.confirmed.insert(p(0), 100);
+        inner.confirmed.insert(p(1), 7);
+        assert_eq!(inner.uncommitted(), 0);
+        inner.latest.insert(p(0), 150);
+        inner.latest.insert(p(1), 10);
+        assert_eq!(inner.uncommitted(), 53);
+
+        // a commit of what was durable before more was: partly confirmed
+        inner.gated = true;
+        assert!(
+            inner.confirm(&[(p(0), 120)].into()),
+            "the waiting reader is woken"
+        );
+        assert_eq!(inner.uncommitted(), 33);
+        assert!(!inner.confirm(&[(p(0), 150), (p(1), 10)].into()));
+        assert_eq!(inner.uncommitted(), 0);
+        assert!(inner.latest.is_empty(), "nothing left to commit");
+    }
+
+    #[test]
+    fn a_revoked_partition_is_forgotten_and_a_late_confirmation_ignored() {
+        let mut inner = Inner::default();
+        inner.owned.insert(p(0));
+        inner.confirmed.insert(p(0), 0);
+        inner.latest.insert(p(0), 40);
+        inner.disown(&p(0));
+        assert_eq!(inner.uncommitted(), 0, "the new owner's to commit");
+        inner.confirm(&[(p(0), 40)].into());
+        assert!(inner.confirmed.is_empty() && inner.latest.is_empty());
+    }
+}
