@@ -187,6 +187,14 @@ pub struct KafkaSourceConfig {
     /// Bytes a worker buffers ahead of the pipeline (bytes or `"16MB"`), as above.
     #[serde(default = "default_max_buffered_bytes", with = "units::size")]
     pub max_buffered_bytes: usize,
+    /// Offsets a worker may have made durable in every sink without the broker having
+    /// confirmed their commit yet; above this it hands the pipeline no more records until
+    /// commits catch up. With the in-flight bound this bounds what a crash re-reads: after a
+    /// SIGKILL each worker's partitions are read again from at most
+    /// `in_flight.max_unacknowledged_epochs x epoch.max_records + max_uncommitted_records` records before
+    /// where it got (see the [module docs](super)).
+    #[serde(default = "default_max_uncommitted_records", with = "units::count")]
+    pub max_uncommitted_records: usize,
     /// More librdkafka consumer settings, as strings (TLS, SASL, fetch sizes).
     #[serde(
         default,
@@ -206,6 +214,12 @@ pub fn default_max_buffered_bytes() -> usize {
     16 * 1024 * 1024
 }
 
+/// 1,000 offsets per worker: commits are sent every 100 ms, so this holds a worker back only
+/// above ~10,000 records/s or when the broker is slow to confirm.
+pub fn default_max_uncommitted_records() -> usize {
+    1_000
+}
+
 impl KafkaSourceConfig {
     /// A config reading `topics` as `group_id` from `brokers`, with the defaults.
     pub fn new(brokers: impl Into<String>, topics: &[&str], group_id: impl Into<String>) -> Self {
@@ -220,6 +234,7 @@ impl KafkaSourceConfig {
             stop_at_end: false,
             max_buffered_records: default_max_buffered_records(),
             max_buffered_bytes: default_max_buffered_bytes(),
+            max_uncommitted_records: default_max_uncommitted_records(),
             options: BTreeMap::new(),
         }
     }

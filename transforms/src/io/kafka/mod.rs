@@ -17,8 +17,26 @@
 //!
 //! A bounded read (`stop_at_end`: backfills, replays, tests) looks up the partitions' end
 //! offsets when it opens, shares the partitions out to the workers itself (partition `i` to
-//! worker `i % workers`, no group membership, so no rebalance), resumes at the group's
-//! committed offsets, and ends when every partition is read to its end.
+//! worker `i % workers`, over the workers of every process; no group membership, so no
+//! rebalance), resumes at the group's committed offsets, and each worker ends when its
+//! partitions are read to their end.
+//!
+//! **What a crash reads again.** The poll thread commits what is durable synchronously, about
+//! 100 ms after it is at most, and the reader hands the pipeline no more
+//! records while more than `max_uncommitted_records` durable offsets wait for the broker's
+//! confirmation. So at any moment, the records a worker handed out past its committed offsets
+//! are at most its epochs in flight plus that:
+//!
+//! ```text
+//! re-read per worker <= in_flight.max_unacknowledged_epochs x epoch.max_records + max_uncommitted_records
+//! ```
+//!
+//! After a SIGKILL each worker of the killed process reads that many again at most, so a run
+//! of `W` workers writes at most `W x` that many duplicates per kill. A revocation (a member
+//! joined or left the group) costs each worker that loses partitions at most the same: it
+//! commits what is durable before the partitions go, and the records it had in flight are
+//! read again by the new owner. A clean stop (a signal, or the end of a bounded read) commits
+//! everything written and re-reads nothing.
 //!
 //! **Sink.** value = payload and headers = attributes (or the `json` / `heka` encodings); the
 //! topic comes from a template; a write is durable when every record has its delivery

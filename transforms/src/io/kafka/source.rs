@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
@@ -26,8 +26,11 @@ use crate::io::file::{record_bytes, ReadResult};
 /// A topic and a partition number.
 type Partition = (Arc<str>, i32);
 
-/// How long one poll of the consumer waits: the poll thread's reaction time to a stop.
+/// How long one poll of the consumer waits: the poll thread's reaction time to a stop, and
+/// how long a durable offset waits at most before its commit is sent.
 const POLL_WAIT: Duration = Duration::from_millis(100);
+/// How long the poll thread waits before committing again after a commit failed.
+const COMMIT_RETRY: Duration = Duration::from_secs(1);
 
 /// Reads Kafka topics as a consumer group; see the [module docs](super).
 ///
@@ -98,10 +101,8 @@ fn partitions_of<C: ConsumerContext>(
 /// Where a bounded source stops: per partition, the end offset when the job started.
 struct EndOffsets {
     ends: BTreeMap<Partition, i64>,
-    /// Partitions read up to their end, or with nothing to read.
-    reached: Mutex<BTreeSet<Partition>>,
-    /// The readers to wake when the last partition is reached.
-    wakers: Mutex<Vec<SourceWaker>>,
+    /// Partitions with nothing to read (committed at their end, or empty).
+    empty: BTreeSet<Partition>,
 }
 
 impl EndOffsets {
@@ -120,7 +121,7 @@ impl EndOffsets {
             .committed_offsets(tpl, METADATA_TIMEOUT)
             .map_err(|e| unreachable(config, e))?;
         let mut ends = BTreeMap::new();
-        let mut reached = BTreeSet::new();
+        let mut empty = BTreeSet::new();
         for (t, p) in partitions {
             let (low, high) = consumer
                 .fetch_watermarks(&t, p, METADATA_TIMEOUT)
@@ -131,46 +132,22 @@ impl EndOffsets {
             };
             let key: Partition = (Arc::from(t.as_str()), p);
             if from >= high || high <= low {
-                reached.insert(key.clone());
+                empty.insert(key.clone());
             }
             ends.insert(key, high);
         }
-        Ok(EndOffsets {
-            ends,
-            reached: Mutex::new(reached),
-            wakers: Mutex::default(),
-        })
+        Ok(EndOffsets { ends, empty })
     }
 
     fn is_past_end(&self, partition: &Partition, offset: i64) -> bool {
         self.ends.get(partition).is_none_or(|end| offset >= *end)
     }
+}
 
-    /// `partition` was read up to `next` (exclusive).
-    fn reach(&self, partition: &Partition, next: i64) {
-        if self.ends.get(partition).is_some_and(|end| next >= *end) {
-            let mut reached = self.reached.lock().unwrap_or_else(PoisonError::into_inner);
-            if reached.insert(partition.clone()) && reached.len() == self.ends.len() {
-                drop(reached);
-                for w in self
-                    .wakers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .iter()
-                {
-                    w.wake();
-                }
-            }
-        }
-    }
-
-    fn all_reached(&self) -> bool {
-        self.reached
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-            == self.ends.len()
-    }
+/// A bounded reader's partitions and those it has not read to their end yet.
+struct Bounded {
+    ends: Arc<EndOffsets>,
+    unreached: BTreeSet<Partition>,
 }
 
 impl Source for KafkaSource {
@@ -198,15 +175,11 @@ impl Source for KafkaSource {
 
     fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<ReadResult>>, BoxError> {
         let ends = if self.config.stop_at_end {
-            let ends = self.end_offsets(ctx.job_name())?;
-            ends.wakers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(ctx.waker());
-            Some(ends)
+            Some(self.end_offsets(ctx.job_name())?)
         } else {
             None
         };
+        let mut bounded = None;
         let shared = Arc::new(Shared {
             inner: Mutex::default(),
             stop: AtomicBool::new(false),
@@ -222,16 +195,30 @@ impl Source for KafkaSource {
             .map_err(|e| KafkaError::Client(e.to_string()))?;
         match &ends {
             // A bounded read knows its partitions up front: they are shared out as files are
-            // (partition i to worker i % peers) and resume at the group's committed offsets,
-            // with no group membership, so no rebalance can make a worker read twice.
+            // (partition i to worker i % peers, over the workers of every process) and resume
+            // at the group's committed offsets, with no group membership, so no rebalance can
+            // make a worker read twice. Each worker ends when its own partitions are read.
             Some(ends) => {
                 let mut tpl = TopicPartitionList::new();
-                for (i, (topic, partition)) in ends.ends.keys().enumerate() {
+                let mut inner = shared.lock();
+                for (i, key) in ends.ends.keys().enumerate() {
                     if i % ctx.peers().max(1) == ctx.worker_index() {
-                        tpl.add_partition_offset(topic, *partition, Offset::Stored)
+                        tpl.add_partition_offset(&key.0, key.1, Offset::Stored)
                             .map_err(|e| KafkaError::Client(e.to_string()))?;
+                        inner.owned.insert(key.clone());
                     }
                 }
+                let unreached = inner
+                    .owned
+                    .iter()
+                    .filter(|p| !ends.empty.contains(*p))
+                    .cloned()
+                    .collect();
+                drop(inner);
+                bounded = Some(Bounded {
+                    ends: ends.clone(),
+                    unreached,
+                });
                 consumer
                     .assign(&tpl)
                     .map_err(|e| KafkaError::Client(e.to_string()))?;
@@ -251,7 +238,7 @@ impl Source for KafkaSource {
             shared,
             thread: Some(thread),
             ledger: EpochLedger::new(),
-            ends,
+            bounded,
         }))
     }
 }
@@ -272,19 +259,66 @@ struct Shared {
     config: Arc<KafkaSourceConfig>,
 }
 
+/// What a reader and its poll thread share: the records polled, and the offset commits.
+///
+/// Offsets are "the next to read". For every partition the worker owns and has read from in
+/// its current assignment, `confirmed <= latest`: what the broker confirmed committed (or
+/// where reading started: everything before it was committed already), and what every sink
+/// made durable. The poll thread commits synchronously, so `confirmed` is what a crash now
+/// would resume from.
 #[derive(Default)]
 struct Inner {
     records: VecDeque<Polled>,
     bytes: usize,
-    /// Offsets (the next to read) every sink made durable, not yet committed.
-    commits: BTreeMap<Partition, i64>,
-    /// The latest committable offset of each partition this member owns.
+    /// The partitions this member owns now.
+    owned: BTreeSet<Partition>,
+    /// Per partition read in the current assignment: the committed offset the broker
+    /// confirmed, or the first offset read.
+    confirmed: BTreeMap<Partition, i64>,
+    /// Per partition: the offset every sink made durable, when past `confirmed`.
     latest: BTreeMap<Partition, i64>,
+    /// The reader handed out nothing for want of commits: wake it when one is confirmed.
+    gated: bool,
     error: Option<KafkaError>,
     /// The partitions are paused (backpressure).
     paused: bool,
     /// The assignment changed: pause or resume it afresh.
     reassigned: bool,
+}
+
+impl Inner {
+    /// Offsets durable in every sink whose commit the broker has not confirmed: what a crash
+    /// now would read again beyond the records in flight.
+    fn uncommitted(&self) -> usize {
+        self.latest
+            .iter()
+            .map(|(p, o)| {
+                let confirmed = self.confirmed.get(p).copied().unwrap_or(*o);
+                usize::try_from(o - confirmed).unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// The broker confirmed the commit of `offsets`; true if the reader waits for that.
+    fn confirm(&mut self, offsets: &BTreeMap<Partition, i64>) -> bool {
+        for (p, o) in offsets {
+            // a partition revoked meanwhile is forgotten
+            if let Some(c) = self.confirmed.get_mut(p) {
+                *c = (*c).max(*o);
+            }
+            if self.latest.get(p).is_some_and(|l| l <= o) {
+                self.latest.remove(p);
+            }
+        }
+        std::mem::take(&mut self.gated)
+    }
+
+    /// Forgets a partition this member no longer owns.
+    fn disown(&mut self, p: &Partition) {
+        self.owned.remove(p);
+        self.confirmed.remove(p);
+        self.latest.remove(p);
+    }
 }
 
 impl Shared {
@@ -329,14 +363,21 @@ impl ConsumerContext for PollContext {
             inner.records.retain(|r| !is_revoked(&r.partition));
             inner.bytes = inner.records.iter().map(|r| r.bytes).sum();
             let dropped = before - inner.records.len();
-            inner.commits.retain(|p, _| !is_revoked(p));
             let durable = inner
                 .latest
                 .iter()
                 .filter(|(p, _)| is_revoked(p))
                 .map(|(p, o)| (p.clone(), *o))
                 .collect();
-            inner.latest.retain(|p, _| !is_revoked(p));
+            let gone: Vec<Partition> = inner
+                .owned
+                .iter()
+                .filter(|p| is_revoked(p))
+                .cloned()
+                .collect();
+            for p in &gone {
+                inner.disown(p);
+            }
             inner.reassigned = true;
             tracing::info!(
                 partitions = revoked.len(),
@@ -346,20 +387,19 @@ impl ConsumerContext for PollContext {
             durable
         };
         // only what every sink made durable, while this member still owns the partitions
-        commit(consumer, &durable, CommitMode::Sync);
+        if let Err(e) = commit(consumer, &durable, CommitMode::Sync) {
+            tracing::warn!(error = %e, "kafka offset commit at revocation failed: the new owner reads those records again");
+        }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            self.shared.lock().reassigned = true;
+            let mut inner = self.shared.lock();
+            for e in tpl.elements() {
+                inner.owned.insert((Arc::from(e.topic()), e.partition()));
+            }
+            inner.reassigned = true;
             tracing::info!(partitions = tpl.count(), "kafka partitions assigned");
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            // a later commit or the one at close covers it; records are read again at worst
-            tracing::warn!(error = %e, "kafka offset commit failed");
         }
     }
 }
@@ -368,19 +408,15 @@ fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     offsets: &BTreeMap<Partition, i64>,
     mode: CommitMode,
-) {
+) -> KafkaResult<()> {
     if offsets.is_empty() {
-        return;
+        return Ok(());
     }
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in offsets {
-        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
-            tracing::warn!(error = %e, "bad kafka offset");
-        }
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
     }
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::warn!(error = %e, "kafka offset commit failed: those records will be read again");
-    }
+    consumer.commit(&tpl, mode)
 }
 
 /// Pauses the assignment when the buffer is full, resumes it when it has drained to half.
@@ -430,13 +466,24 @@ fn assigned<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> BTreeSet<(String,
 
 fn poll_loop(consumer: BaseConsumer<PollContext>, shared: Arc<Shared>) {
     let mut topics: BTreeMap<String, Arc<str>> = BTreeMap::new();
+    let mut retry_at = Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        let mut pending = std::mem::take(&mut shared.lock().commits);
-        if !pending.is_empty() {
-            // a partition revoked meanwhile is the new owner's to commit
-            let assigned = assigned(&consumer);
-            pending.retain(|p, _| assigned.contains(&(p.0.to_string(), p.1)));
-            commit(&consumer, &pending, CommitMode::Async);
+        // Synchronously, so the reader knows what is confirmed (see `Inner`). `latest` holds
+        // only partitions this member owns: a revoked one is the new owner's to commit.
+        let pending = shared.lock().latest.clone();
+        if !pending.is_empty() && Instant::now() >= retry_at {
+            match commit(&consumer, &pending, CommitMode::Sync) {
+                Ok(()) => {
+                    if shared.lock().confirm(&pending) {
+                        shared.waker.wake();
+                    }
+                }
+                Err(e) => {
+                    // durable offsets stay in `latest`: committed with the next attempt
+                    tracing::warn!(error = %e, "kafka offset commit failed: trying again");
+                    retry_at = Instant::now() + COMMIT_RETRY;
+                }
+            }
         }
         backpressure(&consumer, &shared);
         match consumer.poll(POLL_WAIT) {
@@ -490,15 +537,13 @@ fn poll_loop(consumer: BaseConsumer<PollContext>, shared: Arc<Shared>) {
     // Commit what is durable for the partitions still owned, then leave the group (dropping
     // the consumer closes it; the revocation commits nothing more).
     let assigned = assigned(&consumer);
-    let last: BTreeMap<Partition, i64> = {
-        let mut inner = shared.lock();
-        inner.commits.clear();
-        std::mem::take(&mut inner.latest)
-            .into_iter()
-            .filter(|(p, _)| assigned.contains(&(p.0.to_string(), p.1)))
-            .collect()
-    };
-    commit(&consumer, &last, CommitMode::Sync);
+    let last: BTreeMap<Partition, i64> = std::mem::take(&mut shared.lock().latest)
+        .into_iter()
+        .filter(|(p, _)| assigned.contains(&(p.0.to_string(), p.1)))
+        .collect();
+    if let Err(e) = commit(&consumer, &last, CommitMode::Sync) {
+        tracing::warn!(error = %e, "kafka offset commit at close failed: those records will be read again");
+    }
     drop(consumer);
 }
 
@@ -507,7 +552,7 @@ pub struct KafkaReader {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     ledger: EpochLedger<Partition, i64>,
-    ends: Option<Arc<EndOffsets>>,
+    bounded: Option<Bounded>,
 }
 
 impl KafkaReader {
@@ -527,37 +572,53 @@ impl SourceReader<ReadResult> for KafkaReader {
         out: &mut Vec<ReadResult>,
         max_records: usize,
     ) -> Result<ReadStatus, BoxError> {
-        if self.ends.as_ref().is_some_and(|e| e.all_reached()) {
+        if self
+            .bounded
+            .as_ref()
+            .is_some_and(|b| b.unreached.is_empty())
+        {
             // what is left here is past the end
             return Ok(ReadStatus::new(0, ReadState::Exhausted));
         }
         let mut bytes = 0;
-        let remaining = {
+        let (remaining, gated) = {
             let mut inner = self.shared.lock();
             if let Some(e) = inner.error.clone() {
                 return Err(Box::new(e));
             }
+            // Bounds what a crash reads again: records in flight (the pipeline's bound) plus
+            // durable offsets whose commit is not confirmed (this one).
+            let gated = inner.uncommitted() > self.shared.config.max_uncommitted_records;
+            inner.gated = gated;
             let mut taken = 0;
-            while taken < max_records {
+            while !gated && taken < max_records {
                 let Some(p) = inner.records.pop_front() else {
                     break;
                 };
                 inner.bytes -= p.bytes;
-                if let Some(ends) = &self.ends {
-                    if ends.is_past_end(&p.partition, p.offset) {
+                if let Some(b) = &mut self.bounded {
+                    if b.ends.is_past_end(&p.partition, p.offset) {
                         continue;
                     }
-                    ends.reach(&p.partition, p.offset + 1);
+                    if b.ends.is_past_end(&p.partition, p.offset + 1) {
+                        b.unreached.remove(&p.partition);
+                    }
                 }
+                inner
+                    .confirmed
+                    .entry(p.partition.clone())
+                    .or_insert(p.offset);
                 self.ledger.record(p.partition, p.offset + 1);
                 bytes += p.bytes;
                 taken += 1;
                 out.push(p.record);
             }
-            inner.records.len()
+            (inner.records.len(), gated)
         };
-        let state = match &self.ends {
-            Some(ends) if ends.all_reached() => ReadState::Exhausted,
+        let state = match &self.bounded {
+            Some(b) if b.unreached.is_empty() => ReadState::Exhausted,
+            // woken by the commit callback
+            _ if gated => ReadState::Idle,
             _ if remaining > 0 => ReadState::More,
             _ => ReadState::Idle,
         };
@@ -573,8 +634,12 @@ impl SourceReader<ReadResult> for KafkaReader {
         if !advanced.is_empty() {
             let mut inner = self.shared.lock();
             for (p, offset) in advanced {
-                inner.latest.insert(p.clone(), offset);
-                inner.commits.insert(p, offset);
+                // Only partitions read in the current assignment: a revoked one is its new
+                // owner's to commit, and an old epoch's offset must not move a commit back.
+                if inner.confirmed.get(&p).is_some_and(|c| offset > *c) {
+                    let latest = inner.latest.entry(p).or_insert(offset);
+                    *latest = (*latest).max(offset);
+                }
             }
         }
         Ok(())
@@ -591,5 +656,52 @@ impl SourceReader<ReadResult> for KafkaReader {
 impl Drop for KafkaReader {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(n: i32) -> Partition {
+        (Arc::from("t"), n)
+    }
+
+    #[test]
+    fn uncommitted_counts_durable_offsets_the_broker_has_not_confirmed() {
+        let mut inner = Inner::default();
+        for n in [0, 1] {
+            inner.owned.insert(p(n));
+        }
+        // reading started at 100 on partition 0 and at 7 on partition 1
+        inner.confirmed.insert(p(0), 100);
+        inner.confirmed.insert(p(1), 7);
+        assert_eq!(inner.uncommitted(), 0);
+        inner.latest.insert(p(0), 150);
+        inner.latest.insert(p(1), 10);
+        assert_eq!(inner.uncommitted(), 53);
+
+        // a commit of what was durable before more was: partly confirmed
+        inner.gated = true;
+        assert!(
+            inner.confirm(&[(p(0), 120)].into()),
+            "the waiting reader is woken"
+        );
+        assert_eq!(inner.uncommitted(), 33);
+        assert!(!inner.confirm(&[(p(0), 150), (p(1), 10)].into()));
+        assert_eq!(inner.uncommitted(), 0);
+        assert!(inner.latest.is_empty(), "nothing left to commit");
+    }
+
+    #[test]
+    fn a_revoked_partition_is_forgotten_and_a_late_confirmation_ignored() {
+        let mut inner = Inner::default();
+        inner.owned.insert(p(0));
+        inner.confirmed.insert(p(0), 0);
+        inner.latest.insert(p(0), 40);
+        inner.disown(&p(0));
+        assert_eq!(inner.uncommitted(), 0, "the new owner's to commit");
+        inner.confirm(&[(p(0), 40)].into());
+        assert!(inner.confirmed.is_empty() && inner.latest.is_empty());
     }
 }
