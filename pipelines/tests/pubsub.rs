@@ -466,3 +466,236 @@ dir = "{errors}"
         .any(|m| doctype(m, "crash") && sample(m) && debug(m)));
     assert!(input.iter().any(|m| !routed(m)));
 }
+
+/// Runs a python3 snippet with boto3 set up as `s3` against `endpoint` (an independent
+/// reader of the objects); returns its stdout.
+fn boto3(endpoint: &str, code: &str, args: &[&str]) -> String {
+    let script = format!(
+        "import sys, json, gzip, boto3\n\
+         s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+             aws_access_key_id='test', aws_secret_access_key='test')\n{code}"
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "boto3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every line of every object under `prefix` in `bucket`, gunzipped: `(key, line)`.
+fn object_lines(endpoint: &str, bucket: &str, prefix: &str) -> Vec<(String, String)> {
+    let code = "\
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket=sys.argv[2], Prefix=sys.argv[3]):
+    for o in page.get('Contents', []):
+        body = s3.get_object(Bucket=sys.argv[2], Key=o['Key'])['Body'].read()
+        if o['Key'].endswith('.gz'):
+            body = gzip.decompress(body)
+        for line in body.decode('utf-8').splitlines():
+            print(json.dumps([o['Key'], line]))
+";
+    boto3(endpoint, code, &[bucket, prefix])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `sluice_records_read{step="read"}` from the binary's metrics endpoint (0 until it answers).
+fn records_read(addr: &str) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines()
+        .find_map(|l| l.strip_prefix("sluice_records_read{step=\"read\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The decoder, Pub/Sub -> S3 (moto) in the shape of `examples/configs/pubsub-to-gcs.toml`
+/// through the binary. A first run reads every message and is killed before any batch is
+/// written: nothing may have been acked, so a second run finds every message again, and each
+/// lands exactly once in a decoded object or a dead letter, read back with boto3.
+#[test]
+fn decoder_from_pubsub_to_s3_acks_only_what_its_objects_hold() {
+    use decode_support::*;
+    let Some(e) = emulator() else { return };
+    let s3 = match std::env::var("SLUICE_TEST_S3_ENDPOINT") {
+        Ok(s) if !s.is_empty() => s,
+        _ => {
+            println!("skipped: set SLUICE_TEST_S3_ENDPOINT to run the Pub/Sub -> S3 test");
+            return;
+        }
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let id = format!("{}-{}", std::process::id(), nanos % 1_000_000_000);
+    let topic = format!("projects/sluice-test/topics/s3-{id}");
+    let sub = format!("projects/sluice-test/subscriptions/s3-{id}");
+    let bucket = format!("sluice-pubsub-{id}");
+    boto3(&s3, "s3.create_bucket(Bucket=sys.argv[2])", &[&bucket]);
+
+    let mut rng = Rng::new(11);
+    let mut input = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        let doc = rng.uuid();
+        input.push(match i % 5 {
+            0 => submission(
+                gzip(telemetry_main(&mut rng, 1500).to_string().as_bytes()),
+                telemetry_uri(&doc, "main"),
+                &mut rng,
+            ),
+            1 => submission(
+                fenix_baseline(&mut rng).to_string(),
+                generic_uri("org-mozilla-fenix", "baseline", 1, &doc),
+                &mut rng,
+            ),
+            2 => submission(
+                test_doc(&mut rng).to_string(),
+                generic_uri("test", "test", 1, &doc),
+                &mut rng,
+            ),
+            3 => submission("{broken", generic_uri("test", "test", 1, &doc), &mut rng),
+            _ => submission("{}", format!("/nowhere/{doc}"), &mut rng),
+        });
+        ids.push(doc);
+    }
+    publish(&e, &topic, &sub, &input);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("job.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"job = "decoder"
+workers = 2
+[source]
+type = "pubsub"
+subscription = "{sub}"
+endpoint = "{grpc}"
+credentials = "anonymous"
+admin_endpoint = "{rest}"
+# what a killed run held is redelivered 10 s after its last lease extension
+max_lease_extension = "10s"
+exit_when_idle = "15s"
+[decoder]
+schemas = "{root}/schemas/json"
+[sink]
+type = "s3"
+endpoint = "{s3}"
+allow_http = true
+region = "us-east-1"
+bucket = "{bucket}"
+path = "decoded/${{document_namespace:-unknown}}/${{document_type:-unknown}}/"
+format = "json"
+compression = "gzip"
+batch = {{ max_bytes = "100MB", max_records = 1000000, max_age = "1h" }}
+[dead_letter]
+type = "s3"
+endpoint = "{s3}"
+allow_http = true
+region = "us-east-1"
+bucket = "{bucket}"
+path = "errors/${{error_type:-unknown}}/"
+format = "json"
+batch = {{ max_bytes = "100MB", max_records = 1000000, max_age = "1h" }}
+"#,
+            grpc = e.grpc,
+            rest = e.rest,
+            root = root().display(),
+        ),
+    )
+    .unwrap();
+    let sluice = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .arg("run")
+            .arg("--no-progress")
+            .arg(&config);
+        c
+    };
+
+    // run 1: reads everything, writes nothing (batches wait an hour), then dies
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut first = sluice()
+        .args([
+            "--metrics-addr",
+            &metrics,
+            "--set",
+            "source.exit_when_idle=1h",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut polls = 0;
+    while records_read(&metrics) < input.len() as u64 {
+        polls += 1;
+        assert!(
+            polls < 1200 && first.try_wait().unwrap().is_none(),
+            "the first run did not read all {} messages",
+            input.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        object_lines(&s3, &bucket, "").is_empty(),
+        "the killed run wrote nothing"
+    );
+
+    // run 2: every message again, each written once
+    let out = sluice().output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text_of = |line: &str| {
+        let m = Message::from_json_line(line.as_bytes()).unwrap();
+        let mut t = String::from_utf8_lossy(&m.payload).into_owned();
+        for v in m.attributes.values() {
+            t.push_str(v);
+        }
+        t
+    };
+    let decoded: Vec<String> = object_lines(&s3, &bucket, "decoded/")
+        .iter()
+        .map(|(_, l)| text_of(l))
+        .collect();
+    let dead: Vec<String> = object_lines(&s3, &bucket, "errors/")
+        .iter()
+        .map(|(_, l)| text_of(l))
+        .collect();
+    assert_eq!(decoded.len() + dead.len(), input.len());
+    assert!(!decoded.is_empty() && !dead.is_empty());
+    for (i, doc) in ids.iter().enumerate() {
+        let n = decoded
+            .iter()
+            .chain(&dead)
+            .filter(|t| t.contains(doc.as_str()))
+            .count();
+        assert_eq!(n, 1, "input {i} ({doc}) found {n} times");
+    }
+    assert!(drain(&e, &sub).is_empty(), "every message was acked");
+}

@@ -397,3 +397,76 @@ fn the_sink_takes_dead_letters_in_message_form() {
         Some("ParseUri")
     );
 }
+
+#[test]
+fn a_templated_topic_that_does_not_exist_is_a_dead_letter_per_record() {
+    let input: Vec<Message> = (0..12)
+        .map(|i| {
+            Message::new(format!("m{i}")).with_attribute("document_type", ["out", "nowhere"][i % 2])
+        })
+        .collect();
+    let ps = double_with(&input);
+    let source = PubsubSource::memory(&ps, SUB).exit_when_idle(idle());
+    let template = PathTemplate::parse("projects/p/topics/${document_type:-x}").unwrap();
+    let sink = PubsubSink::memory(&ps, template);
+    let dead = MemorySink::<DeadLetter>::new();
+    let d = dead.clone();
+    TestPipeline::new()
+        .run(move |p| {
+            let mut dl = p.dead_letters();
+            p.read("read", source.clone())
+                .write("write", sink.clone())
+                .failures_to(&mut dl);
+            dl.write("dead_letters", d.clone());
+            Ok(())
+        })
+        .unwrap();
+    let published: Vec<Message> = ps.published(OUT).iter().map(|p| p.message()).collect();
+    assert_eq!(
+        multiset(published),
+        multiset(input.iter().step_by(2).cloned())
+    );
+    let dead = dead.records();
+    assert_eq!(
+        multiset(dead.iter().map(|d| d.original.clone())),
+        multiset(input.iter().skip(1).step_by(2).cloned())
+    );
+    for d in &dead {
+        assert!(
+            d.error_message
+                .contains("the topic `projects/p/topics/nowhere` does not exist"),
+            "{}",
+            d.error_message
+        );
+    }
+    assert_eq!(ps.unacked(SUB), 0);
+}
+
+#[test]
+fn the_check_on_the_double_names_a_missing_subscription_or_fixed_topic() {
+    use sluice::{Sink, Source};
+    let ps = double_with(&[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ctx = sluice::CheckContext::new(runtime.handle().clone());
+    let missing = "projects/p/subscriptions/none";
+    assert!(PubsubSource::memory(&ps, SUB).check(&ctx).is_ok());
+    let e = PubsubSource::memory(&ps, missing).check(&ctx).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("the subscription `{missing}` does not exist")
+    );
+    assert!(PubsubSink::memory(&ps, out_template()).check(&ctx).is_ok());
+    let none = PathTemplate::parse("projects/p/topics/none").unwrap();
+    let e = PubsubSink::memory(&ps, none).check(&ctx).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the topic `projects/p/topics/none` does not exist"
+    );
+    // a templated topic is known per record only: the check passes
+    let templated = PathTemplate::parse("projects/p/topics/${x:-none}").unwrap();
+    assert!(PubsubSink::memory(&ps, templated).check(&ctx).is_ok());
+}

@@ -40,6 +40,12 @@ pub struct PubsubSourceConfig {
     /// `default` (application default credentials) or `anonymous` (emulators).
     #[serde(default)]
     pub credentials: PubsubCredentials,
+    /// The admin API's REST endpoint, where the start-up check looks the subscription up (Google's
+    /// by default). With `endpoint` set and no `admin_endpoint` the check only loads the
+    /// credentials: cloudbox serves REST on its own port (`http://127.0.0.1:8086`), Google's
+    /// emulator on its gRPC port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_endpoint: Option<String>,
     /// Messages delivered and not yet acknowledged, per worker, before the service stops
     /// sending. By default the pipeline's in-flight bound (`pipeline.in_flight.max_epochs` ×
     /// `pipeline.epoch.max_records`), so flow control never holds more than the pipeline may.
@@ -95,7 +101,8 @@ pub struct PubsubSourceConfig {
 pub struct PubsubSinkConfig {
     /// The topic, `projects/<project>/topics/<name>`, a template (`${attr:-default}`
     /// placeholders, every one with a default). A record whose rendered topic is not a valid
-    /// topic name is refused (a dead letter); a topic that does not exist stops the job.
+    /// topic name, or (from a template with placeholders) a topic that does not exist, is
+    /// refused (a dead letter); a fixed topic that does not exist fails the start-up check.
     #[serde(deserialize_with = "topic_template")]
     pub topic: PathTemplate,
     /// A gRPC endpoint instead of Google's (an emulator: `http://127.0.0.1:8085`).
@@ -104,6 +111,12 @@ pub struct PubsubSinkConfig {
     /// `default` (application default credentials) or `anonymous` (emulators).
     #[serde(default)]
     pub credentials: PubsubCredentials,
+    /// The admin API's REST endpoint, where the start-up check looks a fixed topic up (Google's
+    /// by default). With `endpoint` set and no `admin_endpoint` the check only loads the
+    /// credentials: cloudbox serves REST on its own port (`http://127.0.0.1:8086`), Google's
+    /// emulator on its gRPC port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_endpoint: Option<String>,
     /// `gzip` the payloads (the attribute map is unchanged) or `none` (the default).
     #[serde(default = "default_compression")]
     pub compression: Compression,
@@ -145,6 +158,7 @@ impl PubsubSourceConfig {
         Connection {
             endpoint: self.endpoint.clone(),
             credentials: self.credentials,
+            admin_endpoint: self.admin_endpoint.clone(),
         }
     }
 }
@@ -157,6 +171,7 @@ impl PubsubSinkConfig {
             Connection {
                 endpoint: self.endpoint.clone(),
                 credentials: self.credentials,
+                admin_endpoint: self.admin_endpoint.clone(),
             },
         )
         .compression(self.compression)

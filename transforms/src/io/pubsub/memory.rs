@@ -105,6 +105,27 @@ impl MemoryPubsub {
             });
     }
 
+    /// What a start-up check on the double finds: an error when `name` does not exist.
+    pub(super) fn check_exists(
+        &self,
+        resource: super::Resource,
+        name: &str,
+    ) -> Result<(), sluice::BoxError> {
+        let b = self.broker();
+        let exists = match resource {
+            super::Resource::Topic => b.topics.contains_key(name),
+            super::Resource::Subscription => b.subscriptions.contains_key(name),
+        };
+        if exists {
+            Ok(())
+        } else {
+            Err(Box::new(PubsubError::Missing {
+                resource,
+                name: name.to_string(),
+            }))
+        }
+    }
+
     /// Makes the next `n` publishes fail (an unavailable service).
     pub fn fail_publishes(&self, n: usize) {
         self.broker().failing_publishes = n;

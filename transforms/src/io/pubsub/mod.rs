@@ -23,6 +23,16 @@
 //! (RisingWave #16736) needs epochs longer than that, not just longer than the
 //! subscription's ack deadline, which the lease extensions replace.
 //!
+//! **Streams that end.** The service may end a streaming pull at any time, cleanly or with a
+//! status. The client reopens it itself after a transient status mid-stream; a stream that
+//! ends cleanly, or that the client gives up on, is reopened here after a backoff (100 ms,
+//! doubling up to 10 s, back to 100 ms once a stream delivered something or lived 10 s). The
+//! ended stream is kept until every message it delivered is acked or nacked, so its leases
+//! are still extended and its acks still sent: nothing is redelivered because a stream
+//! ended. Only a permanent status (a missing subscription, no permission, a bad request)
+//! stops the job, with the status in its error. (A stream the client itself closed after an
+//! error can no longer ack: what it delivered is redelivered, a duplicate, never a loss.)
+//!
 //! **Flow control** is the client's, per stream: at most `max_outstanding_messages` and
 //! `max_outstanding_bytes` delivered and not acked. The jobs tie it to the pipeline's
 //! in-flight bound, so the service never sends more than the pipeline would hold.
@@ -44,6 +54,13 @@
 //!
 //! Application default credentials by default; `endpoint` and `credentials = "anonymous"`
 //! for emulators (the crate ignores `PUBSUB_EMULATOR_HOST`).
+//!
+//! **Start-up checks** look the source's subscription and a sink's fixed topic up with the
+//! admin API (REST, [`Connection::admin_endpoint`]): a missing one is one error naming the
+//! section before any record is read. A templated topic is known only per record: a record
+//! whose topic does not exist is refused (a dead letter naming the topic). A caller without
+//! the `get` permission (Pub/Sub's subscriber and publisher roles lack it) is warned and the
+//! job goes on.
 //!
 //! ```
 //! use sluice::{DeadLetter, MemorySink, Message, Pipeline};
@@ -122,6 +139,11 @@ pub struct Connection {
     pub endpoint: Option<String>,
     /// Where credentials come from.
     pub credentials: PubsubCredentials,
+    /// The admin API's REST endpoint, where start-up checks look topics and subscriptions
+    /// up. Google's by default; with an `endpoint` override and no admin endpoint nothing is
+    /// looked up (emulators serve REST elsewhere: cloudbox on its own port, Google's
+    /// emulator on its gRPC port).
+    pub admin_endpoint: Option<String>,
 }
 
 impl Connection {
@@ -130,7 +152,14 @@ impl Connection {
         Connection {
             endpoint: Some(endpoint.into()),
             credentials: PubsubCredentials::Anonymous,
+            admin_endpoint: None,
         }
+    }
+
+    /// Start-up checks look topics and subscriptions up at `endpoint` (REST).
+    pub fn admin_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.admin_endpoint = Some(endpoint.into());
+        self
     }
 
     fn anonymous(&self) -> Option<google_cloud_auth::credentials::Credentials> {
@@ -143,15 +172,143 @@ impl Connection {
     }
 }
 
-/// How long a check waits for a client to be built.
+/// How long a check waits for the service.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// What a start-up check looks up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// A topic (a sink's fixed topic).
+    Topic,
+    /// A subscription (the source's).
+    Subscription,
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resource::Topic => "topic",
+            Resource::Subscription => "subscription",
+        })
+    }
+}
+
+/// Why a lookup failed before its answer was read.
+enum Lookup {
+    Build(String),
+    Call(google_cloud_pubsub::Error),
+}
+
 impl Connection {
-    /// Builds a client once: credentials that cannot be found or loaded fail here, before
-    /// any record is read. (Whether the topic or subscription exists is not checked: that
-    /// needs the admin API, which emulators serve elsewhere; a missing one stops the job at
-    /// its first pull or publish.)
-    fn check(&self, ctx: &sluice::CheckContext) -> Result<(), sluice::BoxError> {
+    /// Looks `name` up with the admin API: a missing topic or subscription, credentials that
+    /// cannot be loaded or a service that does not answer fail here, before any record is
+    /// read. A caller allowed to pull or publish but not to get the resource (Pub/Sub's
+    /// subscriber and publisher roles lack `pubsub.subscriptions.get` and
+    /// `pubsub.topics.get`) is warned and passes: the first pull or publish says then.
+    fn check_exists(
+        &self,
+        ctx: &sluice::CheckContext,
+        resource: Resource,
+        name: &str,
+    ) -> Result<(), sluice::BoxError> {
+        let admin = match (&self.endpoint, &self.admin_endpoint) {
+            (_, Some(admin)) => Some(admin.clone()),
+            (None, None) => None,
+            (Some(_), None) => {
+                tracing::info!(
+                    "the pub/sub {resource} `{name}` is not looked up: an endpoint is set but no admin_endpoint"
+                );
+                return self.check_credentials(ctx);
+            }
+        };
+        let lookup = async {
+            match resource {
+                Resource::Subscription => {
+                    let mut b = google_cloud_pubsub::client::SubscriptionAdmin::builder();
+                    if let Some(e) = &admin {
+                        b = b.with_endpoint(e.clone());
+                    }
+                    if let Some(c) = self.anonymous() {
+                        b = b.with_credentials(c);
+                    }
+                    let client = b.build().await.map_err(|e| Lookup::Build(e.to_string()))?;
+                    client
+                        .get_subscription()
+                        .set_subscription(name)
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(Lookup::Call)
+                }
+                Resource::Topic => {
+                    let mut b = google_cloud_pubsub::client::TopicAdmin::builder();
+                    if let Some(e) = &admin {
+                        b = b.with_endpoint(e.clone());
+                    }
+                    if let Some(c) = self.anonymous() {
+                        b = b.with_credentials(c);
+                    }
+                    let client = b.build().await.map_err(|e| Lookup::Build(e.to_string()))?;
+                    client
+                        .get_topic()
+                        .set_topic(name)
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(Lookup::Call)
+                }
+            }
+        };
+        let answer = ctx
+            .runtime()
+            .block_on(async { tokio::time::timeout(CHECK_TIMEOUT, lookup).await });
+        use google_cloud_gax::error::rpc::Code;
+        let error = match answer {
+            Ok(Ok(())) => return Ok(()),
+            Err(_) => PubsubError::Connect {
+                endpoint: admin.unwrap_or_else(|| self.to_string()),
+                message: format!("no answer within {}s", CHECK_TIMEOUT.as_secs()),
+            },
+            Ok(Err(Lookup::Build(message))) => PubsubError::Connect {
+                endpoint: admin.unwrap_or_else(|| self.to_string()),
+                message,
+            },
+            Ok(Err(Lookup::Call(e))) => {
+                let code = e.status().map(|s| s.code);
+                let http = e.http_status_code();
+                let why = match e.status() {
+                    Some(s) => format!("{}: {}", s.code.name(), s.message),
+                    None => e.to_string(),
+                };
+                if code == Some(Code::NotFound) || (code.is_none() && http == Some(404)) {
+                    PubsubError::Missing {
+                        resource,
+                        name: name.to_string(),
+                    }
+                } else if code == Some(Code::PermissionDenied)
+                    || (code.is_none() && http == Some(403))
+                {
+                    tracing::warn!(
+                        "cannot check that the pub/sub {resource} `{name}` exists (no permission to get it: {why}); going on"
+                    );
+                    return Ok(());
+                } else {
+                    PubsubError::Check {
+                        resource,
+                        name: name.to_string(),
+                        message: why,
+                    }
+                }
+            }
+        };
+        Err(Box::new(error))
+    }
+}
+
+impl Connection {
+    /// Builds a publisher client once: credentials that cannot be found or loaded fail here
+    /// (what a sink with a templated topic can check before its records name the topics).
+    fn check_credentials(&self, ctx: &sluice::CheckContext) -> Result<(), sluice::BoxError> {
         let mut builder = google_cloud_pubsub::client::BasePublisher::builder();
         if let Some(e) = &self.endpoint {
             builder = builder.with_endpoint(e.clone());
@@ -218,6 +375,24 @@ pub enum PubsubError {
         /// Why.
         message: String,
     },
+    /// A start-up check found no such topic or subscription.
+    #[error("the {resource} `{name}` does not exist")]
+    Missing {
+        /// A topic or a subscription.
+        resource: Resource,
+        /// Its name.
+        name: String,
+    },
+    /// A start-up check could not look a topic or subscription up.
+    #[error("cannot look up the {resource} `{name}`: {message}")]
+    Check {
+        /// A topic or a subscription.
+        resource: Resource,
+        /// Its name.
+        name: String,
+        /// Why.
+        message: String,
+    },
     /// The memory double has no such topic or subscription.
     #[error("no {kind} `{name}`")]
     NotFound {
@@ -267,6 +442,12 @@ pub enum PubsubRefusal {
     /// Pub/Sub refuses a message with neither data nor attributes.
     #[error("the message has neither a payload nor attributes")]
     Empty,
+    /// The rendered topic (from a template) does not exist.
+    #[error("the topic `{topic}` does not exist")]
+    NoSuchTopic {
+        /// The rendered topic.
+        topic: String,
+    },
     /// The rendered topic is not a topic name.
     #[error("`{topic}` is not a valid topic name: {why}")]
     BadTopic {

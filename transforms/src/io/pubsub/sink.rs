@@ -14,8 +14,8 @@ use sluice::{
 use tokio::sync::OnceCell;
 
 use super::{
-    check_resource_name, Connection, MemoryPubsub, PubsubError, PubsubRefusal, MAX_ATTRIBUTES,
-    MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES,
+    check_resource_name, Connection, MemoryPubsub, PubsubError, PubsubRefusal, Resource,
+    MAX_ATTRIBUTES, MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES,
 };
 use crate::io::object::{Compression, PathTemplate};
 
@@ -73,6 +73,15 @@ impl PubsubSink {
     pub fn retry_timeout(mut self, d: Duration) -> Self {
         self.retry_timeout = d;
         self
+    }
+
+    /// The topic when the template has no placeholder.
+    fn fixed_topic(&self) -> Option<&str> {
+        self.topic
+            .attributes()
+            .next()
+            .is_none()
+            .then(|| self.topic.as_str())
     }
 
     /// The topic a record goes to and its payload as published, or why it cannot be.
@@ -143,12 +152,17 @@ impl Sink for PubsubSink {
         true
     }
 
-    /// Builds a client: credentials that cannot be found or loaded fail here, before any
-    /// record is read. Topics are not looked up (templated ones are known only per record).
+    /// A fixed topic is looked up: a missing one, missing or broken credentials or an
+    /// unreachable service fail here, before any record is read. A templated topic is known
+    /// only per record: the credentials are checked, and a record whose topic does not exist
+    /// is refused (a dead letter naming the topic).
     fn check(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
-        match &self.backend {
-            Backend::Service(connection) => connection.check(ctx),
-            Backend::Memory(_) => Ok(()),
+        let fixed = self.fixed_topic();
+        match (&self.backend, fixed) {
+            (Backend::Service(c), Some(topic)) => c.check_exists(ctx, Resource::Topic, topic),
+            (Backend::Service(c), None) => c.check_credentials(ctx),
+            (Backend::Memory(m), Some(topic)) => m.check_exists(Resource::Topic, topic),
+            (Backend::Memory(_), None) => Ok(()),
         }
     }
 
@@ -181,20 +195,29 @@ impl SinkWriter<Message> for PubsubWriter {
             }
         }
         let sink = self.sink.clone();
+        // A record is kept for its dead letter only where its topic may not exist.
+        let templated = sink.fixed_topic().is_none();
         let (client, publishers) = (self.client.clone(), self.publishers.clone());
         Box::pin(async move {
             match &sink.backend {
                 Backend::Memory(pubsub) => {
                     for (topic, data, m) in ready {
-                        let message = Message::new(data).with_attributes(m.attributes);
-                        pubsub.publish(&topic, message)?;
+                        let message = Message::new(data).with_attributes(m.attributes.clone());
+                        match pubsub.publish(&topic, message) {
+                            Ok(_) => {}
+                            Err(PubsubError::NotFound { .. }) if templated => {
+                                refused.push(no_such_topic(m, topic));
+                            }
+                            Err(e) => return Err(Box::new(e) as BoxError),
+                        }
                     }
                 }
                 Backend::Service(connection) => {
                     let client = client
                         .get_or_try_init(|| build_client(connection, sink.retry_timeout))
                         .await?;
-                    let mut pending = Vec::with_capacity(ready.len());
+                    let mut sent = Vec::with_capacity(ready.len());
+                    let mut futures = Vec::with_capacity(ready.len());
                     for (topic, data, m) in ready {
                         let publisher = {
                             let mut p = publishers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -202,28 +225,52 @@ impl SinkWriter<Message> for PubsubWriter {
                                 .or_insert_with(|| client.publisher(topic.clone()).build())
                                 .clone()
                         };
+                        let (attributes, kept) = if templated {
+                            (m.attributes.clone(), Some(m))
+                        } else {
+                            (m.attributes, None)
+                        };
                         let message = PubsubMessage::new()
                             .set_data(data)
-                            .set_attributes(m.attributes);
-                        pending.push((topic, publisher.publish(message)));
+                            .set_attributes(attributes);
+                        futures.push(publisher.publish(message));
+                        sent.push((topic, kept));
                     }
                     // Every publish must be acknowledged for the epoch to be durable; the
                     // client retried transient errors for `retry_timeout` already.
-                    let (topics, futures): (Vec<String>, Vec<_>) = pending.into_iter().unzip();
                     let results = futures::future::join_all(futures).await;
-                    if let Some((topic, Err(e))) =
-                        topics.into_iter().zip(results).find(|(_, r)| r.is_err())
-                    {
-                        return Err(Box::new(PubsubError::Publish {
-                            topic,
-                            message: error_chain(&e),
-                        }) as BoxError);
+                    for ((topic, kept), result) in sent.into_iter().zip(results) {
+                        let Err(e) = result else { continue };
+                        match kept {
+                            Some(m) if is_not_found(&e) => refused.push(no_such_topic(m, topic)),
+                            _ => {
+                                return Err(Box::new(PubsubError::Publish {
+                                    topic,
+                                    message: error_chain(&e),
+                                }) as BoxError)
+                            }
+                        }
                     }
                 }
             }
             Ok(refused)
         })
     }
+}
+
+/// The dead letter of a record whose rendered topic does not exist.
+fn no_such_topic(m: Message, topic: String) -> Rejection<Message> {
+    Rejection::new(
+        m,
+        Failure::from_error(&PubsubRefusal::NoSuchTopic { topic }),
+    )
+}
+
+/// Whether the service answered that the topic does not exist.
+fn is_not_found(e: &google_cloud_pubsub::error::PublishError) -> bool {
+    use google_cloud_gax::error::rpc::Code;
+    use google_cloud_pubsub::error::PublishError;
+    matches!(e, PublishError::Rpc(rpc) if rpc.status().is_some_and(|s| s.code == Code::NotFound))
 }
 
 async fn build_client(

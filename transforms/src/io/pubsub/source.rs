@@ -13,7 +13,7 @@ use sluice::{
 };
 use tokio::sync::mpsc;
 
-use super::{Connection, MemoryPubsub, PubsubError};
+use super::{Connection, MemoryPubsub, PubsubError, Resource};
 
 /// Deliveries the pulling task may buffer for the worker before it waits.
 const CHANNEL_DELIVERIES: usize = 1024;
@@ -112,11 +112,12 @@ impl Source for PubsubSource {
         self.subscription.to_string()
     }
 
-    /// Builds a client: missing or broken credentials fail here (see the sink's check).
+    /// Looks the subscription up: a missing one, missing or broken credentials or an
+    /// unreachable service fail here, before any record is read (see [`Resource`]).
     fn check(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
         match &self.backend {
-            Backend::Service(c) => c.check(ctx),
-            Backend::Memory(_) => Ok(()),
+            Backend::Service(c) => c.check_exists(ctx, Resource::Subscription, &self.subscription),
+            Backend::Memory(m) => m.check_exists(Resource::Subscription, &self.subscription),
         }
     }
 
@@ -142,21 +143,28 @@ impl Source for PubsubSource {
 
 /// Acks or nacks one delivered message.
 enum AckHandle {
-    Service(Handler),
-    Memory { pubsub: MemoryPubsub, ack_id: u64 },
+    /// `_stream` keeps the stream that delivered the message from being shut down.
+    Service {
+        handler: Handler,
+        _stream: Arc<()>,
+    },
+    Memory {
+        pubsub: MemoryPubsub,
+        ack_id: u64,
+    },
 }
 
 impl AckHandle {
     fn ack(self, subscription: &str) {
         match self {
-            AckHandle::Service(h) => h.ack(),
+            AckHandle::Service { handler, .. } => handler.ack(),
             AckHandle::Memory { pubsub, ack_id } => pubsub.ack(subscription, ack_id),
         }
     }
 
     fn nack(self, subscription: &str) {
         match self {
-            AckHandle::Service(h) => h.nack(),
+            AckHandle::Service { handler, .. } => handler.nack(),
             AckHandle::Memory { pubsub, ack_id } => pubsub.nack(subscription, ack_id),
         }
     }
@@ -207,9 +215,11 @@ impl Feed {
     }
 }
 
-/// The pulling task: builds the client, streams deliveries into `tx` until told to stop,
-/// the worker hangs up, or the stream fails; then shuts the stream down, which nacks what
-/// the client still leases and sends pending acks.
+/// The pulling task: builds the client and streams deliveries into `tx` until told to stop,
+/// the worker hangs up, or the pull fails for good. A stream that ends (the service closed it,
+/// or the client gave up on a transient error) is reopened with backoff; the old one is kept
+/// (see [`Retired`]) until every delivery it made is acked or nacked. At the end every stream
+/// is shut down, which sends pending acks and nacks what is still leased.
 async fn pull(
     subscription: Arc<str>,
     connection: Connection,
@@ -238,63 +248,228 @@ async fn pull(
             return;
         }
     };
-    let mut stream = client
-        .subscribe(subscription.to_string())
-        .set_max_outstanding_messages(i64::try_from(messages).unwrap_or(i64::MAX))
-        .set_max_outstanding_bytes(i64::try_from(bytes).unwrap_or(i64::MAX))
-        .set_max_lease(max_lease)
-        .set_max_lease_extension(extension)
-        .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
-        .build();
-    let token = stream.shutdown_token();
-    let name: Arc<str> = subscription.clone();
+    let mut retired: Vec<Retired> = Vec::new();
+    let mut backoff = Backoff::default();
     loop {
-        let next = tokio::select! {
+        let mut stream = Stream {
+            messages: client
+                .subscribe(subscription.to_string())
+                .set_max_outstanding_messages(i64::try_from(messages).unwrap_or(i64::MAX))
+                .set_max_outstanding_bytes(i64::try_from(bytes).unwrap_or(i64::MAX))
+                .set_max_lease(max_lease)
+                .set_max_lease_extension(extension)
+                .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
+                .build(),
+            deliveries: Arc::new(()),
+        };
+        let opened = Instant::now();
+        let mut delivered = false;
+        let end = loop {
+            let next = tokio::select! {
+                biased;
+                _ = &mut stop => break StreamEnd::Stop,
+                n = stream.messages.next() => n,
+            };
+            let item = match next {
+                Some(Ok((m, handler))) => {
+                    delivered = true;
+                    Ok(delivery(&subscription, m, handler, &stream.deliveries))
+                }
+                Some(Err(e)) if retriable(&e) => break StreamEnd::Reopen(error_text(&e)),
+                Some(Err(e)) => Err(PubsubError::Pull {
+                    subscription: subscription.to_string(),
+                    message: error_text(&e),
+                }),
+                None => break StreamEnd::Reopen("the service closed the stream".to_string()),
+            };
+            let failed = item.is_err();
+            // Waits while the worker's buffer is full: what the pipeline does not read stays
+            // with the service (flow control), not in memory here.
+            let sent = tokio::select! {
+                biased;
+                _ = &mut stop => false,
+                r = tx.send(item) => r.is_ok(),
+            };
+            waker.wake();
+            if failed || !sent {
+                break StreamEnd::Stop;
+            }
+            retire_settled(&mut retired).await;
+        };
+        retired.push(Retired::from(stream));
+        let StreamEnd::Reopen(why) = end else { break };
+        if delivered || opened.elapsed() >= REOPEN_RESET {
+            backoff = Backoff::default();
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(
+            subscription = %subscription,
+            "the streaming pull ended ({why}); reopening it in {}ms",
+            delay.as_millis()
+        );
+        retire_settled(&mut retired).await;
+        tokio::select! {
             biased;
             _ = &mut stop => break,
-            n = stream.next() => n,
-        };
-        let item = match next {
-            Some(Ok((m, handler))) => {
-                let position = PubSubPosition {
-                    subscription: name.clone(),
-                    message_id: Arc::from(m.message_id.as_str()),
-                    publish_time: m.publish_time.map(|t| Arc::from(String::from(t))),
-                    delivery_attempt: handler
-                        .delivery_attempt()
-                        .and_then(|n| u32::try_from(n).ok()),
-                };
-                let message = Message::new(m.data)
-                    .with_attributes(m.attributes.into_iter().collect())
-                    .with_position(SourcePosition::PubSub(Box::new(position)));
-                Ok(Delivery {
-                    bytes: message.byte_size(),
-                    message,
-                    handle: AckHandle::Service(handler),
-                })
-            }
-            Some(Err(e)) => Err(PubsubError::Pull {
-                subscription: subscription.to_string(),
-                message: e.to_string(),
-            }),
-            None => Err(PubsubError::StreamEnded(subscription.to_string())),
-        };
-        let failed = item.is_err();
-        // Waits while the worker's buffer is full: what the pipeline does not read stays
-        // with the service (flow control), not in memory here.
-        let sent = tokio::select! {
-            biased;
-            _ = &mut stop => false,
-            r = tx.send(item) => r.is_ok(),
-        };
-        waker.wake();
-        if failed || !sent {
-            break;
+            _ = tokio::time::sleep(delay) => {}
         }
     }
     // A delivery still in the channel is nacked when dropped (the handler's drop).
     drop(tx);
-    token.shutdown().await;
+    for r in retired {
+        r.shutdown().await;
+    }
+}
+
+/// A delivered message in the form the reader takes.
+fn delivery(
+    subscription: &Arc<str>,
+    m: google_cloud_pubsub::model::Message,
+    handler: Handler,
+    stream: &Arc<()>,
+) -> Delivery {
+    let position = PubSubPosition {
+        subscription: subscription.clone(),
+        message_id: Arc::from(m.message_id.as_str()),
+        publish_time: m.publish_time.map(|t| Arc::from(String::from(t))),
+        delivery_attempt: handler
+            .delivery_attempt()
+            .and_then(|n| u32::try_from(n).ok()),
+    };
+    let message = Message::new(m.data)
+        .with_attributes(m.attributes.into_iter().collect())
+        .with_position(SourcePosition::PubSub(Box::new(position)));
+    Delivery {
+        bytes: message.byte_size(),
+        message,
+        handle: AckHandle::Service {
+            handler,
+            _stream: stream.clone(),
+        },
+    }
+}
+
+/// Why the inner loop of [`pull`] left a stream.
+enum StreamEnd {
+    /// Told to stop, the worker hung up, or a permanent error was passed on.
+    Stop,
+    /// The stream ended (why): open another.
+    Reopen(String),
+}
+
+/// One streaming pull and a token held by every delivery it made.
+struct Stream {
+    messages: google_cloud_pubsub::subscriber::MessageStream,
+    deliveries: Arc<()>,
+}
+
+/// A stream that ended but may still have deliveries in the pipeline. Its lease loop keeps
+/// extending their leases and sends their acks, so it must outlive them: dropping it would nack
+/// them at once (the shutdown behaviour), and redeliver messages the pipeline is writing.
+struct Retired {
+    token: google_cloud_pubsub::subscriber::ShutdownToken,
+    _messages: google_cloud_pubsub::subscriber::MessageStream,
+    deliveries: Arc<()>,
+}
+
+impl From<Stream> for Retired {
+    fn from(s: Stream) -> Self {
+        Retired {
+            token: s.messages.shutdown_token(),
+            _messages: s.messages,
+            deliveries: s.deliveries,
+        }
+    }
+}
+
+impl Retired {
+    /// Every delivery of this stream was acked or nacked (their handles are dropped).
+    fn settled(&self) -> bool {
+        Arc::strong_count(&self.deliveries) == 1
+    }
+
+    /// Sends the acks still pending, nacks what is leased, and waits for both.
+    async fn shutdown(self) {
+        self.token.shutdown().await;
+    }
+}
+
+/// Shuts down the retired streams none of whose deliveries is left.
+async fn retire_settled(retired: &mut Vec<Retired>) {
+    if !retired.iter().any(Retired::settled) {
+        return;
+    }
+    let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(retired)
+        .into_iter()
+        .partition(Retired::settled);
+    *retired = keep;
+    for r in done {
+        r.shutdown().await;
+    }
+}
+
+/// A stream that lived this long before it ended resets the backoff.
+const REOPEN_RESET: Duration = Duration::from_secs(10);
+/// The first wait before a stream is reopened, doubled after each stream that delivered
+/// nothing, up to [`REOPEN_MAX`].
+const REOPEN_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait before a stream is reopened.
+const REOPEN_MAX: Duration = Duration::from_secs(10);
+
+/// The waits between reopened streams.
+#[derive(Default)]
+struct Backoff {
+    attempts: u32,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let delay = REOPEN_FIRST
+            .saturating_mul(1 << self.attempts.min(10))
+            .min(REOPEN_MAX);
+        self.attempts += 1;
+        delay
+    }
+}
+
+/// Whether a failed pull is worth a new stream: transport failures and the statuses Pub/Sub
+/// documents as transient (plus `UNKNOWN` and `CANCELLED`, which proxies and dropped
+/// connections produce). A missing subscription, missing permissions or a bad request are
+/// not: they stop the job.
+fn retriable(e: &google_cloud_pubsub::Error) -> bool {
+    use google_cloud_gax::error::rpc::Code;
+    if let Some(status) = e.status() {
+        return matches!(
+            status.code,
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Internal
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::Unknown
+                | Code::Cancelled
+        );
+    }
+    e.is_transport() || e.is_io() || e.is_timeout() || e.is_exhausted()
+}
+
+/// The client's error on one line: the status and its message when the service sent one
+/// (the client's own text repeats them), else the error and its causes.
+fn error_text(e: &google_cloud_pubsub::Error) -> String {
+    if let Some(status) = e.status() {
+        return format!("{}: {}", status.code.name(), status.message);
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// One worker's reader: delivered messages wait in `held` until their epoch is durable.
