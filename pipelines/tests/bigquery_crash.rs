@@ -1,12 +1,14 @@
-//! Crash safety into BigQuery: a file -> BigQuery job with a state directory is killed with
-//! SIGKILL at 5 random points and restarted each time with the same state directory.
-//! Afterwards every input record is a row of the table or of the error table (read back with
-//! SQL queries from Python), and each kill costs at most the in-flight bound in duplicates.
+//! Crash safety into BigQuery: the decoder job (files -> decoder -> one table per
+//! namespace/doctype/version, created from the derived schemas, and the error table) with a
+//! state directory is killed with SIGKILL at 5 random points and restarted each time with the
+//! same state directory. Afterwards every input record is a row of its table or of the error
+//! table (read back with SQL queries from Python), and each kill costs at most the in-flight
+//! bound in duplicates. The duplicates are counted and printed: the emulator ignores insert
+//! ids, so the figure is what BigQuery's best-effort dedup would have to catch.
 //!
-//! The job is the `sink` job in the `raw` row format (every attribute a column), so that a row
-//! says which input line it came from; the debug decoder is too slow for six runs of a
-//! meaningful input in a CI test. Needs `SLUICE_TEST_BIGQUERY_URL` (skipped, saying so, when
-//! unset).
+//! A decoded row is found by its document id (the generated ids are random uuids), an error
+//! row by its `uri` and `submission_timestamp` (or its input line, for a line that is not an
+//! envelope). Needs `SLUICE_TEST_BIGQUERY_URL` (skipped, saying so, when unset).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +28,10 @@ const IN_FLIGHT_EPOCHS: usize = 4;
 const IN_FLIGHT_BOUND: usize = IN_FLIGHT_EPOCHS * EPOCH_RECORDS * WORKERS;
 const KILLS: usize = 5;
 const RECORDS_PER_FILE: usize = 1500;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
 
 fn emulator() -> Option<(String, String)> {
     match std::env::var("SLUICE_TEST_BIGQUERY_URL") {
@@ -50,17 +56,18 @@ struct Setup {
 }
 
 const CONFIG: &str = r#"
-job = "sink"
+job = "decoder"
 [source]
 type = "file"
 path = "unset"
 format = "json"
+[decoder]
+schemas = "unset"
 [sink]
 type = "bigquery"
 project = "unset"
 auth = "none"
-table = "unset.rows"
-format = "raw"
+format = "payload"
 create_tables = true
 [dead_letter]
 type = "bigquery"
@@ -78,12 +85,16 @@ fn job(s: &Setup, config: &Path, input: &Path, state: &Path) -> Command {
     for set in [
         format!("source.path={}/*.ndjson", input.display()),
         format!("source.state_dir={}", state.display()),
+        format!("decoder.schemas={}", root().join("schemas/json").display()),
         format!("sink.project={}", s.project),
         format!("sink.endpoint={}", s.url),
-        format!("sink.table={}.rows", s.dataset),
+        format!(
+            "sink.table={}_${{document_namespace}}.${{document_type}}_v${{document_version}}",
+            s.dataset
+        ),
         format!("dead_letter.project={}", s.project),
         format!("dead_letter.endpoint={}", s.url),
-        format!("dead_letter.table={}.errors", s.dataset),
+        format!("dead_letter.table={}_errors.decoder", s.dataset),
         format!("pipeline.epoch.max_records={EPOCH_RECORDS}"),
         format!("pipeline.in_flight.max_epochs={IN_FLIGHT_EPOCHS}"),
     ] {
@@ -94,38 +105,39 @@ fn job(s: &Setup, config: &Path, input: &Path, state: &Path) -> Command {
     c
 }
 
-/// Every row of `dataset.table`, read with SQL over REST by Python's standard library.
-fn rows(s: &Setup, table: &str) -> Vec<serde_json::Map<String, Value>> {
+/// Every row of every table of the datasets whose name starts with `prefix`, as
+/// `(dataset.table, row)`: listed and queried with SQL over REST by Python's standard library.
+fn all_rows(s: &Setup, prefix: &str) -> Vec<(String, serde_json::Map<String, Value>)> {
     const SCRIPT: &str = r#"
-import sys, json, urllib.request, urllib.error
-base, project, dataset, table = sys.argv[1:5]
+import sys, json, urllib.request
+base, project, prefix = sys.argv[1:4]
 def call(path, body=None):
     req = urllib.request.Request(base + '/bigquery/v2/projects/' + project + path,
         data=None if body is None else json.dumps(body).encode(),
         method='GET' if body is None else 'POST', headers={'Content-Type': 'application/json'})
     return json.load(urllib.request.urlopen(req, timeout=60))
-try:
-    call('/datasets/%s/tables/%s' % (dataset, table))
-except urllib.error.HTTPError as e:
-    if e.code == 404:
-        sys.exit(0)
-    raise
-res = call('/queries', {'query': 'SELECT * FROM `%s.%s.%s`' % (project, dataset, table),
-                        'useLegacySql': False, 'maxResults': 1000000, 'timeoutMs': 60000})
-assert res.get('jobComplete', True), res
-names = [f['name'] for f in res['schema']['fields']]
-for r in res.get('rows', []):
-    print(json.dumps({n: c['v'] for n, c in zip(names, r['f'])}))
+for d in call('/datasets?all=true&maxResults=10000').get('datasets', []):
+    ds = d['datasetReference']['datasetId']
+    if not ds.startswith(prefix):
+        continue
+    for t in call('/datasets/%s/tables?maxResults=10000' % ds).get('tables', []):
+        name = t['tableReference']['tableId']
+        res = call('/queries', {'query': 'SELECT * FROM `%s.%s.%s`' % (project, ds, name),
+                                'useLegacySql': False, 'maxResults': 1000000, 'timeoutMs': 60000})
+        assert res.get('jobComplete', True), res
+        names = [f['name'] for f in res['schema']['fields']]
+        for r in res.get('rows', []):
+            print(json.dumps([ds + '.' + name, {n: c['v'] for n, c in zip(names, r['f'])}]))
 "#;
     let out = Command::new("python3")
         .arg("-c")
         .arg(SCRIPT)
-        .args([&s.url, &s.project, &s.dataset, table])
+        .args([&s.url, &s.project, prefix])
         .output()
         .expect("python3 runs");
     assert!(
         out.status.success(),
-        "reading {table} failed: {}",
+        "reading the tables failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout)
@@ -137,13 +149,48 @@ for r in res.get('rows', []):
 
 use checkpoints::At;
 
-/// Every record in the table and the error table, by where it was read, with its copies.
-fn written(s: &Setup, at: &BTreeMap<String, At>) -> BTreeMap<At, u32> {
-    let mut seen = BTreeMap::new();
-    for table in ["rows", "errors"] {
-        for row in rows(s, table) {
-            let text = |k: &str| row.get(k).and_then(Value::as_str).map(str::to_string);
-            let where_ = match (text("uri"), text("error_type").as_deref()) {
+/// The document id in a submission uri (a uuid path element), lowercased.
+fn document_id(uri: &str) -> Option<String> {
+    uri.split('/')
+        .find(|e| e.len() == 36 && e.matches('-').count() == 4)
+        .map(str::to_lowercase)
+}
+
+/// Where each input record is: by `uri|submission_timestamp` (error rows) and by document
+/// id (decoded rows).
+struct Inputs {
+    by_key: BTreeMap<String, At>,
+    by_document_id: BTreeMap<String, At>,
+}
+
+impl Inputs {
+    fn new(by_key: BTreeMap<String, At>) -> Self {
+        let mut by_document_id = BTreeMap::new();
+        for (key, at) in &by_key {
+            let uri = key.split('|').next().unwrap();
+            if let Some(id) = document_id(uri) {
+                assert!(
+                    by_document_id.insert(id, at.clone()).is_none(),
+                    "generated document ids are unique"
+                );
+            }
+        }
+        Inputs {
+            by_key,
+            by_document_id,
+        }
+    }
+}
+
+/// Every record in the decoded tables and the error table, by where it was read, with its
+/// copies (each as its table and row), and the decoded rows' tables.
+fn written(s: &Setup, inputs: &Inputs) -> (BTreeMap<At, Vec<String>>, BTreeMap<String, usize>) {
+    let mut seen: BTreeMap<At, Vec<String>> = BTreeMap::new();
+    let mut tables: BTreeMap<String, usize> = BTreeMap::new();
+    for (table, row) in all_rows(s, &format!("{}_", s.dataset)) {
+        let text = |k: &str| row.get(k).and_then(Value::as_str).map(str::to_string);
+        let where_ = if table.ends_with("_errors.decoder") {
+            match (text("uri"), text("error_type").as_deref()) {
                 (_, Some("ReadInput")) => {
                     let file = text("input_file").unwrap();
                     (
@@ -157,20 +204,34 @@ fn written(s: &Setup, at: &BTreeMap<String, At>) -> BTreeMap<At, u32> {
                 }
                 (Some(uri), _) => {
                     let key = format!("{uri}|{}", text("submission_timestamp").unwrap());
-                    at.get(&key)
-                        .unwrap_or_else(|| panic!("a row that is not in the input: {row:?}"))
+                    inputs
+                        .by_key
+                        .get(&key)
+                        .unwrap_or_else(|| panic!("an error row not in the input: {row:?}"))
                         .clone()
                 }
-                (None, _) => panic!("row without uri: {row:?}"),
-            };
-            *seen.entry(where_).or_default() += 1;
-        }
+                (None, _) => panic!("error row without uri: {row:?}"),
+            }
+        } else {
+            *tables.entry(table.clone()).or_default() += 1;
+            let id = text("document_id")
+                .unwrap_or_else(|| panic!("{table}: a row without document_id"))
+                .to_lowercase();
+            inputs
+                .by_document_id
+                .get(&id)
+                .unwrap_or_else(|| panic!("{table}: a row not in the input: {id}"))
+                .clone()
+        };
+        let copy = format!("{table} {}", Value::Object(row.clone()));
+        seen.entry(where_).or_default().push(copy);
     }
-    seen
+    (seen, tables)
 }
 
 #[test]
-fn five_sigkills_into_bigquery_lose_nothing_and_duplicate_at_most_the_in_flight_bound() {
+fn the_decoder_killed_five_times_into_bigquery_loses_nothing_and_duplicates_at_most_the_in_flight_bound(
+) {
     let Some((url, project)) = emulator() else {
         return;
     };
@@ -199,6 +260,7 @@ fn five_sigkills_into_bigquery_lose_nothing_and_duplicate_at_most_the_in_flight_
     std::fs::write(&config, CONFIG).unwrap();
     // Two files, so both workers read; every record's key says where it is.
     let (at, expected) = checkpoints::write_inputs(&input, &[21, 22], RECORDS_PER_FILE);
+    let inputs = Inputs::new(at);
 
     let mut exposures = Vec::new();
     for kill in 1..=KILLS {
@@ -219,7 +281,7 @@ fn five_sigkills_into_bigquery_lose_nothing_and_duplicate_at_most_the_in_flight_
         child.wait().unwrap();
         assert!(running, "run {kill} ended before it could be killed");
         let acked = checkpoints::acknowledged(&state);
-        let seen = written(&s, &at);
+        let (seen, _) = written(&s, &inputs);
         let exposed = seen
             .keys()
             .filter(|(file, line)| *line > acked.get(file).copied().unwrap_or(0))
@@ -233,7 +295,11 @@ fn five_sigkills_into_bigquery_lose_nothing_and_duplicate_at_most_the_in_flight_
     }
     let status = job(&s, &config, &input, &state).status().unwrap();
     assert!(status.success(), "the last run finishes: {status}");
-    let seen = written(&s, &at);
+    let (seen, tables) = written(&s, &inputs);
+    assert!(
+        tables.len() >= 3,
+        "the decoder wrote to one table per doctype: {tables:?}"
+    );
     let missing: Vec<&At> = expected.iter().filter(|k| !seen.contains_key(*k)).collect();
     assert!(
         missing.is_empty(),
@@ -241,14 +307,23 @@ fn five_sigkills_into_bigquery_lose_nothing_and_duplicate_at_most_the_in_flight_
         missing.len(),
         &missing[..missing.len().min(3)]
     );
-    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    let duplicates: usize = seen.values().map(|copies| copies.len() - 1).sum();
+    // A record written again after a kill is the same row in the same table: it was sent
+    // with the same insert id (table, input line and row decide it), so BigQuery's dedup,
+    // which the emulator lacks, could drop it.
+    for (at, copies) in &seen {
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "the copies of {at:?} differ: {copies:#?}"
+        );
+    }
     let exposed: usize = exposures.iter().sum();
     eprintln!(
-        "{} records, missing 0, {duplicates} duplicates after {KILLS} kills (exposed per kill {exposures:?}, bound {IN_FLIGHT_BOUND})",
+        "{} records, missing 0, {duplicates} duplicates after {KILLS} kills (exposed per kill {exposures:?}, bound {IN_FLIGHT_BOUND}); decoded rows per table {tables:?}",
         expected.len()
     );
     assert!(
-        duplicates as usize <= exposed,
+        duplicates <= exposed,
         "{duplicates} duplicates > {exposed} exposed"
     );
 }

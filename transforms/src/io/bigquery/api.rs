@@ -12,6 +12,17 @@ use super::table::TableRef;
 /// A JSON row as `insertAll` takes it.
 pub type Row = Map<String, Value>;
 
+/// A row and the `insertId` it is sent with. BigQuery drops a row whose insert id it has
+/// seen in the same table within about a minute (best effort), so a request resent after an
+/// unanswered attempt, or a record re-read after a crash, does not usually land twice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InsertRow {
+    /// Derived from the record alone (see the module docs), so every attempt sends the same.
+    pub insert_id: String,
+    /// The row.
+    pub json: Row,
+}
+
 /// Why a request failed as a whole.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -63,9 +74,13 @@ pub trait BigQueryApi: Send + Sync + 'static {
     /// Creates the table (and its dataset when missing); a table that already exists is no
     /// error.
     async fn create_table(&self, table: &TableRef, schema: &TableSchema) -> Result<(), ApiError>;
-    /// `tabledata.insertAll`: the rows not inserted (none when all were).
-    async fn insert_all(&self, table: &TableRef, rows: &[Row])
-        -> Result<Vec<RowFailure>, ApiError>;
+    /// `tabledata.insertAll` of the rows with their insert ids: the rows not inserted (none
+    /// when all were).
+    async fn insert_all(
+        &self,
+        table: &TableRef,
+        rows: &[InsertRow],
+    ) -> Result<Vec<RowFailure>, ApiError>;
     /// Verifies credentials and reachability without writing.
     async fn check(&self) -> Result<(), ApiError>;
 }
@@ -241,14 +256,14 @@ impl BigQueryApi for RestApi {
     async fn insert_all(
         &self,
         table: &TableRef,
-        rows: &[Row],
+        rows: &[InsertRow],
     ) -> Result<Vec<RowFailure>, ApiError> {
         use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
         let client = self.client().await?;
         let mut request = TableDataInsertAllRequest::new();
         for row in rows {
             request
-                .add_row(None, row)
+                .add_row(Some(row.insert_id.clone()), &row.json)
                 .map_err(|e| ApiError::Fatal(e.to_string()))?;
         }
         let response = client

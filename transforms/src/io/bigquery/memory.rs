@@ -1,13 +1,14 @@
 //! An in-memory BigQuery: tables with schemas, `insertAll` that checks every row against its
-//! table as BigQuery does, and faults on demand. Clones share state.
+//! table as BigQuery does and drops rows whose insert id the table has seen, and faults on
+//! demand. Clones share state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use sluice_schemas::bigquery::{check_row, TableSchema};
 
-use super::api::{ApiError, BigQueryApi, Row, RowFailure};
+use super::api::{ApiError, BigQueryApi, InsertRow, Row, RowFailure};
 use super::table::TableRef;
 
 #[derive(Default)]
@@ -15,11 +16,15 @@ struct State {
     tables: BTreeMap<(String, String), Table>,
     /// Calls of `insert_all` that fail before doing anything, with this error.
     faults: Vec<ApiError>,
+    /// Calls of `insert_all` that insert, then fail as an unanswered request does.
+    lost_answers: usize,
     /// Requests larger than this many rows are refused whole (`payloadTooLarge`).
     max_request_rows: Option<usize>,
     /// Rows refused on top of what [`check_row`] refuses, with the message.
     refuse: Option<Refusal>,
     insert_calls: usize,
+    /// The insert ids of every `insert_all` call, in order, by table.
+    requests: BTreeMap<(String, String), Vec<Vec<String>>>,
 }
 
 type Refusal = Arc<dyn Fn(&Row) -> Option<String> + Send + Sync>;
@@ -27,11 +32,17 @@ type Refusal = Arc<dyn Fn(&Row) -> Option<String> + Send + Sync>;
 struct Table {
     schema: TableSchema,
     rows: Vec<Row>,
+    /// The insert ids of the rows inserted (BigQuery remembers them about a minute; the
+    /// double for its life).
+    seen: BTreeSet<String>,
+    /// Rows dropped as repeats of an insert id.
+    repeats: usize,
 }
 
 /// A BigQuery double for tests: `insertAll` refuses a request with any invalid row
 /// ([`check_row`]: unknown field, wrong type, null in an array), naming the invalid rows
-/// `invalid` and the others `stopped`, as BigQuery does without `skipInvalidRows`.
+/// `invalid` and the others `stopped`, as BigQuery does without `skipInvalidRows`. A row
+/// whose insert id the table has seen is dropped, as BigQuery's best-effort dedup would.
 ///
 /// ```
 /// use sluice_schemas::bigquery::{Field, FieldType, TableSchema};
@@ -62,6 +73,8 @@ impl MemoryBigQuery {
             Table {
                 schema,
                 rows: Vec::new(),
+                seen: BTreeSet::new(),
+                repeats: 0,
             },
         );
     }
@@ -96,6 +109,29 @@ impl MemoryBigQuery {
         self.state().faults.extend(errors);
     }
 
+    /// The next `n` `insert_all` calls insert their rows, then fail as a request whose
+    /// answer never came (`Transient`): the sender cannot know the rows landed.
+    pub fn lose_answers(&self, n: usize) {
+        self.state().lost_answers += n;
+    }
+
+    /// The insert ids sent to a table, one list per `insert_all` call (faulty ones included).
+    pub fn requests(&self, dataset: &str, table: &str) -> Vec<Vec<String>> {
+        self.state()
+            .requests
+            .get(&(dataset.to_string(), table.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many rows a table dropped because their insert id was already inserted.
+    pub fn repeated_rows(&self, dataset: &str, table: &str) -> usize {
+        self.state()
+            .tables
+            .get(&(dataset.to_string(), table.to_string()))
+            .map_or(0, |t| t.repeats)
+    }
+
     /// Requests of more rows are refused whole with `payloadTooLarge`.
     pub fn with_max_request_rows(self, rows: usize) -> Self {
         self.state().max_request_rows = Some(rows);
@@ -128,6 +164,8 @@ impl BigQueryApi for MemoryBigQuery {
             .or_insert_with(|| Table {
                 schema: schema.clone(),
                 rows: Vec::new(),
+                seen: BTreeSet::new(),
+                repeats: 0,
             });
         Ok(())
     }
@@ -135,10 +173,15 @@ impl BigQueryApi for MemoryBigQuery {
     async fn insert_all(
         &self,
         table: &TableRef,
-        rows: &[Row],
+        rows: &[InsertRow],
     ) -> Result<Vec<RowFailure>, ApiError> {
         let mut state = self.state();
         state.insert_calls += 1;
+        state
+            .requests
+            .entry((table.dataset.clone(), table.table.clone()))
+            .or_default()
+            .push(rows.iter().map(|r| r.insert_id.clone()).collect());
         if !state.faults.is_empty() {
             return Err(state.faults.remove(0));
         }
@@ -159,15 +202,27 @@ impl BigQueryApi for MemoryBigQuery {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| {
-                let refused = match check_row(r, &t.schema) {
+                let refused = match check_row(&r.json, &t.schema) {
                     Err(e) => Some(e.to_string()),
-                    Ok(()) => refuse.as_ref().and_then(|f| f(r)),
+                    Ok(()) => refuse.as_ref().and_then(|f| f(&r.json)),
                 };
                 refused.map(|m| (i, m))
             })
             .collect();
         if invalid.is_empty() {
-            t.rows.extend(rows.iter().cloned());
+            for r in rows {
+                if t.seen.insert(r.insert_id.clone()) {
+                    t.rows.push(r.json.clone());
+                } else {
+                    t.repeats += 1;
+                }
+            }
+            if state.lost_answers > 0 {
+                state.lost_answers -= 1;
+                return Err(ApiError::Transient(
+                    "the request timed out (its rows were inserted)".into(),
+                ));
+            }
             return Ok(Vec::new());
         }
         Ok((0..rows.len())

@@ -31,9 +31,16 @@
 //! # Failures of the whole write
 //! Unavailable, rate-limited or unanswered requests are retried with exponential backoff
 //! ([`RetryPolicy`]); after the last attempt, or on an error retrying cannot cure (credentials,
-//! permissions), the write fails: the pipeline stops without acknowledging the epoch. A
-//! retried request may insert its rows twice (insertAll is at-least-once; no insert ids are
-//! sent).
+//! permissions), the write fails: the pipeline stops without acknowledging the epoch.
+//!
+//! # Insert ids
+//! `insertAll` is at-least-once: an unanswered request may have inserted its rows, and a job
+//! restarted after a crash re-reads what it had not acknowledged. Every row is therefore sent
+//! with an `insertId` derived from the record alone ([`insert_id`]: its table, where its
+//! source read it and the row itself), the same in every attempt, every split of a refused
+//! request and every run, so that BigQuery's best-effort dedup (rows whose id it saw within
+//! about a minute) drops the repeats. Best effort only: a repeat later than that, or one the
+//! service misses, lands twice.
 //!
 //! # As the dead-letter sink
 //! With `format = "raw"` and a fixed table (`errors.decoder`), every attribute of a dead letter
@@ -50,6 +57,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use sluice::io::{Sink, SinkContext, SinkWriter, WriteFuture};
 use sluice::{BoxError, Epoch, Failure, Message, Rejection};
 use sluice_schemas::bigquery::{
@@ -58,7 +66,7 @@ use sluice_schemas::bigquery::{
 };
 use sluice_schemas::SchemaRegistry;
 
-pub use api::{ApiError, Auth, BigQueryApi, RestApi, Row, RowFailure};
+pub use api::{ApiError, Auth, BigQueryApi, InsertRow, RestApi, Row, RowFailure};
 pub use config::{AuthConfig, BigQuerySinkConfig, InsertBatchConfig, RetryConfig};
 pub use memory::MemoryBigQuery;
 pub use table::{TableRef, TableTemplate};
@@ -312,6 +320,47 @@ impl BigQuerySink {
     }
 }
 
+/// The `insertId` of a record's row: 32 hex digits of a SHA-256 over the table, the record's
+/// source position (without the Pub/Sub delivery attempt, which grows with each redelivery)
+/// and the row's JSON. Deterministic, so a retried request, a split one and a re-run after a
+/// crash send the same id for the same record; the position keeps two equal rows read from
+/// different places (two identical lines of a file) apart.
+///
+/// ```
+/// use sluice::{Message, SourcePosition};
+/// use sluice_transforms::io::bigquery::{insert_id, TableRef};
+/// let table = TableRef::parse("ds.t").unwrap();
+/// let row = serde_json::json!({"n": 1}).as_object().unwrap().clone();
+/// let at = |line| Message::new("").with_position(SourcePosition::Line { file: None, line });
+/// assert_eq!(insert_id(&table, &at(1), &row), insert_id(&table, &at(1), &row));
+/// assert_ne!(insert_id(&table, &at(1), &row), insert_id(&table, &at(2), &row));
+/// assert_eq!(insert_id(&table, &at(1), &row).len(), 32);
+/// ```
+pub fn insert_id(table: &TableRef, message: &Message, row: &Row) -> String {
+    insert_id_of_text(table, message, &serde_json::to_vec(row).unwrap_or_default())
+}
+
+/// [`insert_id`] of a row already serialized (the sink serializes each row once).
+fn insert_id_of_text(table: &TableRef, message: &Message, row: &[u8]) -> String {
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(table.to_string().as_bytes());
+    if let Some(p) = &message.position {
+        for (k, v) in p.to_attributes() {
+            if k != "pubsub_delivery_attempt" {
+                part(k.as_bytes());
+                part(v.as_bytes());
+            }
+        }
+    }
+    part(row);
+    let digest = h.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A refusal: why, in BigQuery's words.
 struct Refusal {
     table: String,
@@ -535,10 +584,10 @@ impl Inner {
                 return Ok(());
             }
         };
-        let mut batch: Vec<(Message, Row)> = Vec::new();
+        let mut batch: Vec<(Message, InsertRow)> = Vec::new();
         let mut bytes = 0;
         for m in messages {
-            let row = match self.row(&m, &schema) {
+            let json = match self.row(&m, &schema) {
                 Ok(row) => row,
                 Err(message) => {
                     let refusal = Refusal {
@@ -550,7 +599,13 @@ impl Inner {
                     continue;
                 }
             };
-            let size = Value::Object(row.clone()).to_string().len();
+            // a map of JSON values always serializes
+            let text = serde_json::to_vec(&json).unwrap_or_default();
+            let size = text.len();
+            let row = InsertRow {
+                insert_id: insert_id_of_text(table, &m, &text),
+                json,
+            };
             if !batch.is_empty()
                 && (batch.len() >= self.batch.max_rows || bytes + size > self.batch.max_bytes)
             {
@@ -572,7 +627,7 @@ impl Inner {
     async fn insert(
         &self,
         table: &TableRef,
-        rows: Vec<(Message, Row)>,
+        rows: Vec<(Message, InsertRow)>,
         rejections: &mut Vec<Rejection<Message>>,
     ) -> Result<(), BoxError> {
         let mut pending = vec![rows];
@@ -582,7 +637,7 @@ impl Inner {
             }
             let mut stopped_only = 0;
             loop {
-                let request: Vec<Row> = chunk.iter().map(|(_, r)| r.clone()).collect();
+                let request: Vec<InsertRow> = chunk.iter().map(|(_, r)| r.clone()).collect();
                 let result = self.retrying(|| self.api.insert_all(table, &request)).await;
                 match result {
                     Ok(failures) if failures.is_empty() => break,

@@ -212,6 +212,111 @@ fn requests_are_batched_by_rows_and_bytes_and_split_when_too_large() {
 }
 
 #[test]
+fn insert_ids_are_sent_and_the_same_in_every_attempt_split_and_run() {
+    let input: Vec<Message> = (0..6)
+        .map(|i| {
+            doc("test", json!(i % 3)).with_position(sluice::SourcePosition::Line {
+                file: Some("in.ndjson".into()),
+                line: i + 1,
+            })
+        })
+        .collect();
+    // the first request inserts, then its answer is lost: the retry sends the same ids,
+    // and the table drops them as repeats
+    let bq = MemoryBigQuery::new();
+    bq.add_table("test", "test_v1", n_table());
+    bq.lose_answers(1);
+    assert!(write_all(&sink(&bq), input.clone()).unwrap().is_empty());
+    let requests = bq.requests("test", "test_v1");
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0], requests[1]);
+    let ids = requests[0].clone();
+    assert_eq!(ids.len(), 6);
+    assert!(ids.iter().all(|id| id.len() == 32 && !id.is_empty()));
+    // equal rows read from different lines keep different ids
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 6);
+    assert_eq!(bq.rows("test", "test_v1").unwrap().len(), 6);
+    assert_eq!(bq.repeated_rows("test", "test_v1"), 6);
+
+    // a re-run (a new sink, as after a crash) sends the same ids; split requests too
+    let bq2 = MemoryBigQuery::new().with_max_request_rows(2);
+    bq2.add_table("test", "test_v1", n_table());
+    assert!(write_all(&sink(&bq2), input.clone()).unwrap().is_empty());
+    let requests = bq2.requests("test", "test_v1");
+    assert!(requests.len() > 1, "{requests:?}");
+    let sent: Vec<String> = requests
+        .iter()
+        .filter(|r| r.len() <= 2)
+        .flatten()
+        .cloned()
+        .collect();
+    let mut sorted_sent = sent.clone();
+    sorted_sent.sort();
+    let mut sorted_ids = ids.clone();
+    sorted_ids.sort();
+    assert_eq!(sorted_sent, sorted_ids);
+    for r in &requests {
+        assert!(r.iter().all(|id| ids.contains(id)), "{r:?} not in {ids:?}");
+    }
+
+    // a refused row's request is resent without it: the others keep their ids
+    let bq3 = MemoryBigQuery::new();
+    bq3.add_table("test", "test_v1", n_table());
+    bq3.refuse_rows(|row| (row["n"] == 2).then(|| "no".to_string()));
+    let refused = write_all(&sink(&bq3), input.clone()).unwrap();
+    assert_eq!(refused.len(), 2);
+    let requests = bq3.requests("test", "test_v1");
+    assert_eq!(requests[0], ids);
+    let kept: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 2)
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(requests[1], kept);
+}
+
+#[test]
+fn the_insert_id_follows_the_table_the_position_and_the_row_only() {
+    let table = TableRef::parse("ds.t").unwrap();
+    let row = |n: i64| json!({"n": n}).as_object().unwrap().clone();
+    let pubsub = |attempt| {
+        Message::new("x").with_position(sluice::SourcePosition::PubSub(Box::new(
+            sluice::PubSubPosition {
+                subscription: "s".into(),
+                message_id: "m1".into(),
+                publish_time: Some("2026-01-01T00:00:00Z".into()),
+                delivery_attempt: Some(attempt),
+            },
+        )))
+    };
+    // a redelivery is the same message
+    assert_eq!(
+        insert_id(&table, &pubsub(1), &row(1)),
+        insert_id(&table, &pubsub(5), &row(1))
+    );
+    assert_ne!(
+        insert_id(&table, &pubsub(1), &row(1)),
+        insert_id(&table, &pubsub(1), &row(2))
+    );
+    assert_ne!(
+        insert_id(&table, &pubsub(1), &row(1)),
+        insert_id(&TableRef::parse("ds.u").unwrap(), &pubsub(1), &row(1))
+    );
+    // attributes that are not in the row do not matter; without a position the row decides
+    let plain = Message::new("x");
+    assert_eq!(
+        insert_id(&table, &plain, &row(1)),
+        insert_id(&table, &plain.clone().with_attribute("a", "b"), &row(1))
+    );
+    assert_ne!(
+        insert_id(&table, &plain, &row(1)),
+        insert_id(&table, &pubsub(1), &row(1))
+    );
+}
+
+#[test]
 fn raw_format_writes_dead_letters_to_an_error_table() {
     let bq = MemoryBigQuery::new();
     let s = BigQuerySink::new(
