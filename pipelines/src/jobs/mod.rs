@@ -203,7 +203,17 @@ fn source_for(cfg: &SourceConfig, tuning: &PipelineTuning) -> Source {
     match cfg {
         SourceConfig::File(c) => Source::File(c.source()),
         SourceConfig::Stdin(c) => Source::Stdin(c.source()),
-        SourceConfig::Kafka(c) => Source::Kafka(c.source()),
+        SourceConfig::Kafka(c) => {
+            // What the consumer prefetches is part of what the pipeline holds for a worker:
+            // at most half its in-flight bytes, the other half for the records being processed.
+            let bytes = tuning
+                .in_flight
+                .max_bytes
+                .unwrap_or(InFlightBounds::default().max_bytes);
+            let mut c = c.clone();
+            c.max_buffered_bytes = c.max_buffered_bytes.min((bytes / 2).max(1));
+            Source::Kafka(c.source())
+        }
         SourceConfig::Pubsub(c) => {
             // Flow control is tied to the in-flight bound: the service never sends a worker
             // more than the pipeline would hold for it.

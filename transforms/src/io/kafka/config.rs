@@ -184,7 +184,10 @@ pub struct KafkaSourceConfig {
     /// (the consumer keeps polling, so it stays in the group).
     #[serde(default = "default_max_buffered_records", with = "units::count")]
     pub max_buffered_records: usize,
-    /// Bytes a worker buffers ahead of the pipeline (bytes or `"16MB"`), as above.
+    /// Bytes a worker buffers ahead of the pipeline (bytes or `"16MB"`), as above; librdkafka's
+    /// own prefetch queue (`queued.max.messages.kbytes`) gets the same bound unless `options`
+    /// sets it. The decoder and sink jobs use at most half the in-flight byte bound
+    /// (`[pipeline] in_flight.max_bytes`).
     #[serde(default = "default_max_buffered_bytes", with = "units::size")]
     pub max_buffered_bytes: usize,
     /// Offsets a worker may have made durable in every sink without the broker having
@@ -264,6 +267,14 @@ impl KafkaSourceConfig {
         }
         if let Some(t) = self.session_timeout {
             c.set("session.timeout.ms", t.as_millis().max(1).to_string());
+        }
+        if !self.options.contains_key("queued.max.messages.kbytes") {
+            // librdkafka prefetches up to 64 MiB per consumer by default, beyond the reader's
+            // own buffer: its queue gets the same bound as that buffer.
+            c.set(
+                "queued.max.messages.kbytes",
+                (self.max_buffered_bytes / 1024).max(1).to_string(),
+            );
         }
         c
     }
@@ -416,6 +427,17 @@ mod tests {
         assert_eq!(rd.get("auto.offset.reset"), Some("latest"));
         assert_eq!(rd.get("fetch.max.bytes"), Some("1000"));
         assert_eq!(rd.get("client.id"), Some("sluice-decoder-3"));
+        // librdkafka's prefetch queue follows the reader's buffer ("1MB" = 1,000,000 bytes),
+        // unless the options set it
+        assert_eq!(rd.get("queued.max.messages.kbytes"), Some("976"));
+        let mut own = full.clone();
+        own.options
+            .insert("queued.max.messages.kbytes".into(), "2048".into());
+        assert_eq!(
+            own.client_config("decoder", 0)
+                .get("queued.max.messages.kbytes"),
+            Some("2048")
+        );
     }
 
     #[test]
