@@ -13,7 +13,7 @@ use sluice_testing::conformance::{
     sample_messages, sink_conformance, source_conformance, SinkUnderTest, SourceUnderTest,
 };
 use sluice_testing::{FailingSink, TestPipeline};
-use sluice_transforms::io::object::PathTemplate;
+use sluice_transforms::io::object::{BatchBounds, Compression, ObjectSink, PathTemplate};
 use sluice_transforms::io::pubsub::{MemoryPubsub, PubsubSink, PubsubSource};
 
 const TOPIC: &str = "projects/p/topics/raw";
@@ -213,6 +213,59 @@ fn flow_control_bounds_what_is_outstanding() {
         ps.max_outstanding_seen(SUB)
     );
     assert_eq!(ps.unacked(SUB), 0);
+}
+
+#[test]
+fn full_flow_control_makes_streamed_objects_close_instead_of_waiting_for_their_age() {
+    // Objects that would stay open for an hour hold every outstanding message: without the
+    // source saying it awaits acks, the job would stall until they reached their age.
+    let input = sample_messages(200);
+    let ps = double_with(&input);
+    let source = PubsubSource::memory(&ps, SUB)
+        .flow_control(20, usize::MAX)
+        .exit_when_idle(idle());
+    let store = object_store::memory::InMemory::new();
+    let sink = ObjectSink::memory(store.clone(), PathTemplate::parse("out/").unwrap())
+        .with_compression(Compression::None)
+        .with_batch(BatchBounds {
+            max_bytes: 100 << 20,
+            max_records: 1_000_000,
+            max_age: Duration::from_secs(3600),
+        });
+    let dead = MemorySink::<DeadLetter>::new();
+    let d = dead.clone();
+    let run = std::thread::spawn(move || {
+        TestPipeline::new().run(move |p| {
+            let mut dl = p.dead_letters();
+            p.read("read", source.clone())
+                .write("write", sink.clone())
+                .failures_to(&mut dl);
+            dl.write("dead_letters", d.clone());
+            Ok(())
+        })
+    });
+    // Not a speed bound: without the fix the job stalls for the objects' hour.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !run.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job stalls until its objects reach their age"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run.join().unwrap().unwrap();
+    assert_eq!(ps.unacked(SUB), 0);
+    assert!(ps.max_outstanding_seen(SUB) <= 20);
+    assert!(dead.is_empty());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let objects = rt.block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
+        metas.len()
+    });
+    // 200 messages through a window of 20: at least one object per window.
+    assert!(objects >= 200 / 20, "{objects} objects");
 }
 
 #[test]

@@ -588,11 +588,16 @@ impl SourceReader<Message> for PubsubReader {
         }
         let got = out.len() - before;
         // Held back by flow control is waiting for acks, not idle.
-        if got > 0 || self.held.len() >= self.max_messages || self.held_bytes >= self.max_bytes {
+        let held_back = self.held.len() >= self.max_messages || self.held_bytes >= self.max_bytes;
+        if got > 0 || held_back {
             self.last_seen = Instant::now();
         }
         let state = if !drained {
             ReadState::More
+        } else if held_back {
+            // Nothing more comes until what is held is acked: sinks that hold records in open
+            // objects must write them now, not when the objects reach their age.
+            ReadState::AwaitingAcks
         } else if self
             .exit_when_idle
             .is_some_and(|idle| got == 0 && self.last_seen.elapsed() >= idle)
