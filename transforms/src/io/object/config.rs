@@ -152,7 +152,7 @@ pub struct BatchConfig {
     pub max_age: Duration,
     /// Compressed bytes an open batch buffers before they go to the store as one part of a
     /// multipart upload (an object smaller than a part is one put). When absent: on a
-    /// local directory ([`LOCAL_PART_SIZE`](crate::io::object::LOCAL_PART_SIZE), 256 KiB), 8 MiB on S3
+    /// local directory ([`LOCAL_PART_SIZE`](crate::io::object::LOCAL_PART_SIZE), 64 KiB), 8 MiB on S3
     /// ([`DEFAULT_PART_SIZE`](crate::io::object::DEFAULT_PART_SIZE)), where it must be at least 5 MiB.
     #[serde(
         default,
@@ -203,7 +203,7 @@ pub fn default_max_age() -> Duration {
     BatchBounds::default().max_age
 }
 
-/// 256 KiB on a local directory: see [`LOCAL_PART_SIZE`].
+/// 64 KiB on a local directory: see [`LOCAL_PART_SIZE`].
 pub fn default_local_part_size() -> usize {
     LOCAL_PART_SIZE
 }
