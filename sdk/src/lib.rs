@@ -34,6 +34,7 @@
 //! ```
 
 mod dead_letter;
+mod dedup;
 mod error;
 pub mod harness;
 pub mod io;
@@ -46,6 +47,7 @@ mod pcollection;
 mod pipeline;
 
 pub use dead_letter::{reduce_message, truncate_utf8, DeadLetter, Failure, MAX_ATTRIBUTE_BYTES};
+pub use dedup::{Clock, DedupKey, DedupTime, Deduplicate, OnDuplicate, DUPLICATE_ERROR_TYPE};
 pub use error::{chain, BoxError, Error, Result};
 pub use io::{
     CheckContext, Epoch, ReadState, ReadStatus, Rejection, Sink, SinkContext, SinkWriter, Source,
@@ -54,7 +56,7 @@ pub use io::{
 pub use ledger::EpochLedger;
 pub use memory::{MemoryFeeder, MemorySink, MemorySource, UnboundedMemorySource};
 pub use message::{EnvelopeError, Message, PubSubPosition, SourcePosition};
-pub use metrics::{Counter, Metrics, MetricsSnapshot, RunSummary};
+pub use metrics::{Counter, Gauge, Metrics, MetricsSnapshot, RunSummary};
 pub use pcollection::{
     DeadLetters, Element, Original, PCollection, PTransform, WithFailures, WriteResult,
 };
