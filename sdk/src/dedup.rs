@@ -129,7 +129,7 @@ impl Clock {
         Clock(Arc::new(f))
     }
 
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         (self.0)()
     }
 }

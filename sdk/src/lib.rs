@@ -33,6 +33,7 @@
 //! assert_eq!(dead.records()[0].error_message, "invalid digit found in string");
 //! ```
 
+mod counts;
 mod dead_letter;
 mod dedup;
 mod error;
@@ -46,6 +47,7 @@ mod operators;
 mod pcollection;
 mod pipeline;
 
+pub use counts::{CountOutcomes, OutcomeCounts, OutcomeKey, OutcomeSnapshot};
 pub use dead_letter::{reduce_message, truncate_utf8, DeadLetter, Failure, MAX_ATTRIBUTE_BYTES};
 pub use dedup::{Clock, DedupKey, DedupTime, Deduplicate, OnDuplicate, DUPLICATE_ERROR_TYPE};
 pub use error::{chain, BoxError, Error, Result};

@@ -84,6 +84,7 @@ pub struct Metrics {
 struct MetricsInner {
     counters: Mutex<BTreeMap<(Counter, String), Arc<AtomicU64>>>,
     gauges: Mutex<BTreeMap<(Gauge, String), Arc<AtomicI64>>>,
+    outcomes: crate::counts::OutcomeCounts,
     in_flight_epochs: AtomicU64,
     held_bytes: AtomicU64,
     peak_held_bytes: AtomicU64,
@@ -111,6 +112,11 @@ impl Metrics {
     pub fn gauge(&self, family: Gauge, label: &str) -> Arc<AtomicI64> {
         let mut map = self.inner.gauges.lock().unwrap_or_else(|e| e.into_inner());
         map.entry((family, label.to_string())).or_default().clone()
+    }
+
+    /// The counts of the [`CountOutcomes`](crate::CountOutcomes) steps of this process.
+    pub fn outcomes(&self) -> &crate::counts::OutcomeCounts {
+        &self.inner.outcomes
     }
 
     /// Adds `n` to a counter (slow path: looks the counter up).
