@@ -39,11 +39,11 @@ fn run(workers: usize) {
     tp.run(move |p| {
         let mut dead_letters = p.dead_letters();
         p.read("read", source.clone())
-            .try_map_owned("OddPayload", |m: Message| {
+            .try_map("OddPayload", |m: &Message| {
                 if m.payload.len() % 2 == 1 && m.payload.ends_with(b"3") {
-                    Err((m, Failure::new("ends with 3")))
+                    Err(Failure::new("ends with 3"))
                 } else {
-                    Ok(m)
+                    Ok(m.clone())
                 }
             })
             .failures_to(&mut dead_letters)
