@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sluice::{
-    BoxError, Counter, DeadLetters, EpochBounds, InFlightBounds, Message, Metrics, Pipeline,
-    PipelineBuilder, Sink, SinkContext, SinkWriter,
+    BoxError, CountOutcomes, Counter, DeadLetters, DedupKey, DedupTime, Deduplicate, EpochBounds,
+    InFlightBounds, Message, Metrics, OnDuplicate, Pipeline, PipelineBuilder, Sink, SinkContext,
+    SinkWriter,
 };
 use sluice_schemas::SchemaRegistry;
 use sluice_transforms::decode::{Decoder, DecompressPayload, GeoError, GeoLookup};
@@ -684,11 +685,31 @@ fn build(
             }
         }
     };
+    let output = match &config.dedup {
+        Some(d) if d.enabled && config.job == JobKind::Decoder => output
+            .apply("dedup", deduplicate_for(d))
+            .failures_to(&mut dead_letters),
+        _ => output,
+    };
+    let counting =
+        config.job == JobKind::Decoder && config.counts.as_ref().is_some_and(|c| c.enabled);
+    // Counted as they are handed to the sinks: a record the sink then refuses is counted
+    // once as decoded and once under its refusal's error_type.
+    let output = if counting {
+        output.apply("count", CountOutcomes::new())
+    } else {
+        output
+    };
     count_outputs(output, metrics)
         .write("write", parts.sink)
         .failures_to(&mut dead_letters);
     let scrub = dead_letter_scrub(config);
     let all = dead_letters.into_pcollection();
+    let all = if counting {
+        all.apply("count_dead_letters", CountOutcomes::new())
+    } else {
+        all
+    };
     let scrubbed = if scrub.is_empty() {
         all
     } else {
@@ -698,6 +719,27 @@ fn build(
     dead_letters.push(scrubbed);
     dead_letters.write_messages("write_dead_letters", parts.dead_letter_sink);
     Ok(())
+}
+
+/// The `Deduplicate` step of a `[dedup]` section.
+fn deduplicate_for(d: &crate::config::DedupConfig) -> Deduplicate {
+    use crate::config::{DedupTimeConfig, OnDuplicateConfig};
+    let key = match &d.payload_field {
+        Some(pointer) => DedupKey::PayloadField(pointer.clone()),
+        None => DedupKey::Attribute(d.key.clone()),
+    };
+    Deduplicate::new()
+        .with_key(key)
+        .with_window(d.window)
+        .with_lateness(d.lateness)
+        .with_time(match d.time {
+            DedupTimeConfig::SubmissionTimestamp => DedupTime::SubmissionTimestamp,
+            DedupTimeConfig::Processing => DedupTime::ProcessingTime,
+        })
+        .on_duplicate(match d.on_duplicate {
+            OnDuplicateConfig::DeadLetter => OnDuplicate::DeadLetter,
+            OnDuplicateConfig::Drop => OnDuplicate::Drop,
+        })
 }
 
 /// What decoded outputs lose before their metadata is nested: the client IPs unless
