@@ -5,8 +5,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::io::{IsTerminal, Read, Write};
-use std::net::TcpListener;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,7 +69,8 @@ enum Command {
         /// The cluster's host file: one host:port per process.
         #[arg(long, requires = "processes")]
         hostfile: Option<PathBuf>,
-        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9898).
+        /// Serve Prometheus metrics (`/metrics`), `/health`, `/ready` and the live status page
+        /// (`/`) on this address (e.g. 127.0.0.1:9898).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<String>,
         /// Never draw a progress bar.
@@ -418,8 +418,10 @@ fn run(args: RunArgs) -> Result<(), Exit> {
         .unwrap_or_else(|| pipeline.shutdown_flag());
     let signalled = Arc::new(AtomicBool::new(false));
     install_signals(stop, signalled.clone()).map_err(|e| Exit(1, e))?;
+    let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = &args.metrics_addr {
-        serve_metrics(addr, metrics.clone()).map_err(|e| Exit(2, e))?;
+        sluice_pipelines::status::serve(addr, pipeline.job_name(), metrics.clone(), ready.clone())
+            .map_err(|e| Exit(2, anyhow::Error::new(e)))?;
     }
     let done = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress(
@@ -428,7 +430,9 @@ fn run(args: RunArgs) -> Result<(), Exit> {
         bounded && !args.no_progress && std::io::stderr().is_terminal(),
     );
     tracing::info!(config = %args.config.display(), "starting");
+    ready.store(true, Ordering::SeqCst);
     let result = prepared.run(pipeline);
+    ready.store(false, Ordering::SeqCst);
     done.store(true, Ordering::SeqCst);
     let _ = progress.join();
     let summary = result.map_err(job_exit)?;
@@ -516,29 +520,6 @@ fn install_signals(stop: Arc<AtomicBool>, signalled: Arc<AtomicBool>) -> anyhow:
                     say!("aborted");
                     std::process::exit(i32::from(EXIT_ABORTED));
                 }
-            }
-        })?;
-    Ok(())
-}
-
-fn serve_metrics(addr: &str, metrics: Metrics) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on metrics address `{addr}`"))?;
-    tracing::info!(%addr, "serving metrics at /metrics");
-    std::thread::Builder::new()
-        .name("sluice-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 2048];
-                let _ = stream.read(&mut buf);
-                let body = metrics.snapshot().to_prometheus();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
             }
         })?;
     Ok(())
