@@ -108,6 +108,9 @@ enum Command {
         /// Share of broken records (every kind of error, evenly).
         #[arg(long, default_value_t = 0.0)]
         error_rate: f64,
+        /// Share of records that are resends of a recent one (same uri and payload).
+        #[arg(long, default_value_t = 0.0)]
+        duplicates: f64,
         /// Output format.
         #[arg(long, value_enum, default_value_t = GenFormat::Json)]
         format: GenFormat,
@@ -134,6 +137,12 @@ enum Command {
         /// Share of broken records.
         #[arg(long, default_value_t = 0.02)]
         error_rate: f64,
+        /// Share of records that are resends of a recent one.
+        #[arg(long, default_value_t = 0.0)]
+        duplicates: f64,
+        /// Deduplicate after decoding (by uri, 24 h; duplicates become dead letters).
+        #[arg(long)]
+        dedup: bool,
         /// The schema registry.
         #[arg(long, default_value = "schemas/json")]
         schemas: PathBuf,
@@ -243,9 +252,10 @@ fn main() -> ExitCode {
             count,
             seed,
             error_rate,
+            duplicates,
             format,
             output,
-        } => generate(count, seed, error_rate, format, output).map_err(Exit::from),
+        } => generate(count, seed, error_rate, duplicates, format, output).map_err(Exit::from),
         Command::Schemas {
             what:
                 SchemasCommand::Bigquery {
@@ -259,8 +269,13 @@ fn main() -> ExitCode {
             workers,
             seed,
             error_rate,
+            duplicates,
+            dedup,
             schemas,
-        } => bench(count, workers, seed, error_rate, &schemas).map_err(Exit::from),
+        } => bench(
+            count, workers, seed, error_rate, duplicates, dedup, &schemas,
+        )
+        .map_err(Exit::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -629,6 +644,7 @@ fn generate(
     count: usize,
     seed: u64,
     error_rate: f64,
+    duplicates: f64,
     format: GenFormat,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -639,7 +655,10 @@ fn generate(
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut buf = Vec::new();
-    for record in Generator::new(seed, error_rate).take(count) {
+    for record in Generator::new(seed, error_rate)
+        .with_duplicates(duplicates)
+        .take(count)
+    {
         buf.clear();
         match format {
             GenFormat::Json => record.write_json_line(&mut buf),
@@ -670,6 +689,8 @@ fn bench(
     workers: usize,
     seed: u64,
     error_rate: f64,
+    duplicates: f64,
+    dedup: bool,
     schemas: &std::path::Path,
 ) -> anyhow::Result<()> {
     let registry = Arc::new(
@@ -677,14 +698,16 @@ fn bench(
             .with_context(|| format!("cannot load schemas `{}`", schemas.display()))?,
     );
     say!("generating {count} messages...");
-    let input = sluice_pipelines::generate::messages(count, seed, error_rate);
+    let input =
+        sluice_pipelines::generate::messages_with_duplicates(count, seed, error_rate, duplicates);
     let bytes: usize = input.iter().map(|m| m.payload.len()).sum();
     let started = Instant::now();
-    let (summary, ok, dead) = jobs::decode_in_memory(input, registry, workers)?;
+    let (summary, ok, dead) = jobs::decode_in_memory(input, registry, workers, dedup)?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     writeln!(
         std::io::stdout().lock(),
-        "decoder memory->memory, {workers} worker(s): {} messages in {secs:.2}s = {:.0} msgs/s, {:.1} MB/s of payload; {ok} decoded, {dead} dead letters; peak RSS {} MB",
+        "decoder{} memory->memory, {workers} worker(s): {} messages in {secs:.2}s = {:.0} msgs/s, {:.1} MB/s of payload; {ok} decoded, {dead} dead letters; peak RSS {} MB",
+        if dedup { " + dedup" } else { "" },
         summary.total_read(),
         summary.total_read() as f64 / secs,
         bytes as f64 / 1e6 / secs,

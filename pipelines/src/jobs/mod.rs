@@ -771,12 +771,14 @@ fn scrub_for(keep_client_ip: bool, names: &[String]) -> ScrubAttributes {
     base.with_attributes(names.iter().cloned())
 }
 
-/// The decoder job memory -> memory, for `sluice bench` and tests: returns the summary, the
-/// decoded outputs and the dead letters (message form).
+/// The decoder job memory -> memory (with `Deduplicate` after decoding if `dedup`), for
+/// `sluice bench` and tests: returns the summary, the decoded outputs and the dead letters
+/// (message form).
 pub fn decode_in_memory(
     input: Vec<Message>,
     registry: Arc<SchemaRegistry>,
     workers: usize,
+    dedup: bool,
 ) -> Result<(sluice::RunSummary, usize, usize), JobError> {
     let out = sluice::MemorySink::<Message>::new();
     let dead = sluice::MemorySink::<Message>::new();
@@ -794,6 +796,13 @@ pub fn decode_in_memory(
             .read("read", source.clone())
             .apply("decode", Decoder::new(registry.clone()))
             .failures_to(&mut dl);
+        let decoded = if dedup {
+            decoded
+                .apply("dedup", Deduplicate::new())
+                .failures_to(&mut dl)
+        } else {
+            decoded
+        };
         count_outputs(decoded, &metrics)
             .write("write", o.clone())
             .failures_to(&mut dl);
