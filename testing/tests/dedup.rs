@@ -394,3 +394,37 @@ fn an_idle_stream_forgets_on_processing_time() {
     job.join().unwrap().unwrap();
     assert_eq!(dead.len(), 10);
 }
+
+/// `OnDuplicate::Drop` writes no dead letter but counts every duplicate; a payload field can
+/// be the key.
+#[test]
+fn dropped_duplicates_are_counted_and_payload_fields_can_be_keys() {
+    use sluice::{DedupKey, OnDuplicate};
+    let input: Vec<Message> = (0..100)
+        .map(|i| {
+            message(
+                None,
+                0,
+                &format!("{{\"client_id\": \"c{}\", \"n\": {i}}}", i % 40),
+            )
+        })
+        .collect();
+    let out = MemorySink::new();
+    let dead = MemorySink::new();
+    let (o, d) = (out.clone(), dead.clone());
+    let source = MemorySource::from(input);
+    let tp = TestPipeline::new().workers(2);
+    let metrics = tp.pipeline().metrics();
+    tp.run(move |p| {
+        let transform = dedup()
+            .with_key(DedupKey::PayloadField("/client_id".to_string()))
+            .on_duplicate(OnDuplicate::Drop);
+        build(p, source.clone(), o.clone(), d.clone(), transform);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(out.len(), 40, "one per client_id");
+    assert_eq!(dead.len(), 0);
+    let counted = metrics.snapshot().family(Counter::Duplicates);
+    assert_eq!(counted["dedup/Duplicate"], 60);
+}
