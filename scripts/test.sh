@@ -35,6 +35,15 @@ scripts/services/kafka.sh start
 step "services: Pub/Sub emulator at $SLUICE_TEST_PUBSUB_ENDPOINT"
 scripts/services/pubsub.sh start
 
+step "browser for the status page test: chromium (Debian's)"
+if ! command -v chromium >/dev/null 2>&1; then
+    as_root=""
+    [[ "$(id -u)" == 0 ]] || as_root=sudo
+    $as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq chromium >/dev/null
+fi
+chromium --version
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

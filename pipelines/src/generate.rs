@@ -139,7 +139,12 @@ pub struct Generator {
     next_error: usize,
     bomb: Option<Vec<u8>>,
     workload: Workload,
+    duplicates: f64,
+    recent: std::collections::VecDeque<Message>,
 }
+
+/// How many recent submissions a resend may copy.
+const RESEND_HORIZON: usize = 1000;
 
 const USER_AGENTS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:132.0) Gecko/20100101 Firefox/132.0",
@@ -171,12 +176,22 @@ impl Generator {
             next_error: 0,
             bomb: None,
             workload: Workload::Small,
+            duplicates: 0.0,
+            recent: std::collections::VecDeque::new(),
         }
     }
 
     /// The same generator making `workload`'s documents.
     pub fn with_workload(mut self, workload: Workload) -> Self {
         self.workload = workload;
+        self
+    }
+
+    /// Makes a share `rate` (0..=1) of the records resends: exact copies (same `uri`, same
+    /// payload) of one of the last 1,000 submissions, as a client resends after a network
+    /// error.
+    pub fn with_duplicates(mut self, rate: f64) -> Self {
+        self.duplicates = rate.clamp(0.0, 1.0);
         self
     }
 
@@ -728,13 +743,37 @@ impl Generator {
 impl Iterator for Generator {
     type Item = Record;
     fn next(&mut self) -> Option<Record> {
-        Some(self.next_record())
+        if self.duplicates > 0.0 && !self.recent.is_empty() && self.chance(self.duplicates) {
+            let i = self.below(self.recent.len() as u64) as usize;
+            return Some(Record::Message(self.recent[i].clone()));
+        }
+        let record = self.next_record();
+        if self.duplicates > 0.0 {
+            if let Record::Message(m) = &record {
+                if self.recent.len() == RESEND_HORIZON {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(m.clone());
+            }
+        }
+        Some(record)
     }
 }
 
 /// `count` messages (unframable records left out), for in-memory runs and benches.
 pub fn messages(count: usize, seed: u64, error_rate: f64) -> Vec<Message> {
+    messages_with_duplicates(count, seed, error_rate, 0.0)
+}
+
+/// Like [`messages`], a share `duplicates` of them resends (see [`Generator::with_duplicates`]).
+pub fn messages_with_duplicates(
+    count: usize,
+    seed: u64,
+    error_rate: f64,
+    duplicates: f64,
+) -> Vec<Message> {
     Generator::new(seed, error_rate)
+        .with_duplicates(duplicates)
         .filter_map(|r| match r {
             Record::Message(m) => Some(m),
             Record::Unframable(_) => None,
@@ -828,6 +867,33 @@ mod tests {
         assert_eq!(doctypes.len(), 9, "{doctypes:?}");
         assert!((3300..=3900).contains(&mean), "mean {mean}");
         assert!((2600..=3000).contains(&gzipped), "{gzipped} gzipped");
+    }
+
+    #[test]
+    fn a_share_of_records_are_resends_of_recent_ones() {
+        let records: Vec<Record> = Generator::new(5, 0.0)
+            .with_duplicates(0.05)
+            .take(20_000)
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let resends = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Message(m) => Some(m.attribute("uri").unwrap().to_string()),
+                Record::Unframable(_) => None,
+            })
+            .filter(|uri| !seen.insert(uri.clone()))
+            .count();
+        assert!(
+            (800..1200).contains(&resends),
+            "{resends} resends of 20,000"
+        );
+        let plain: Vec<Record> = Generator::new(5, 0.0).take(100).collect();
+        let again: Vec<Record> = Generator::new(5, 0.0)
+            .with_duplicates(0.0)
+            .take(100)
+            .collect();
+        assert_eq!(plain, again, "no duplicates: the same stream as before");
     }
 
     #[test]

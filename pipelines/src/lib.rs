@@ -4,9 +4,11 @@
 //! - [`config`]: the TOML model, overrides and the all-errors-at-once validation.
 //! - [`jobs`]: the `decoder` and `sink` jobs, built from a config.
 //! - [`generate`]: realistic telemetry-like test submissions, deterministic per seed.
+//! - [`status`]: the metrics address: Prometheus metrics, health, readiness and the status page.
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod generate;
 pub mod jobs;
+pub mod status;

@@ -5,8 +5,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::io::{IsTerminal, Read, Write};
-use std::net::TcpListener;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,7 +69,8 @@ enum Command {
         /// The cluster's host file: one host:port per process.
         #[arg(long, requires = "processes")]
         hostfile: Option<PathBuf>,
-        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9898).
+        /// Serve Prometheus metrics (`/metrics`), `/health`, `/ready` and the live status page
+        /// (`/`) on this address (e.g. 127.0.0.1:9898).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<String>,
         /// Never draw a progress bar.
@@ -108,6 +108,9 @@ enum Command {
         /// Share of broken records (every kind of error, evenly).
         #[arg(long, default_value_t = 0.0)]
         error_rate: f64,
+        /// Share of records that are resends of a recent one (same uri and payload).
+        #[arg(long, default_value_t = 0.0)]
+        duplicates: f64,
         /// Output format.
         #[arg(long, value_enum, default_value_t = GenFormat::Json)]
         format: GenFormat,
@@ -138,6 +141,12 @@ enum Command {
         /// Share of broken records.
         #[arg(long, default_value_t = 0.02)]
         error_rate: f64,
+        /// Share of records that are resends of a recent one.
+        #[arg(long, default_value_t = 0.0)]
+        duplicates: f64,
+        /// Deduplicate after decoding (by uri, 24 h; duplicates become dead letters).
+        #[arg(long)]
+        dedup: bool,
         /// The schema registry.
         #[arg(long, default_value = "schemas/json")]
         schemas: PathBuf,
@@ -247,10 +256,14 @@ fn main() -> ExitCode {
             count,
             seed,
             error_rate,
+            duplicates,
             format,
             workload,
             output,
-        } => generate(count, seed, error_rate, format, workload, output).map_err(Exit::from),
+        } => generate(
+            count, seed, error_rate, duplicates, format, workload, output,
+        )
+        .map_err(Exit::from),
         Command::Schemas {
             what:
                 SchemasCommand::Bigquery {
@@ -264,8 +277,13 @@ fn main() -> ExitCode {
             workers,
             seed,
             error_rate,
+            duplicates,
+            dedup,
             schemas,
-        } => bench(count, workers, seed, error_rate, &schemas).map_err(Exit::from),
+        } => bench(
+            count, workers, seed, error_rate, duplicates, dedup, &schemas,
+        )
+        .map_err(Exit::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -423,8 +441,10 @@ fn run(args: RunArgs) -> Result<(), Exit> {
         .unwrap_or_else(|| pipeline.shutdown_flag());
     let signalled = Arc::new(AtomicBool::new(false));
     install_signals(stop, signalled.clone()).map_err(|e| Exit(1, e))?;
+    let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = &args.metrics_addr {
-        serve_metrics(addr, metrics.clone()).map_err(|e| Exit(2, e))?;
+        sluice_pipelines::status::serve(addr, pipeline.job_name(), metrics.clone(), ready.clone())
+            .map_err(|e| Exit(2, anyhow::Error::new(e)))?;
     }
     let done = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress(
@@ -433,7 +453,9 @@ fn run(args: RunArgs) -> Result<(), Exit> {
         bounded && !args.no_progress && std::io::stderr().is_terminal(),
     );
     tracing::info!(config = %args.config.display(), "starting");
+    ready.store(true, Ordering::SeqCst);
     let result = prepared.run(pipeline);
+    ready.store(false, Ordering::SeqCst);
     done.store(true, Ordering::SeqCst);
     let _ = progress.join();
     let summary = result.map_err(job_exit)?;
@@ -521,29 +543,6 @@ fn install_signals(stop: Arc<AtomicBool>, signalled: Arc<AtomicBool>) -> anyhow:
                     say!("aborted");
                     std::process::exit(i32::from(EXIT_ABORTED));
                 }
-            }
-        })?;
-    Ok(())
-}
-
-fn serve_metrics(addr: &str, metrics: Metrics) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on metrics address `{addr}`"))?;
-    tracing::info!(%addr, "serving metrics at /metrics");
-    std::thread::Builder::new()
-        .name("sluice-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 2048];
-                let _ = stream.read(&mut buf);
-                let body = metrics.snapshot().to_prometheus();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
             }
         })?;
     Ok(())
@@ -653,6 +652,7 @@ fn generate(
     count: usize,
     seed: u64,
     error_rate: f64,
+    duplicates: f64,
     format: GenFormat,
     workload: Workload,
     output: Option<PathBuf>,
@@ -666,6 +666,7 @@ fn generate(
     let mut buf = Vec::new();
     for record in Generator::new(seed, error_rate)
         .with_workload(workload)
+        .with_duplicates(duplicates)
         .take(count)
     {
         buf.clear();
@@ -698,6 +699,8 @@ fn bench(
     workers: usize,
     seed: u64,
     error_rate: f64,
+    duplicates: f64,
+    dedup: bool,
     schemas: &std::path::Path,
 ) -> anyhow::Result<()> {
     let registry = Arc::new(
@@ -705,14 +708,16 @@ fn bench(
             .with_context(|| format!("cannot load schemas `{}`", schemas.display()))?,
     );
     say!("generating {count} messages...");
-    let input = sluice_pipelines::generate::messages(count, seed, error_rate);
+    let input =
+        sluice_pipelines::generate::messages_with_duplicates(count, seed, error_rate, duplicates);
     let bytes: usize = input.iter().map(|m| m.payload.len()).sum();
     let started = Instant::now();
-    let (summary, ok, dead) = jobs::decode_in_memory(input, registry, workers)?;
+    let (summary, ok, dead) = jobs::decode_in_memory(input, registry, workers, dedup)?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     writeln!(
         std::io::stdout().lock(),
-        "decoder memory->memory, {workers} worker(s): {} messages in {secs:.2}s = {:.0} msgs/s, {:.1} MB/s of payload; {ok} decoded, {dead} dead letters; peak RSS {} MB",
+        "decoder{} memory->memory, {workers} worker(s): {} messages in {secs:.2}s = {:.0} msgs/s, {:.1} MB/s of payload; {ok} decoded, {dead} dead letters; peak RSS {} MB",
+        if dedup { " + dedup" } else { "" },
         summary.total_read(),
         summary.total_read() as f64 / secs,
         bytes as f64 / 1e6 / secs,

@@ -684,3 +684,56 @@ fn the_decoder_runs_without_geo_databases_saying_what_it_cannot_fill_and_rejects
         "{stderr}"
     );
 }
+
+#[test]
+fn dedup_and_counts_are_off_by_default_and_checked() {
+    use config::{DedupTimeConfig, OnDuplicateConfig};
+    std::env::set_current_dir(root()).unwrap();
+    let job = config::parse_str(BASE, &Overrides::new()).unwrap();
+    assert_eq!((job.dedup, job.counts), (None, None));
+
+    let job = config::parse_str(&with("[dedup]\n[counts]"), &Overrides::new()).unwrap();
+    let d = job.dedup.clone().unwrap();
+    assert!(d.enabled && job.counts.as_ref().unwrap().enabled);
+    assert_eq!(d.key, "uri");
+    assert_eq!(d.window, Duration::from_secs(24 * 3600));
+    assert_eq!(d.lateness, Duration::from_secs(3600));
+    assert_eq!(d.time, DedupTimeConfig::SubmissionTimestamp);
+    assert_eq!(d.on_duplicate, OnDuplicateConfig::DeadLetter);
+    let back = config::parse_str(&toml::to_string(&job).unwrap(), &Overrides::new()).unwrap();
+    assert_eq!(back, job);
+
+    let text = with(
+        "[dedup]\nkey = \"document_id\"\nwindow = \"10m\"\ntime = \"processing\"\non_duplicate = \"drop\"\n[counts]\nenabled = false",
+    );
+    let job = config::parse_str(&text, &Overrides::new()).unwrap();
+    let d = job.dedup.unwrap();
+    assert_eq!(d.key, "document_id");
+    assert_eq!(d.window, Duration::from_secs(600));
+    assert_eq!(d.time, DedupTimeConfig::Processing);
+    assert_eq!(d.on_duplicate, OnDuplicateConfig::Drop);
+    assert!(!job.counts.unwrap().enabled);
+
+    let e = errors(&with("[dedup]\nwindw = \"1h\""));
+    assert_one(&e, "dedup.windw", "unknown key");
+    let e = errors(&with("[counts]\nper_minute = true"));
+    assert_one(&e, "counts.per_minute", "unknown key");
+    let e = errors(&with("[dedup]\ntime = \"wallclock\""));
+    assert_one(&e, "dedup.time", "wallclock");
+    let e = errors(&with("[dedup]\non_duplicate = \"ignore\""));
+    assert_one(&e, "dedup.on_duplicate", "ignore");
+    let e = errors(&with("[dedup]\nwindow = \"soon\""));
+    assert_one(&e, "dedup.window", "soon");
+    let e = errors(&with("[dedup]\nwindow = \"0s\""));
+    assert_one(&e, "dedup.window", "above zero");
+    let e = errors(&with("[dedup]\npayload_field = \"client_id\""));
+    assert_one(&e, "dedup.payload_field", "JSON pointer");
+    let e = errors(&with("[dedup]\nkey = \"\""));
+    assert_one(&e, "dedup.key", "empty");
+    let sink_job = BASE
+        .replace("job = \"decoder\"", "job = \"sink\"")
+        .replace("[decoder]\nschemas = \"schemas/json\"\n", "");
+    let e = errors(&format!("{sink_job}\n[dedup]\n[counts]"));
+    assert_one(&e, "dedup", "only the decoder job");
+    assert_one(&e, "counts", "only the decoder job");
+}

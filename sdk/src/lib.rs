@@ -33,7 +33,9 @@
 //! assert_eq!(dead.records()[0].error_message, "invalid digit found in string");
 //! ```
 
+mod counts;
 mod dead_letter;
+mod dedup;
 mod error;
 pub mod harness;
 pub mod io;
@@ -45,7 +47,9 @@ mod operators;
 mod pcollection;
 mod pipeline;
 
+pub use counts::{CountOutcomes, OutcomeCounts, OutcomeKey, OutcomeSnapshot};
 pub use dead_letter::{reduce_message, truncate_utf8, DeadLetter, Failure, MAX_ATTRIBUTE_BYTES};
+pub use dedup::{Clock, DedupKey, DedupTime, Deduplicate, OnDuplicate, DUPLICATE_ERROR_TYPE};
 pub use error::{chain, BoxError, Error, Result};
 pub use io::{
     CheckContext, DurableFuture, Epoch, ReadState, ReadStatus, Rejection, Sink, SinkContext,
@@ -54,7 +58,7 @@ pub use io::{
 pub use ledger::EpochLedger;
 pub use memory::{MemoryFeeder, MemorySink, MemorySource, UnboundedMemorySource};
 pub use message::{EnvelopeError, Message, PubSubPosition, SourcePosition};
-pub use metrics::{Counter, Metrics, MetricsSnapshot, RunSummary};
+pub use metrics::{Counter, Gauge, Metrics, MetricsSnapshot, RunSummary};
 pub use pcollection::{
     DeadLetters, Element, Original, PCollection, PTransform, WithFailures, WriteResult,
 };

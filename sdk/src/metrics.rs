@@ -1,7 +1,7 @@
 //! Counters shared by the workers of one process: what the run summary and a metrics endpoint read.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ pub enum Counter {
     /// Records dropped on purpose by a configured rule (never silently: this family is in the
     /// job's summary and the metrics endpoint), by rule name.
     Dropped,
+    /// Records a `Deduplicate` step found to be duplicates (dead-lettered or dropped), by step.
+    Duplicates,
 }
 
 impl Counter {
@@ -46,6 +48,27 @@ impl Counter {
             Counter::ProgressDone => "source_progress_done",
             Counter::ProgressTotal => "source_progress_total",
             Counter::Dropped => "records_dropped",
+            Counter::Duplicates => "duplicates",
+        }
+    }
+}
+
+/// A family of gauges, each labelled by a step name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Gauge {
+    /// Keys (kept event times) a `Deduplicate` step holds now, by step: what its memory is.
+    DedupEntries,
+    /// The most [`Gauge::DedupEntries`] held at once during the run, by step.
+    DedupEntriesPeak,
+}
+
+impl Gauge {
+    /// The Prometheus-style name of the family.
+    pub fn name(self) -> &'static str {
+        match self {
+            Gauge::DedupEntries => "dedup_entries",
+            Gauge::DedupEntriesPeak => "dedup_entries_peak",
         }
     }
 }
@@ -60,6 +83,8 @@ pub struct Metrics {
 #[derive(Default)]
 struct MetricsInner {
     counters: Mutex<BTreeMap<(Counter, String), Arc<AtomicU64>>>,
+    gauges: Mutex<BTreeMap<(Gauge, String), Arc<AtomicI64>>>,
+    outcomes: crate::counts::OutcomeCounts,
     in_flight_epochs: AtomicU64,
     held_bytes: AtomicU64,
     peak_held_bytes: AtomicU64,
@@ -80,6 +105,18 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         map.entry((family, label.to_string())).or_default().clone()
+    }
+
+    /// The gauge for `family` and `label`, created at zero: a value that goes up and down
+    /// (state sizes), summed over the workers of this process by adding and subtracting.
+    pub fn gauge(&self, family: Gauge, label: &str) -> Arc<AtomicI64> {
+        let mut map = self.inner.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((family, label.to_string())).or_default().clone()
+    }
+
+    /// The counts of the [`CountOutcomes`](crate::CountOutcomes) steps of this process.
+    pub fn outcomes(&self) -> &crate::counts::OutcomeCounts {
+        &self.inner.outcomes
     }
 
     /// Adds `n` to a counter (slow path: looks the counter up).
@@ -124,6 +161,14 @@ impl Metrics {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
                 .collect(),
+            gauges: self
+                .inner
+                .gauges
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+                .collect(),
             in_flight_epochs: self.inner.in_flight_epochs.load(Ordering::Relaxed),
             held_bytes: self.held_bytes(),
         }
@@ -135,6 +180,8 @@ impl Metrics {
 pub struct MetricsSnapshot {
     /// Every counter by family and label.
     pub counters: BTreeMap<(Counter, String), u64>,
+    /// Every gauge by family and label.
+    pub gauges: BTreeMap<(Gauge, String), i64>,
     /// Epochs read but not yet durably written, on the worker that last reported.
     pub in_flight_epochs: u64,
     /// Bytes the sinks of this process hold, not yet durable (see [`Metrics::held_bytes`]).

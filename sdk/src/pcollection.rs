@@ -145,7 +145,22 @@ impl<'s, T: Element> PCollection<'s, T> {
         self
     }
 
-    fn derive<U: Element>(&self, stream: StreamVec<'s, Epoch, U>) -> PCollection<'s, U> {
+    /// The timely stream, for the SDK's own operators (dedup, counts).
+    pub(crate) fn stream(&self) -> StreamVec<'s, Epoch, T> {
+        self.stream.clone()
+    }
+
+    /// The full name of a step applied here (the `apply` prefixes and `name`).
+    pub(crate) fn step_name(&self, name: &str) -> String {
+        self.ctx.step_name(name)
+    }
+
+    /// An empty collection in the same pipeline.
+    pub(crate) fn empty_like<U: Element>(&self) -> PCollection<'s, U> {
+        PCollection::empty(self.ctx.clone())
+    }
+
+    pub(crate) fn derive<U: Element>(&self, stream: StreamVec<'s, Epoch, U>) -> PCollection<'s, U> {
         PCollection {
             stream,
             ctx: self.ctx.clone(),

@@ -51,6 +51,105 @@ pub struct JobConfig<Src = SourceConfig, Snk = SinkConfig, Dl = DeadLetterConfig
     /// Engine tuning: epochs and backpressure.
     #[serde(default)]
     pub pipeline: PipelineTuning,
+    /// Decoder only: drop duplicate documents (`[dedup]`; off unless the section is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupConfig>,
+    /// Decoder only: count outcomes per namespace/doctype/version (`[counts]`; off unless
+    /// the section is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<CountsConfig>,
+}
+
+/// The `[dedup]` section: keep the first document per key within a window; later copies are
+/// `Duplicate` dead letters (or only counted). Runs after decoding, so only documents that
+/// decode are remembered.
+///
+/// ```toml
+/// [dedup]
+/// key = "uri"                  # or "document_id", any attribute
+/// window = "24h"
+/// time = "submission_timestamp" # or "processing"
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// Whether the step runs (the section's presence turns it on; `false` keeps the
+    /// settings but runs without it).
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// The attribute that identifies copies: the whole `uri` by default (dedup on
+    /// `document_id` alone merged distinct pings that reused an id, gcp-ingestion #455).
+    #[serde(default = "default_dedup_key")]
+    pub key: String,
+    /// A JSON pointer into the payload (`"/client_id"`) to use instead of `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_field: Option<String>,
+    /// How far apart two copies may be for the later one to be a duplicate: `"24h"`.
+    #[serde(default = "default_dedup_window", with = "units::duration")]
+    pub window: Duration,
+    /// How late (behind the newest time seen) a copy may arrive and still be found; the
+    /// state holds `window + lateness` of keys: `"1h"`.
+    #[serde(default = "default_dedup_lateness", with = "units::duration")]
+    pub lateness: Duration,
+    /// Which clock the window runs on.
+    #[serde(default)]
+    pub time: DedupTimeConfig,
+    /// What happens to a duplicate.
+    #[serde(default)]
+    pub on_duplicate: OnDuplicateConfig,
+}
+
+/// The clock of `[dedup]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupTimeConfig {
+    /// The edge's `submission_timestamp` (a replay deduplicates as the live run did).
+    #[default]
+    SubmissionTimestamp,
+    /// The wall clock when the document reaches the step.
+    Processing,
+}
+
+/// What `[dedup]` does with a duplicate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDuplicateConfig {
+    /// A dead letter with `error_type` `Duplicate`.
+    #[default]
+    DeadLetter,
+    /// Dropped, counted under `sluice_duplicates_total`.
+    Drop,
+}
+
+/// The `[counts]` section: counts per namespace, doctype, version and outcome (`decoded` or
+/// the dead letter's `error_type`), per minute and in total, on the metrics endpoint and the
+/// status page.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountsConfig {
+    /// Whether outcomes are counted (the section's presence turns it on).
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+}
+
+/// A section that is given is on unless it says otherwise.
+pub fn default_enabled() -> bool {
+    true
+}
+
+/// Deduplicate by the whole `uri`.
+pub fn default_dedup_key() -> String {
+    "uri".to_string()
+}
+
+/// 24 hours, gcp-ingestion's retention of seen document ids.
+pub fn default_dedup_window() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// One hour of lateness.
+pub fn default_dedup_lateness() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// The named jobs.

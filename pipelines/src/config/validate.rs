@@ -73,8 +73,9 @@ pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
     check_dead_letter(root, errors);
 
     // Rules across keys.
-    match root.get("job").and_then(Value::as_str) {
-        Some("decoder") => {
+    let job = root.get("job").and_then(Value::as_str);
+    if job == Some("decoder") {
+        {
             if !root.contains_key("decoder") {
                 errors.push(ConfigError::new(
                     "decoder",
@@ -88,6 +89,47 @@ pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
                 ));
             }
         }
+    }
+    for section in ["dedup", "counts"] {
+        if let Some(job) = job.filter(|j| *j != "decoder" && root.contains_key(section)) {
+            errors.push(ConfigError::new(
+                section,
+                format!("only the decoder job takes `[{section}]`, not job = {job:?}"),
+            ));
+        }
+    }
+    if let Some(d) = root.get("dedup") {
+        if let Some(p) = d.get("payload_field").and_then(Value::as_str) {
+            if !p.starts_with('/') {
+                errors.push(ConfigError::new(
+                    "dedup.payload_field",
+                    format!("expected a JSON pointer starting with `/`, found {p:?}"),
+                ));
+            }
+        }
+        if d.get("key").and_then(Value::as_str) == Some("") {
+            errors.push(ConfigError::new(
+                "dedup.key",
+                "expected an attribute name, found an empty string",
+            ));
+        }
+        let zero = match d.get("window") {
+            Some(Value::String(w)) => {
+                sluice_transforms::io::units::parse_duration(w).is_ok_and(|w| w.is_zero())
+            }
+            Some(Value::Integer(0)) => true,
+            _ => false,
+        };
+        {
+            if zero {
+                errors.push(ConfigError::new(
+                    "dedup.window",
+                    "expected a window above zero",
+                ));
+            }
+        }
+    }
+    match root.get("job").and_then(Value::as_str) {
         Some("sink") if root.contains_key("decoder") => errors.push(ConfigError::new(
             "decoder",
             "the sink job does not decode: remove `[decoder]` or set job = \"decoder\"",

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sluice::{
-    BoxError, Counter, DeadLetters, EpochBounds, InFlightBounds, Message, Metrics, Pipeline,
-    PipelineBuilder, Sink, SinkContext, SinkWriter,
+    BoxError, CountOutcomes, Counter, DeadLetters, DedupKey, DedupTime, Deduplicate, EpochBounds,
+    InFlightBounds, Message, Metrics, OnDuplicate, Pipeline, PipelineBuilder, Sink, SinkContext,
+    SinkWriter,
 };
 use sluice_schemas::SchemaRegistry;
-use sluice_transforms::decode::{Decoder, DecompressPayload, GeoError, GeoLookup};
+use sluice_transforms::decode::{attr, Decoder, DecompressPayload, GeoError, GeoLookup};
 use sluice_transforms::io::bigquery::BigQuerySink;
 use sluice_transforms::io::file::FileSource;
 use sluice_transforms::io::kafka::{KafkaSink, KafkaSource};
@@ -697,11 +698,31 @@ fn build(
             }
         }
     };
+    let output = match &config.dedup {
+        Some(d) if d.enabled && config.job == JobKind::Decoder => output
+            .apply("dedup", deduplicate_for(d))
+            .failures_to(&mut dead_letters),
+        _ => output,
+    };
+    let counting =
+        config.job == JobKind::Decoder && config.counts.as_ref().is_some_and(|c| c.enabled);
+    // Counted as they are handed to the sinks: a record the sink then refuses is counted
+    // once as decoded and once under its refusal's error_type.
+    let output = if counting {
+        output.apply("count", CountOutcomes::new())
+    } else {
+        output
+    };
     count_outputs(output, metrics)
         .write("write", parts.sink)
         .failures_to(&mut dead_letters);
     let scrub = dead_letter_scrub(config);
     let all = dead_letters.into_pcollection();
+    let all = if counting {
+        all.apply("count_dead_letters", CountOutcomes::new())
+    } else {
+        all
+    };
     let scrubbed = if scrub.is_empty() {
         all
     } else {
@@ -711,6 +732,34 @@ fn build(
     dead_letters.push(scrubbed);
     dead_letters.write_messages("write_dead_letters", parts.dead_letter_sink);
     Ok(())
+}
+
+/// The `Deduplicate` step of a `[dedup]` section.
+fn deduplicate_for(d: &crate::config::DedupConfig) -> Deduplicate {
+    use crate::config::{DedupTimeConfig, OnDuplicateConfig};
+    let key = match &d.payload_field {
+        Some(pointer) => DedupKey::PayloadField(pointer.clone()),
+        // The parts of a split submission share its uri and document_id: each part's own
+        // doctype and version keep them apart (for a whole submission they add nothing, as the
+        // uri names them), while a resend of the submission still meets its first copy.
+        None => DedupKey::Attributes(vec![
+            d.key.clone(),
+            attr::DOCUMENT_TYPE.to_string(),
+            attr::DOCUMENT_VERSION.to_string(),
+        ]),
+    };
+    Deduplicate::new()
+        .with_key(key)
+        .with_window(d.window)
+        .with_lateness(d.lateness)
+        .with_time(match d.time {
+            DedupTimeConfig::SubmissionTimestamp => DedupTime::SubmissionTimestamp,
+            DedupTimeConfig::Processing => DedupTime::ProcessingTime,
+        })
+        .on_duplicate(match d.on_duplicate {
+            OnDuplicateConfig::DeadLetter => OnDuplicate::DeadLetter,
+            OnDuplicateConfig::Drop => OnDuplicate::Drop,
+        })
 }
 
 /// What decoded outputs lose before their metadata is nested: the client IPs unless
@@ -742,12 +791,14 @@ fn scrub_for(keep_client_ip: bool, names: &[String]) -> ScrubAttributes {
     base.with_attributes(names.iter().cloned())
 }
 
-/// The decoder job memory -> memory, for `sluice bench` and tests: returns the summary, the
-/// decoded outputs and the dead letters (message form).
+/// The decoder job memory -> memory (with `Deduplicate` after decoding if `dedup`), for
+/// `sluice bench` and tests: returns the summary, the decoded outputs and the dead letters
+/// (message form).
 pub fn decode_in_memory(
     input: Vec<Message>,
     registry: Arc<SchemaRegistry>,
     workers: usize,
+    dedup: bool,
 ) -> Result<(sluice::RunSummary, usize, usize), JobError> {
     let out = sluice::MemorySink::<Message>::new();
     let dead = sluice::MemorySink::<Message>::new();
@@ -765,6 +816,13 @@ pub fn decode_in_memory(
             .read("read", source.clone())
             .apply("decode", Decoder::new(registry.clone()))
             .failures_to(&mut dl);
+        let decoded = if dedup {
+            decoded
+                .apply("dedup", Deduplicate::new())
+                .failures_to(&mut dl)
+        } else {
+            decoded
+        };
         count_outputs(decoded, &metrics)
             .write("write", o.clone())
             .failures_to(&mut dl);
