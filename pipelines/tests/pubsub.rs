@@ -507,17 +507,23 @@ for page in s3.get_paginator('list_objects_v2').paginate(Bucket=sys.argv[2], Pre
         .collect()
 }
 
-/// `sluice_records_read{step="read"}` from the binary's metrics endpoint (0 until it answers).
+/// `sluice_records_read_total{step="read"}` from the binary's metrics endpoint (0 until it
+/// answers).
 fn records_read(addr: &str) -> u64 {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return 0;
     };
-    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The server keeps connections alive unless asked not to; never wait on one forever.
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut body = String::new();
     let _ = s.read_to_string(&mut body);
     body.lines()
-        .find_map(|l| l.strip_prefix("sluice_records_read{step=\"read\"} "))
+        .find_map(|l| l.strip_prefix("sluice_records_read_total{step=\"read\"} "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
