@@ -23,6 +23,12 @@ trap cleanup EXIT
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Each service is (re)started here, so a server left running by an earlier run cannot stop
+# itself (its time limit) in the middle of this one.
+for service in s3 bigquery kafka pubsub; do
+    scripts/services/$service.sh stop >/dev/null 2>&1 || true
+done
+
 step "services: S3-compatible server at $SLUICE_TEST_S3_ENDPOINT"
 scripts/services/s3.sh start
 
