@@ -29,17 +29,13 @@ for service in s3 bigquery kafka pubsub; do
     scripts/services/$service.sh stop >/dev/null 2>&1 || true
 done
 
-step "services: S3-compatible server at $SLUICE_TEST_S3_ENDPOINT"
-scripts/services/s3.sh start
-
-step "services: BigQuery emulator at $SLUICE_TEST_BIGQUERY_URL"
-scripts/services/bigquery.sh start
-
-step "services: Kafka-compatible broker (tansu) at $SLUICE_TEST_KAFKA_BROKERS"
-scripts/services/kafka.sh start
-
-step "services: Pub/Sub emulator at $SLUICE_TEST_PUBSUB_ENDPOINT"
-scripts/services/pubsub.sh start
+# Everything is installed before any server starts: a server stops by itself after its time
+# limit, which must not run out while another service is still being built (tansu's first
+# build takes minutes).
+step "services: installing what is missing (cached for reruns)"
+for service in s3 bigquery kafka pubsub; do
+    scripts/services/$service.sh install
+done
 
 step "browser for the status page test: chromium (Debian's)"
 if ! command -v chromium >/dev/null 2>&1; then
@@ -55,6 +51,22 @@ cargo fmt --all --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+
+# The tests are built before the servers start, so their time limits are spent on testing.
+step "cargo test --no-run"
+cargo test --workspace --no-run
+
+step "services: S3-compatible server at $SLUICE_TEST_S3_ENDPOINT"
+scripts/services/s3.sh start
+
+step "services: BigQuery emulator at $SLUICE_TEST_BIGQUERY_URL"
+scripts/services/bigquery.sh start
+
+step "services: Kafka-compatible broker (tansu) at $SLUICE_TEST_KAFKA_BROKERS"
+scripts/services/kafka.sh start
+
+step "services: Pub/Sub emulator at $SLUICE_TEST_PUBSUB_ENDPOINT"
+scripts/services/pubsub.sh start
 
 step "cargo test"
 cargo test --workspace

@@ -153,13 +153,12 @@ fn five_sigkills_with_a_state_dir_lose_nothing_and_duplicate_at_most_the_in_flig
         // a random point: once 100 to 350 more lines are acknowledged, and 0 to 10 ms later
         let more = 100 + u64::from(rng.next_u32() % 251);
         let jitter = Duration::from_millis(u64::from(rng.next_u32() % 11));
-        let target = checkpoints::acknowledged_total(&state, RECORDS_PER_FILE) + more;
+        let target = checkpoints::acknowledged_total(&state) + more;
         let mut child = job(&input, &out, &state).spawn().unwrap();
         let running = checkpoints::run_until_acknowledged(
             &mut child,
             &state,
             target,
-            RECORDS_PER_FILE,
             Duration::from_secs(60),
         );
         std::thread::sleep(jitter);
@@ -173,10 +172,7 @@ fn five_sigkills_with_a_state_dir_lose_nothing_and_duplicate_at_most_the_in_flig
         // What the restart will read again: records written but past the acknowledged lines.
         let acked = checkpoints::acknowledged(&state);
         let seen = written(&out, &at);
-        let exposed = seen
-            .keys()
-            .filter(|(file, line)| *line > acked.get(file).copied().unwrap_or(0))
-            .count();
+        let exposed = seen.keys().filter(|at| !acked.contains(at)).count();
         let copies: u32 = seen.values().sum();
         eprintln!(
             "kill {kill}: {more} more lines acknowledged + {jitter:?}; acknowledged lines {acked:?}; {} records written ({copies} copies); {exposed} written but not acknowledged (bound {IN_FLIGHT_BOUND})",
@@ -211,9 +207,7 @@ fn five_sigkills_with_a_state_dir_lose_nothing_and_duplicate_at_most_the_in_flig
         "{duplicates} duplicates, but only {exposed} records were exposed by the kills"
     );
     assert!(
-        checkpoints::acknowledged(&state)
-            .values()
-            .all(|l| *l == u64::MAX),
+        checkpoints::acknowledged(&state).all_whole(),
         "every input file is acknowledged whole"
     );
 }

@@ -73,6 +73,7 @@ start() {
 stop() { service_stop; }
 
 case "${1:-}" in
+    install) mkdir -p "$DIR" && install ;;
     start) start ;;
     stop) stop ;;
     status) ready ;;
@@ -80,5 +81,5 @@ case "${1:-}" in
         echo "export SLUICE_TEST_BIGQUERY_URL=$URL"
         echo "export SLUICE_TEST_BIGQUERY_PROJECT=$PROJECT"
         ;;
-    *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
 esac

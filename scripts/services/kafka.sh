@@ -74,6 +74,7 @@ start() {
 stop() { service_stop; }
 
 case "${1:-}" in
+    install) mkdir -p "$DIR" && install_client && install ;;
     start) install_client && start ;;
     stop) stop ;;
     status) ready ;;
@@ -82,5 +83,5 @@ case "${1:-}" in
         echo "export SLUICE_TEST_KAFKA_BROKERS=$ADDR"
         echo "export SLUICE_TEST_KAFKA_PYTHON=$CLIENT_VENV/bin/python"
         ;;
-    *) echo "usage: $0 start|stop|status|client|env" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|stop|status|client|env" >&2; exit 2 ;;
 esac

@@ -71,6 +71,7 @@ start() {
 stop() { service_stop; }
 
 case "${1:-}" in
+    install) mkdir -p "$DIR" && install ;;
     start) start ;;
     stop) stop ;;
     status) ready ;;
@@ -78,5 +79,5 @@ case "${1:-}" in
         echo "export SLUICE_TEST_PUBSUB_ENDPOINT=$GRPC_URL"
         echo "export SLUICE_TEST_PUBSUB_REST=$REST_URL"
         ;;
-    *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
 esac

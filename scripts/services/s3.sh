@@ -64,9 +64,10 @@ start() {
 stop() { service_stop; }
 
 case "${1:-}" in
+    install) mkdir -p "$DIR" && install ;;
     start) start ;;
     stop) stop ;;
     status) ready ;;
     env) echo "export SLUICE_TEST_S3_ENDPOINT=$URL" ;;
-    *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
 esac

@@ -444,3 +444,88 @@ fn progress_reaches_the_total_size_of_the_files() {
     assert_eq!(snapshot.total(sluice::Counter::ProgressTotal), size);
     assert_eq!(snapshot.total(sluice::Counter::ProgressDone), size);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// A file read in splits by any number of workers gives exactly what one worker reading it
+    /// whole gives: every record once, with the same positions, the same dead letters.
+    #[test]
+    fn splits_on_any_workers_read_exactly_what_a_whole_file_read_gives(
+        lines in prop::collection::vec(line_soup(), 1..3),
+        crlf in any::<bool>(),
+        trailing_newline in any::<bool>(),
+        split in 1u64..300,
+        workers in 1usize..4,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, lines) in lines.iter().enumerate() {
+            let mut text = lines.join(if crlf { "\r\n" } else { "\n" });
+            if trailing_newline {
+                text.push('\n');
+            }
+            std::fs::write(dir.path().join(format!("{i}.ndjson")), text).unwrap();
+        }
+        let glob = pattern(dir.path(), "*.ndjson");
+        let whole = run(FileSource::glob(&glob, InputFormat::Json).split_bytes(0), 1).unwrap();
+        let source = FileSource::glob(&glob, InputFormat::Json).split_bytes(split);
+        let split_run = run(source, workers).unwrap();
+        prop_assert_eq!(split_run.output, whole.output);
+        prop_assert_eq!(split_run.dead, whole.dead);
+    }
+}
+
+#[test]
+fn a_large_plain_file_is_shared_by_the_workers_in_splits_and_a_gzipped_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..500).map(|i| format!("{}\n", envelope(i))).collect();
+    std::fs::write(dir.path().join("a.ndjson"), &text).unwrap();
+    std::fs::write(dir.path().join("b.ndjson.gz"), gzip(text.as_bytes())).unwrap();
+    let source = FileSource::glob(pattern(dir.path(), "*.ndjson*"), InputFormat::Json)
+        .split_bytes(text.len() as u64 / 10);
+    // a.ndjson in 10 or 11 splits (each starts at the first line start after a multiple of
+    // the split size), b.ndjson.gz whole
+    let units = source.unit_count().unwrap();
+    assert!((11..=12).contains(&units), "{units}");
+    let size = (text.len()
+        + std::fs::metadata(dir.path().join("b.ndjson.gz"))
+            .unwrap()
+            .len() as usize) as u64;
+    let pipeline = Pipeline::new("splits").workers(3);
+    let metrics = pipeline.metrics();
+    let out = MemorySink::new();
+    let o = out.clone();
+    pipeline
+        .run(move |p| {
+            let mut dl = p.dead_letters();
+            p.read_with_failures("read", source.clone())
+                .failures_to(&mut dl)
+                .write("write", o.clone());
+            dl.write("dead_letters", MemorySink::new());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(out.len(), 1000);
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.total(sluice::Counter::ProgressTotal), size);
+    assert_eq!(snapshot.total(sluice::Counter::ProgressDone), size);
+    // every line of a.ndjson once, at its own line number
+    let mut lines: Vec<u64> = out
+        .records()
+        .iter()
+        .filter_map(|m| match m.position.as_ref() {
+            Some(sluice::SourcePosition::Line {
+                file: Some(f),
+                line,
+            }) if f.ends_with("a.ndjson") => {
+                let n: u64 = m.attribute("n").unwrap().parse().unwrap();
+                assert_eq!(*line, n + 1);
+                Some(n)
+            }
+            _ => None,
+        })
+        .collect();
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), 500);
+}

@@ -291,3 +291,40 @@ fn a_state_dir_that_is_a_file_is_a_clear_error() {
     };
     assert!(sluice::chain(&e).contains("file source state"), "{e}");
 }
+
+#[test]
+fn a_file_read_in_splits_resumes_each_split_after_its_acknowledged_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let lines: Vec<String> = (1..=100).map(payload).collect();
+    write_lines(&input, &lines);
+    let state = dir.path().join("state");
+    // about 11 lines per split: the poisoned epoch (records 51 to 60) lies across two splits
+    let split = |state: &Path| source(&input, InputFormat::Text, state).split_bytes(120);
+    assert!(split(&state).unit_count().unwrap() >= 8);
+
+    let first_source = split(&state);
+    let first = Poisoned::armed();
+    assert!(run(first_source.clone(), first.clone()).is_err());
+    assert_eq!(
+        payloads(&first.0.records())[..50],
+        (1..=50).map(payload).collect::<Vec<_>>()[..]
+    );
+    let acked = first_source.checkpoints().all();
+    assert!(
+        acked
+            .keys()
+            .all(|k| k.display().to_string().contains("in.txt@")),
+        "{acked:?}"
+    );
+    assert!(acked.values().any(|c| c.complete));
+    assert!(acked.values().all(|c| c.lines <= 50), "{acked:?}");
+
+    let second = run(split(&state), Poisoned::default()).unwrap();
+    assert_eq!(
+        payloads(&second.output),
+        (51..=100).map(payload).collect::<Vec<_>>()
+    );
+    let third = run(split(&state), Poisoned::default()).unwrap();
+    assert!(third.output.is_empty(), "{:?}", third.output);
+}

@@ -621,10 +621,11 @@ fn build(
 ) -> sluice::Result<()> {
     let config = parts.config;
     let mut dead_letters = p.dead_letters();
-    // Files are shared out whole and stdin is read by one worker: when that leaves workers
-    // without input, spread the records so that decoding and writing use every worker.
+    // Files are shared out whole (large plain ones in splits) and stdin is read by one worker:
+    // when that leaves workers without input, spread the records so that decoding and writing
+    // use every worker.
     let readers = match &parts.source {
-        Source::File(s) => s.resolve().map_or(0, |files| files.len()),
+        Source::File(s) => s.unit_count().unwrap_or(0),
         Source::Stdin(_) => 1,
         // every worker is a member of the consumer group
         Source::Kafka(_) => p.peers(),

@@ -50,9 +50,41 @@ pub fn write_inputs(
     (at, expected)
 }
 
-/// Lines acknowledged per input file name (`u64::MAX`: the whole file).
-pub fn acknowledged(state: &Path) -> BTreeMap<String, u64> {
-    let mut acked = BTreeMap::new();
+/// What a file job's state directory says is acknowledged: per input file name, line ranges
+/// (a file read whole has one, from its first line; a large file read in splits has one per
+/// split, named `path@start` in its checkpoint).
+#[derive(Debug, Default)]
+pub struct Acknowledged {
+    /// (file name, first line of the split) -> (last line acknowledged, the split is whole)
+    ranges: BTreeMap<(String, u64), (u64, bool)>,
+}
+
+impl Acknowledged {
+    /// Whether the record at `at` is acknowledged.
+    pub fn contains(&self, (file, line): &At) -> bool {
+        self.ranges
+            .range((file.clone(), 0)..=(file.clone(), *line))
+            .next_back()
+            .is_some_and(|(_, (last, _))| line <= last)
+    }
+
+    /// Lines acknowledged in all.
+    pub fn total(&self) -> u64 {
+        self.ranges
+            .iter()
+            .map(|((_, first), (last, _))| (last + 1).saturating_sub(*first))
+            .sum()
+    }
+
+    /// Whether every checkpoint says its input is acknowledged whole, and there is one.
+    pub fn all_whole(&self) -> bool {
+        !self.ranges.is_empty() && self.ranges.values().all(|(_, whole)| *whole)
+    }
+}
+
+/// Reads the state directory.
+pub fn acknowledged(state: &Path) -> Acknowledged {
+    let mut acked = Acknowledged::default();
     let Ok(entries) = std::fs::read_dir(state) else {
         return acked;
     };
@@ -63,27 +95,33 @@ pub fn acknowledged(state: &Path) -> BTreeMap<String, u64> {
         }
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
             .unwrap_or_else(|e| panic!("torn checkpoint {}: {e}", p.display()));
-        let name = Path::new(v["path"].as_str().unwrap())
+        let key = v["path"].as_str().unwrap();
+        // a split's checkpoint is named `path@start`: its lines start after the newlines
+        // before `start`
+        let (path, first) = match key.rsplit_once('@') {
+            Some((path, start)) if start.parse::<usize>().is_ok() => {
+                let start: usize = start.parse().unwrap();
+                let bytes = std::fs::read(path).unwrap();
+                let before = bytes[..start].iter().filter(|b| **b == b'\n').count();
+                (path, before as u64 + 1)
+            }
+            _ => (key, 1),
+        };
+        let name = Path::new(path)
             .file_name()
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        let lines = if v["complete"].as_bool().unwrap() {
-            u64::MAX
-        } else {
-            v["lines"].as_u64().unwrap()
-        };
-        acked.insert(name, lines);
+        let last = v["lines"].as_u64().unwrap();
+        let whole = v["complete"].as_bool().unwrap();
+        acked.ranges.insert((name, first), (last, whole));
     }
     acked
 }
 
-/// Lines acknowledged in all, a whole file counted as `records_per_file`.
-pub fn acknowledged_total(state: &Path, records_per_file: usize) -> u64 {
-    acknowledged(state)
-        .values()
-        .map(|l| (*l).min(records_per_file as u64))
-        .sum()
+/// Lines acknowledged in all.
+pub fn acknowledged_total(state: &Path) -> u64 {
+    acknowledged(state).total()
 }
 
 /// Waits until `target` lines are acknowledged, or the child ends by itself; true if it still
@@ -92,12 +130,11 @@ pub fn run_until_acknowledged(
     child: &mut Child,
     state: &Path,
     target: u64,
-    records_per_file: usize,
     patience: Duration,
 ) -> bool {
     let deadline = Instant::now() + patience;
     loop {
-        if acknowledged_total(state, records_per_file) >= target {
+        if acknowledged_total(state) >= target {
             return child.try_wait().unwrap().is_none();
         }
         if child.try_wait().unwrap().is_some() {

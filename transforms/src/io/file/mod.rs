@@ -1,5 +1,6 @@
 //! Local files as a bounded source: `json` (gcp-ingestion ndjson), `text` lines or Heka
-//! streams, gzipped or not, shared out to the workers file by file.
+//! streams, gzipped or not, shared out to the workers file by file, and a large plain file in
+//! line-aligned splits.
 //!
 //! ```
 //! use sluice::{MemorySink, Pipeline};
@@ -32,6 +33,7 @@
 mod checkpoint;
 mod config;
 mod reader;
+mod split;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -52,6 +54,8 @@ use crate::io::format::{FormatError, InputFormat};
 pub use config::FileSourceConfig;
 pub(crate) use reader::{decompressed, record_bytes};
 pub use reader::{Batch, ReadResult, RecordReader, DEFAULT_MAX_LINE_BYTES, LONG_LINE_HEAD_BYTES};
+use split::Unit;
+pub use split::DEFAULT_SPLIT_BYTES;
 
 /// Records returned by one `read` call at most, so a worker is never held for long.
 const RECORDS_PER_READ: usize = 512;
@@ -147,13 +151,14 @@ pub struct FileCheckpoint {
     pub complete: bool,
 }
 
-/// The acknowledged input of a [`FileSource`], per file, shared by all its clones and workers.
+/// The acknowledged input of a [`FileSource`], per file (per split, named `path@start`, for a
+/// file read in splits), shared by all its clones and workers.
 #[derive(Clone, Debug, Default)]
 pub struct FileCheckpoints(Arc<Mutex<BTreeMap<PathBuf, FileCheckpoint>>>);
 
 impl FileCheckpoints {
-    /// The checkpoint of `path` (as listed by [`FileSource::resolve`]), if any input of it is
-    /// acknowledged.
+    /// The checkpoint of `path` (as listed by [`FileSource::resolve`], or `path@start` for a
+    /// split of it), if any input of it is acknowledged.
     pub fn get(&self, path: &Path) -> Option<FileCheckpoint> {
         self.lock().get(path).copied()
     }
@@ -171,11 +176,18 @@ impl FileCheckpoints {
 /// The resolved input files, sorted, with their sizes.
 type Listing = Arc<Vec<(PathBuf, u64)>>;
 
+/// What the workers read: every file whole, or large plain ones in splits, in listing order.
+type Units = Arc<Vec<Unit>>;
+
 /// Reads local files: a list of paths and glob patterns, in an [`InputFormat`].
 ///
 /// - The inputs are resolved when the source opens: a pattern with glob characters
-///   (`*?[`) must match at least one file, a plain path must exist; the files are sorted and
-///   file `i` is read by worker `i % peers`.
+///   (`*?[`) must match at least one file, a plain path must exist; the files are sorted.
+/// - A plain (not gzipped) `json` or `text` file larger than the split size
+///   ([`DEFAULT_SPLIT_BYTES`], see [`FileSource::split_bytes`]) is cut into splits at line
+///   starts, so that the workers share a big file as they share many small ones; its records
+///   keep the positions (`input_line`) they have when the file is read whole. Unit `i` of the
+///   listing (a whole file, or a split) is read by worker `i % peers`.
 /// - Files whose name ends in `.gz` or whose content starts with the gzip magic are gunzipped.
 /// - Each `read` returns at most 512 records or about 1 MB, and reads lines incrementally
 ///   (a line is kept up to [`FileSource::max_line_bytes`]), so memory stays bounded.
@@ -189,8 +201,8 @@ type Listing = Arc<Vec<(PathBuf, u64)>>;
 /// - A file that is shorter at its end than when it was listed (it shrank while being read)
 ///   stops the run with [`FileError::Shrunk`] naming it, never a silent short read; other
 ///   read errors (a disk error) stop the run too.
-/// - `progress()` is (bytes read, total bytes) of this worker's files, compressed sizes for
-///   gzipped files; acknowledged input is tracked in [`FileSource::checkpoints`].
+/// - `progress()` is (bytes read, total bytes) of this worker's files and splits, compressed
+///   sizes for gzipped files; acknowledged input is tracked in [`FileSource::checkpoints`].
 /// - With [`FileSource::with_state_dir`] what is acknowledged is also persisted, and a run
 ///   resumes after it: a restart after a crash re-reads at most the epochs that were in
 ///   flight, never the whole input. Without it a run reads every file from the start.
@@ -202,15 +214,17 @@ pub struct FileSource {
     inputs: Vec<String>,
     format: InputFormat,
     max_line_bytes: usize,
+    split_bytes: u64,
     resolved: Arc<Mutex<Option<Listing>>>,
+    units: Arc<Mutex<Option<Units>>>,
     checkpoints: FileCheckpoints,
     state_dir: Option<PathBuf>,
     /// The files readers of this process were given, and whether each was read to its end.
     read_to_end: ReadToEnd,
 }
 
-/// Per input file a reader was opened for: whether it was read to its end.
-type ReadToEnd = Arc<Mutex<BTreeMap<PathBuf, bool>>>;
+/// Per input file and start of a split a reader was opened for: whether it was read to its end.
+type ReadToEnd = Arc<Mutex<BTreeMap<(PathBuf, u64), bool>>>;
 
 impl FileSource {
     /// Files matching one glob pattern (or one plain path).
@@ -228,7 +242,9 @@ impl FileSource {
             inputs: inputs.into_iter().map(Into::into).collect(),
             format,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            split_bytes: DEFAULT_SPLIT_BYTES,
             resolved: Arc::default(),
+            units: Arc::default(),
             checkpoints: FileCheckpoints::default(),
             state_dir: None,
             read_to_end: Arc::default(),
@@ -292,6 +308,51 @@ impl FileSource {
         self
     }
 
+    /// Cuts plain `json` and `text` files larger than `bytes` into splits of about that size
+    /// (default [`DEFAULT_SPLIT_BYTES`]; 0 reads every file whole). Splits start at line starts
+    /// found by the content alone, so checkpoints of splits stay valid across runs with other
+    /// numbers of workers, as long as the split size stays the same.
+    ///
+    /// ```
+    /// use sluice::{MemorySink, Pipeline};
+    /// use sluice_transforms::io::file::FileSource;
+    /// use sluice_transforms::io::format::InputFormat;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let input = dir.path().join("a.txt");
+    /// let lines: String = (1..=1000).map(|i| format!("line {i}\n")).collect();
+    /// std::fs::write(&input, lines).unwrap();
+    /// let source = FileSource::glob(input.display().to_string(), InputFormat::Text).split_bytes(1000);
+    /// assert_eq!(source.unit_count().unwrap(), 9);
+    /// let out = MemorySink::new();
+    /// let o = out.clone();
+    /// Pipeline::new("splits")
+    ///     .workers(3)
+    ///     .run(move |p| {
+    ///         let mut dl = p.dead_letters();
+    ///         p.read_with_failures("read", source.clone())
+    ///             .failures_to(&mut dl)
+    ///             .write("write", o.clone());
+    ///         dl.write("dead_letters", MemorySink::new());
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// let mut got: Vec<String> = out.records().iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
+    /// got.sort_by_key(|l| l[5..].parse::<u32>().unwrap());
+    /// assert_eq!(got.len(), 1000);
+    /// assert_eq!(got[999], "line 1000");
+    /// ```
+    pub fn split_bytes(mut self, bytes: u64) -> Self {
+        self.split_bytes = bytes;
+        self
+    }
+
+    /// How many units the workers share: whole files and the splits of large plain files.
+    /// A run with more workers than units leaves some without input.
+    pub fn unit_count(&self) -> Result<usize, FileError> {
+        Ok(self.units()?.len())
+    }
+
     /// The input format.
     pub fn format(&self) -> InputFormat {
         self.format
@@ -336,7 +397,9 @@ impl FileSource {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|(_, done)| !**done)
-            .map(|(p, _)| p.clone())
+            .map(|((p, _), _)| p.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect()
     }
 
@@ -377,6 +440,35 @@ impl FileSource {
     /// configuration before running.
     pub fn resolve(&self) -> Result<Vec<PathBuf>, FileError> {
         Ok(self.listing()?.iter().map(|(p, _)| p.clone()).collect())
+    }
+
+    /// The units of the listing, cutting large plain files into splits (once per source).
+    fn units(&self) -> Result<Units, FileError> {
+        let mut slot = self.units.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(units) = slot.as_ref() {
+            return Ok(units.clone());
+        }
+        let split = match self.format {
+            // Heka frames cannot be found from an arbitrary byte without risk: read whole
+            InputFormat::Heka => 0,
+            InputFormat::Json | InputFormat::Text => self.split_bytes,
+        };
+        let mut units = Vec::new();
+        for (path, size) in self.listing()?.iter() {
+            if path.extension().is_some_and(|e| e == "gz") {
+                units.push(Unit::whole(path.clone(), *size));
+                continue;
+            }
+            let of = split::units_of(path, *size, split).map_err(|source| FileError::Read {
+                path: path.clone(),
+                position: "byte 0 (looking for split points)".to_string(),
+                source,
+            })?;
+            units.extend(of);
+        }
+        let units = Arc::new(units);
+        *slot = Some(units.clone());
+        Ok(units)
     }
 
     fn listing(&self) -> Result<Listing, FileError> {
@@ -471,15 +563,15 @@ impl Source for FileSource {
     }
 
     fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<ReadResult>>, BoxError> {
-        let listing = self.listing()?;
+        let units = self.units()?;
         let peers = ctx.peers().max(1);
-        let files: Vec<(PathBuf, u64)> = listing
+        let files: Vec<Unit> = units
             .iter()
             .enumerate()
             .filter(|(i, _)| i % peers == ctx.worker_index())
-            .map(|(_, f)| f.clone())
+            .map(|(_, u)| u.clone())
             .collect();
-        let total = files.iter().map(|(_, s)| s).sum();
+        let total = files.iter().map(Unit::len).sum();
         let store = match &self.state_dir {
             Some(dir) => Some(CheckpointStore::open(dir)?),
             None => {
@@ -498,8 +590,8 @@ impl Source for FileSource {
                 .read_to_end
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for (path, _) in &files {
-                read_to_end.insert(path.clone(), false);
+            for unit in &files {
+                read_to_end.insert((unit.path.clone(), unit.start), false);
             }
         }
         Ok(Box::new(FileReader {
@@ -522,12 +614,13 @@ impl Source for FileSource {
 struct OpenFile {
     index: usize,
     records: RecordReader<Box<dyn BufRead + Send>>,
+    /// Bytes of the file read, from its start (compressed bytes for a gzipped file).
     read_bytes: Arc<AtomicU64>,
 }
 
-/// One worker's reader: its files one after the other.
+/// One worker's reader: its files and splits one after the other.
 struct FileReader {
-    files: Vec<(PathBuf, u64)>,
+    files: Vec<Unit>,
     format: InputFormat,
     max_line_bytes: usize,
     next: usize,
@@ -535,49 +628,57 @@ struct FileReader {
     /// Compressed bytes of the files finished.
     done_bytes: u64,
     total: u64,
-    /// Positions reached by the epochs not yet acknowledged, by file index.
+    /// Positions reached by the epochs not yet acknowledged, by unit index.
     ledger: EpochLedger<usize, FileCheckpoint>,
     checkpoints: FileCheckpoints,
     /// Where acknowledged positions persist, with a state directory.
     store: Option<CheckpointStore>,
-    /// Per file, once opened: its checkpoint key and identity (with a state directory).
+    /// Per unit, once opened: its checkpoint key and identity (with a state directory).
     opened: Vec<Option<(PathBuf, FileIdentity)>>,
     read_to_end: ReadToEnd,
 }
 
 impl FileReader {
     fn finished(&self, index: usize) {
+        let unit = &self.files[index];
         self.read_to_end
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(self.files[index].0.clone(), true);
+            .insert((unit.path.clone(), unit.start), true);
     }
 
     fn open_next(&mut self) -> Result<(), FileError> {
         let index = self.next;
         self.next += 1;
-        let path = self.files[index].0.clone();
+        let unit = self.files[index].clone();
+        let path = unit.path.clone();
         let open_error = |source| FileError::Open {
             path: path.clone(),
             source,
         };
         let gzip_name = path.extension().is_some_and(|e| e == "gz");
-        let mut resume = FileCheckpoint::default();
-        let mut plain = false;
+        let mut resume = FileCheckpoint {
+            lines: unit.lines_before,
+            offset: unit.start,
+            complete: false,
+        };
+        let fresh = resume;
+        // a split is of a plain file by construction
+        let mut plain = unit.split;
         if let Some(store) = &self.store {
-            let key = CheckpointStore::key(&path);
+            let key = unit.name(&CheckpointStore::key(&path));
             let identity = FileIdentity::of(&path).map_err(open_error)?;
             if let Resume::From(c) = store.load(&key, &identity)? {
                 resume = c;
             }
             plain = !gzip_name && !identity.gzip_magic;
             self.opened[index] = Some((key, identity));
-            if resume != FileCheckpoint::default() {
+            if resume != fresh {
                 self.publish(vec![(index, resume)]);
             }
             if resume.complete {
-                tracing::debug!(input = %path.display(), "input file already acknowledged whole: skipped");
-                self.done_bytes += self.files[index].1;
+                tracing::debug!(input = %path.display(), start = unit.start, "input file (or split) already acknowledged whole: skipped");
+                self.done_bytes += unit.len();
                 self.finished(index);
                 return Ok(());
             }
@@ -592,14 +693,22 @@ impl FileReader {
                 source,
             }
         };
-        let records = if plain && resume.offset > 0 {
+        let records = if plain && (resume.offset > 0 || unit.split) {
             // a plain file's decompressed offsets are its own: seek instead of reading
             file.seek(SeekFrom::Start(resume.offset))
                 .map_err(read_error(format!("byte {}", resume.offset)))?;
             read_bytes.store(resume.offset, Ordering::Relaxed);
             let counted = reader::CountingReader::new(file, read_bytes.clone());
-            let input: Box<dyn BufRead + Send> =
-                Box::new(BufReader::with_capacity(64 * 1024, counted));
+            let input: Box<dyn BufRead + Send> = if unit.split {
+                // the split ends where the next one starts, at a line start
+                let rest = unit.end.saturating_sub(resume.offset);
+                Box::new(BufReader::with_capacity(
+                    64 * 1024,
+                    io::Read::take(counted, rest),
+                ))
+            } else {
+                Box::new(BufReader::with_capacity(64 * 1024, counted))
+            };
             self.record_reader(input, &path)
                 .starting_at(resume.lines, resume.offset)
         } else {
@@ -607,7 +716,7 @@ impl FileReader {
             let input =
                 decompressed(counted, gzip_name).map_err(read_error("byte 0".to_string()))?;
             let mut records = self.record_reader(input, &path);
-            if resume != FileCheckpoint::default() {
+            if resume != fresh {
                 let reached = records
                     .skip_to(resume.lines, resume.offset)
                     .map_err(read_error(format!("resuming at {resume:?}")))?;
@@ -639,7 +748,8 @@ impl FileReader {
     fn publish(&self, reached: Vec<(usize, FileCheckpoint)>) {
         let mut all = self.checkpoints.lock();
         for (i, c) in reached {
-            all.insert(self.files[i].0.clone(), c);
+            let unit = &self.files[i];
+            all.insert(unit.name(&unit.path), c);
         }
     }
 
@@ -685,7 +795,7 @@ impl SourceReader<ReadResult> for FileReader {
                 Ok(b) => b,
                 Err(source) if is_broken_content(&source) => {
                     let index = file.index;
-                    let path = &self.files[index].0;
+                    let path = &self.files[index].path;
                     let (lines, offset) = (file.records.lines(), file.records.offset());
                     let name: Arc<str> = path.display().to_string().into();
                     let (position, at) = match self.format {
@@ -722,7 +832,7 @@ impl SourceReader<ReadResult> for FileReader {
                             complete: true,
                         },
                     );
-                    self.done_bytes += self.files[index].1;
+                    self.done_bytes += self.files[index].len();
                     self.current = None;
                     self.finished(index);
                     continue;
@@ -733,7 +843,7 @@ impl SourceReader<ReadResult> for FileReader {
                         _ => format!("line {}", file.records.lines()),
                     };
                     return Err(FileError::Read {
-                        path: self.files[file.index].0.clone(),
+                        path: self.files[file.index].path.clone(),
                         position,
                         source,
                     }
@@ -741,12 +851,12 @@ impl SourceReader<ReadResult> for FileReader {
                 }
             };
             if batch.end {
-                let (path, listed) = &self.files[file.index];
+                let unit = &self.files[file.index];
                 let read = file.read_bytes.load(Ordering::Relaxed);
-                if read < *listed {
+                if read < unit.end {
                     return Err(FileError::Shrunk {
-                        path: path.clone(),
-                        listed: *listed,
+                        path: unit.path.clone(),
+                        listed: unit.size,
                         read,
                     }
                     .into());
@@ -763,7 +873,7 @@ impl SourceReader<ReadResult> for FileReader {
                 },
             );
             if batch.end {
-                self.done_bytes += self.files[file.index].1;
+                self.done_bytes += self.files[file.index].len();
                 let index = file.index;
                 self.current = None;
                 self.finished(index);
@@ -794,9 +904,11 @@ impl SourceReader<ReadResult> for FileReader {
 
     fn progress(&self) -> Option<(u64, u64)> {
         let current = self.current.as_ref().map_or(0, |f| {
+            let unit = &self.files[f.index];
             f.read_bytes
                 .load(Ordering::Relaxed)
-                .min(self.files[f.index].1)
+                .clamp(unit.start, unit.end)
+                - unit.start
         });
         Some((self.done_bytes + current, self.total))
     }
