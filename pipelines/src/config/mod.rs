@@ -196,7 +196,8 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<JobConfig, ConfigError
     let base = path.parent().unwrap_or(Path::new(""));
     parse(&text, Some(base), overrides).map_err(|mut errors| {
         for e in &mut errors.0 {
-            if e.key.is_empty() {
+            // a problem of the file as a whole names it; a bad `--set` is not the file's
+            if e.key.is_empty() && !e.message.starts_with("bad override") {
                 e.message = format!("{}: {}", path.display(), e.message);
             }
         }
