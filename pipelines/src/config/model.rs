@@ -265,7 +265,10 @@ connectors! {
     ///
     /// **Adding a connector** (source or sink) is: a folder `transforms/src/io/<name>/` with
     /// the runtime and a `config.rs` struct (`#[serde(deny_unknown_fields)]`, a doc comment on
-    /// every field, named `default_*` functions), one arm here or in [`SinkConfig`] (`validate`
+    /// every field, named `default_*` functions, and a `Documented` impl listing its keys for
+    /// the reference: the arm does not compile without it, and `reference`'s tests fail when
+    /// a field is missing from it; then regenerate `docs/config.md` with `sluice config
+    /// reference`), one arm here or in [`SinkConfig`] (`validate`
     /// checks through it, and the compiler then points at the one match in `jobs` that builds
     /// the runtime from it), and tests: the config's negative tests in its folder, an example
     /// under `examples/configs/` (which `pipelines/tests/config.rs` parses, validates and
