@@ -3,9 +3,9 @@
 //! type `path` or `path or glob`); values given by `--set` or the environment are not
 //! rewritten: they are relative to the working directory, as on any command line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use sluice_transforms::config_doc::{Documented, Key};
+use sluice_transforms::config_doc::{ty, Documented, Key};
 use toml::Value;
 
 use super::model::{JobConfig, SinkConfig, SourceConfig};
@@ -56,6 +56,11 @@ fn resolve_table(table: &mut toml::Table, keys: &[Key], base: &Path) {
             (Value::String(s), _)
                 if key.is_path() && !s.is_empty() && Path::new(s.as_str()).is_relative() =>
             {
+                // a glob's folder is matched literally: `[`, `*` and `?` in it are escaped
+                let base = match base.to_str() {
+                    Some(b) if key.ty == ty::GLOB => PathBuf::from(glob::Pattern::escape(b)),
+                    _ => base.to_path_buf(),
+                };
                 if let Some(joined) = base.join(s.as_str()).to_str() {
                     *s = joined.to_string();
                 }
@@ -119,5 +124,19 @@ sink = { type = "file", dir = "routed", path = "x/" }
         let route = &root["routes"].as_array().unwrap()[0];
         assert_eq!(route["sink"]["dir"].as_str(), Some("conf/routed"));
         assert_eq!(route["sink"]["path"].as_str(), Some("x/"));
+    }
+
+    #[test]
+    fn a_folder_named_like_a_pattern_is_matched_literally() {
+        let mut root: toml::Table = toml::from_str(
+            "[source]\ntype = \"file\"\npath = \"*.ndjson\"\n[decoder]\nschemas = \"s\"",
+        )
+        .unwrap();
+        resolve_relative_paths(&mut root, Path::new("conf[1]"));
+        assert_eq!(
+            root["source"]["path"].as_str(),
+            Some("conf[[]1[]]/*.ndjson")
+        );
+        assert_eq!(root["decoder"]["schemas"].as_str(), Some("conf[1]/s"));
     }
 }
