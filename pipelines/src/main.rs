@@ -18,6 +18,8 @@ use sluice::{Counter, Metrics};
 use sluice_pipelines::config::{self, ConfigErrors, Overrides};
 use sluice_pipelines::generate::{Generator, Workload};
 use sluice_pipelines::jobs::{self, JobError, Prepared};
+use sluice_pipelines::logging::{self, LogFormat};
+use sluice_pipelines::reference;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -34,23 +36,87 @@ environment variables SLUICE_SECTION__KEY=value (double underscore nests); --set
 
 Exit codes:
   0    success; also a job on stdin stopped by SIGINT/SIGTERM (it drains and ends cleanly)
-  1    runtime failure
-  2    config error
+  1    runtime failure (a service failing, the metrics address taken, ...)
+  2    config error (also bad command-line arguments)
   3    a job on files stopped by a signal before the end of its input (what was read is
        written and acknowledged; the summary names the files not read to the end)
   130  aborted by a second signal
-Logging: RUST_LOG (e.g. RUST_LOG=sluice=debug).";
+
+Logs and the summary go to stderr; when a sink or the dead-letter sink writes to stderr they
+go to stdout, and when both streams carry data they are dropped unless --log-file is given
+(a fatal error is still printed on stderr). RUST_LOG sets levels (e.g. RUST_LOG=sluice=debug).";
+
+const RUN_HELP: &str = "\
+Examples:
+  sluice run examples/configs/decoder-local.toml
+  sluice run job.toml --set sink.dir=/tmp/out --workers 4 --metrics-addr 127.0.0.1:9898
+  sluice run sink.toml --quiet < input.ndjson > output.ndjson
+  sluice run job.toml --log-format json --log-file sluice.log
+
+Relative paths in the config file are relative to its folder; --set values to the working
+directory. Exit codes: see `sluice --help`.";
+
+const VALIDATE_HELP: &str = "\
+Examples:
+  sluice validate examples/configs/decoder-local.toml
+  sluice validate job.toml --set sink.dir=/tmp/out
+  sluice validate --print job.toml --set pipeline.epoch.max_age=1
+  sluice validate --check examples/configs/decoder-s3.toml
+
+Lists every problem (unknown or bad keys, missing sections, input patterns that match no file,
+schemas that do not load, ...) as `key`: message, then exits 2. Creates nothing, opens no
+connection (unless --check), reads no record.";
+
+const GENERATE_HELP: &str = "\
+Examples:
+  sluice generate --count 2000 --seed 1 --error-rate 0.1 --output data.ndjson
+  sluice generate --count 100 --format heka --workload telemetry > data.heka";
+
+const SCHEMAS_HELP: &str = "\
+Examples:
+  sluice schemas bigquery telemetry/main.4
+  sluice schemas bigquery --format raw";
+
+const BENCH_HELP: &str = "\
+Examples:
+  sluice bench --count 100000 --workers 2
+  sluice bench --count 50000 --duplicates 0.05 --dedup";
+
+const CONFIG_HELP: &str = "\
+Examples:
+  sluice config reference > docs/config.md
+  sluice config example decoder > job.toml
+  sluice config example sink --source stdin --sink stdout
+  sluice config example republisher --source pubsub --sink pubsub";
+
+/// The version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SLUICE_GIT_COMMIT"),
+    ")"
+);
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Decode, validate and move telemetry safely", after_help = AFTER_HELP)]
+#[command(name = "sluice", version = VERSION, about = "Decode, validate and move telemetry safely", after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log only errors, and print no summary nor progress: only the job's data is written.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// How log lines are written.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Write logs and the summary to this file (appended) instead of stderr.
+    #[arg(long, value_name = "PATH", global = true)]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the job a config file describes.
+    #[command(after_help = RUN_HELP)]
     Run {
         /// The job's TOML config.
         config: PathBuf,
@@ -83,6 +149,7 @@ enum Command {
         expect_listing: Option<String>,
     },
     /// Check a config file, reporting every problem; exit 2 if there is any.
+    #[command(after_help = VALIDATE_HELP)]
     Validate {
         /// The job's TOML config.
         config: PathBuf,
@@ -98,6 +165,7 @@ enum Command {
         check: bool,
     },
     /// Write realistic telemetry-like test submissions.
+    #[command(after_help = GENERATE_HELP)]
     Generate {
         /// Records to write.
         #[arg(long, default_value_t = 1000)]
@@ -123,11 +191,13 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// Derived schemas.
+    #[command(after_help = SCHEMAS_HELP)]
     Schemas {
         #[command(subcommand)]
         what: SchemasCommand,
     },
     /// Decode generated messages memory -> memory and report throughput.
+    #[command(after_help = BENCH_HELP)]
     Bench {
         /// Messages to generate.
         #[arg(long, default_value_t = 100_000)]
@@ -150,6 +220,34 @@ enum Command {
         /// The schema registry.
         #[arg(long, default_value = "schemas/json")]
         schemas: PathBuf,
+    },
+    /// The config reference and example configs.
+    #[command(after_help = CONFIG_HELP)]
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every section and key with its type, default and description (markdown: what
+    /// docs/config.md holds).
+    #[command(after_help = CONFIG_HELP)]
+    Reference,
+    /// Print a commented starting config of a job, which `sluice validate` accepts when run
+    /// from the repository's root (its example paths are the repository's).
+    #[command(after_help = CONFIG_HELP)]
+    Example {
+        /// The job.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(reference::JOBS.iter().copied()))]
+        job: String,
+        /// The source's `type`.
+        #[arg(long, default_value = "file", value_parser = clap::builder::PossibleValuesParser::new(config::SourceConfig::kinds().iter().copied()))]
+        source: String,
+        /// The sink's `type`.
+        #[arg(long, default_value = "file", value_parser = clap::builder::PossibleValuesParser::new(config::SinkConfig::kinds().iter().copied()))]
+        sink: String,
     },
 }
 
@@ -196,13 +294,14 @@ const EXIT_STOPPED_BEFORE_END: u8 = 3;
 /// A second signal aborted the run.
 const EXIT_ABORTED: u8 = 130;
 
-/// Writes to stderr, ignoring failures: a closed stderr (`sluice run | head`, a terminal gone)
-/// must never turn into a panic or stop what the process is doing.
+/// Writes where logs go (stderr, unless a data sink uses it; nowhere with `--quiet`),
+/// ignoring failures: a closed stream (`sluice run | head`, a terminal gone) must never turn
+/// into a panic or stop what the process is doing.
 fn say(text: std::fmt::Arguments<'_>) {
-    let _ = std::io::stderr().lock().write_fmt(text);
+    logging::say(text);
 }
 
-/// `eprintln!` that never panics (see [`say`]).
+/// `eprintln!` that never panics and never mixes with data (see [`say`]).
 macro_rules! say {
     ($($arg:tt)*) => { say(format_args!("{}\n", format_args!($($arg)*))) };
 }
@@ -214,18 +313,18 @@ impl From<anyhow::Error> for Exit {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        // A log line that cannot be written is dropped: the default would report it with
-        // `eprintln!`, which panics on a closed stderr.
-        .log_internal_errors(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    let options = logging::Options {
+        format: cli.log_format,
+        quiet: cli.quiet,
+        log_file: cli.log_file.clone(),
+        // a job's config says whether its data uses stdout or stderr: hold logs until then
+        hold: matches!(cli.command, Command::Run { .. }),
+    };
+    if let Err(e) = logging::init(&options) {
+        let _ = writeln!(std::io::stderr().lock(), "error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Run {
             config,
@@ -284,18 +383,38 @@ fn main() -> ExitCode {
             count, workers, seed, error_rate, duplicates, dedup, &schemas,
         )
         .map_err(Exit::from),
+        Command::Config { what } => config_command(what),
     };
+    if logging::destination() == logging::Destination::Stderr {
+        // lines held for a run that failed before its config said where logs go
+        logging::route(false, false);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit(code, e)) => {
             if !e.to_string().is_empty() {
                 // the chain, each cause once (a cause some crate also prints in its own
                 // message is not repeated)
-                say!("error: {}", sluice::chain(e.as_ref()));
+                logging::error(format_args!("error: {}\n", sluice::chain(e.as_ref())));
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// `sluice config reference|example`.
+fn config_command(what: ConfigCommand) -> Result<(), Exit> {
+    let text = match what {
+        ConfigCommand::Reference => reference::markdown(),
+        ConfigCommand::Example { job, source, sink } => {
+            reference::example(&job, &source, &sink).map_err(|e| Exit(2, anyhow::anyhow!(e)))?
+        }
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("cannot write to stdout")?;
+    Ok(())
 }
 
 /// `sluice schemas bigquery`: prints a derived table schema.
@@ -348,7 +467,7 @@ fn overrides(set: &[String]) -> Overrides {
 
 fn config_exit(errors: ConfigErrors, path: &std::path::Path) -> Exit {
     for e in &errors.0 {
-        say!("config error: {e}");
+        logging::error(format_args!("config error: {e}\n"));
     }
     Exit(
         2,
@@ -357,8 +476,8 @@ fn config_exit(errors: ConfigErrors, path: &std::path::Path) -> Exit {
 }
 
 fn validate(path: &std::path::Path, set: &[String], print: bool, check: bool) -> Result<(), Exit> {
-    let cfg = config::load(path, &overrides(set)).map_err(|e| config_exit(e, path))?;
-    jobs::check(&cfg).map_err(job_exit)?;
+    let cfg = sluice_pipelines::preflight::validate(path, &overrides(set))
+        .map_err(|e| config_exit(e, path))?;
     if check {
         jobs::check_services(&cfg).map_err(job_exit)?;
     }
@@ -405,8 +524,13 @@ fn run(args: RunArgs) -> Result<(), Exit> {
     if let Some(w) = args.workers {
         set.push(format!("workers={w}"));
     }
-    let cfg =
-        config::load(&args.config, &overrides(&set)).map_err(|e| config_exit(e, &args.config))?;
+    let loaded = config::load(&args.config, &overrides(&set));
+    // Logs go where no data goes (held until now: the config says which streams carry data).
+    let (stdout_data, stderr_data) = loaded
+        .as_ref()
+        .map_or((false, false), logging::data_streams);
+    logging::route(stdout_data, stderr_data);
+    let cfg = loaded.map_err(|e| config_exit(e, &args.config))?;
     let bounded = matches!(cfg.source, config::SourceConfig::File(_));
     let prepared = Prepared::new(cfg).map_err(job_exit)?;
     let inputs = prepared.input_status();
@@ -444,13 +568,18 @@ fn run(args: RunArgs) -> Result<(), Exit> {
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = &args.metrics_addr {
         sluice_pipelines::status::serve(addr, pipeline.job_name(), metrics.clone(), ready.clone())
-            .map_err(|e| Exit(2, anyhow::Error::new(e)))?;
+            // the address taken is a failure of this run, not of its config
+            .map_err(|e| Exit(1, anyhow::Error::new(e)))?;
     }
     let done = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress(
         metrics.clone(),
         done.clone(),
-        bounded && !args.no_progress && std::io::stderr().is_terminal(),
+        bounded
+            && !args.no_progress
+            && !logging::quiet()
+            && !stderr_data
+            && std::io::stderr().is_terminal(),
     );
     tracing::info!(config = %args.config.display(), "starting");
     ready.store(true, Ordering::SeqCst);
@@ -540,7 +669,7 @@ fn install_signals(stop: Arc<AtomicBool>, signalled: Arc<AtomicBool>) -> anyhow:
                         "stopping: flushing sinks (signal again to abort)"
                     );
                 } else {
-                    say!("aborted");
+                    logging::error(format_args!("aborted\n"));
                     std::process::exit(i32::from(EXIT_ABORTED));
                 }
             }
@@ -621,12 +750,20 @@ fn print_summary(summary: &sluice::RunSummary, metrics: &Metrics, unfinished: &[
             out.push_str(&format!("    {k:<40} {v:>10}\n"));
         }
     }
+    // Bytes in the progress bar's units (indicatif's binary KiB/MiB/GiB): input files read, then
+    // payloads (after framing, before decompression).
+    let files = snapshot.total(Counter::ProgressDone);
+    let files = if files > 0 {
+        format!("{} of input files, ", indicatif::HumanBytes(files))
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "  read {read} records ({:.1} MB) in {:.2}s: {:.0} records/s, {:.1} MB/s; {} dead letters{}\n",
-        summary.bytes_read as f64 / 1e6,
+        "  read {read} records ({files}{} of payloads) in {:.2}s: {:.0} records/s, {}/s of payloads; {} dead letters{}\n",
+        indicatif::HumanBytes(summary.bytes_read),
         secs,
         read as f64 / secs,
-        summary.bytes_read as f64 / 1e6 / secs,
+        indicatif::HumanBytes((summary.bytes_read as f64 / secs) as u64),
         summary.total_dead_lettered(),
         match dropped.values().sum::<u64>() {
             0 => String::new(),

@@ -177,6 +177,16 @@ fn set_and_env_overrides_apply_before_checks() {
 }
 
 #[test]
+fn an_override_error_is_not_blamed_on_the_file() {
+    let path = root().join("examples/configs/decoder-local.toml");
+    let e = config::load(&path, &Overrides::new().set("=x")).unwrap_err();
+    assert_one(&e, "", "bad override `--set =x`");
+    assert!(!e.to_string().contains("decoder-local.toml"), "{e}");
+    let e = config::load(&path, &Overrides::new().set("sink.bukket=x")).unwrap_err();
+    assert_one(&e, "sink.bukket", "unknown key");
+}
+
+#[test]
 fn sluice_variables_that_name_no_config_key_are_not_overrides() {
     std::env::set_current_dir(root()).unwrap();
     let o = Overrides::new().env([

@@ -233,7 +233,7 @@ group_id = "{group}"
 format = "heka"
 stop_at_end = true
 [decoder]
-schemas = "schemas/json"
+schemas = "{schemas}"
 [sink]
 type = "s3"
 bucket = "{bucket}"
@@ -253,6 +253,8 @@ options = {{ "batch.num.messages" = "1" }}
 stack_traces = false
 "#,
             group = unique("decoder"),
+            // relative paths in a config file are relative to its folder
+            schemas = root().join("schemas/json").display(),
         ),
     )
     .unwrap();

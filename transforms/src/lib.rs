@@ -7,6 +7,7 @@
 //! - [`io`]: connectors (`memory`, `file`, `stdio`, the object sink; `kafka`, `s3`, `pubsub`,
 //!   `bigquery` behind cargo features).
 
+pub mod config_doc;
 pub mod decode;
 pub mod io;
 pub mod scrub;

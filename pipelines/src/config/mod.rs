@@ -21,6 +21,7 @@
 //! ```
 
 mod model;
+mod paths;
 mod validate;
 
 use std::fmt;
@@ -181,6 +182,10 @@ fn parse_value(raw: &str) -> toml::Value {
 }
 
 /// Reads, overrides, checks and deserialises the config at `path`.
+///
+/// Relative paths in the file (keys of type `path` in the reference: `source.path`,
+/// `decoder.schemas`, `sink.dir`, ...) are relative to the file's folder; values from
+/// `overrides` stay relative to the working directory.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<JobConfig, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError::new(
@@ -188,9 +193,11 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<JobConfig, ConfigError
             format!("cannot read config file `{}`: {e}", path.display()),
         )])
     })?;
-    parse_str(&text, overrides).map_err(|mut errors| {
+    let base = path.parent().unwrap_or(Path::new(""));
+    parse(&text, Some(base), overrides).map_err(|mut errors| {
         for e in &mut errors.0 {
-            if e.key.is_empty() {
+            // a problem of the file as a whole names it; a bad `--set` is not the file's
+            if e.key.is_empty() && !e.message.starts_with("bad override") {
                 e.message = format!("{}: {}", path.display(), e.message);
             }
         }
@@ -198,14 +205,26 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<JobConfig, ConfigError
     })
 }
 
-/// Parses, overrides, checks and deserialises a config given as text.
+/// Parses, overrides, checks and deserialises a config given as text; relative paths are
+/// relative to the working directory.
 pub fn parse_str(text: &str, overrides: &Overrides) -> Result<JobConfig, ConfigErrors> {
+    parse(text, None, overrides)
+}
+
+fn parse(
+    text: &str,
+    base: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<JobConfig, ConfigErrors> {
     let mut root: toml::Table = toml::from_str(text).map_err(|e| {
         ConfigErrors(vec![ConfigError::new(
             "",
             format!("invalid TOML: {}", e.to_string().trim_end()),
         )])
     })?;
+    if let Some(base) = base {
+        paths::resolve_relative_paths(&mut root, base);
+    }
     let mut errors = Vec::new();
     overrides.apply(&mut root, &mut errors);
     validate::validate(&root, &mut errors);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sluice_transforms::config_doc::{ty, Documented, Key};
 
 pub use sluice_transforms::decode::ScrubPayloadConfig;
 pub use sluice_transforms::io::bigquery::BigQuerySinkConfig;
@@ -187,7 +188,7 @@ macro_rules! connectors {
     (
         $(#[$meta:meta])*
         pub enum $name:ident {
-            $( $(#[$arm_meta:meta])* $kind:literal => $arm:ident($config:ty), )+
+            $( $(#[doc = $doc:literal])* $kind:literal => $arm:ident($config:ty), )+
         }
         planned = [$($planned:literal),* $(,)?];
     ) => {
@@ -195,7 +196,40 @@ macro_rules! connectors {
         #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
         #[serde(tag = "type")]
         pub enum $name {
-            $( $(#[$arm_meta])* #[serde(rename = $kind)] $arm($config), )+
+            $( $(#[doc = $doc])* #[serde(rename = $kind)] $arm($config), )+
+        }
+
+        impl $name {
+            /// Every `type` this build supports.
+            pub fn kinds() -> &'static [&'static str] {
+                &[$($kind),+]
+            }
+
+            /// The keys of the section of `kind` (its connector's config struct), for the
+            /// reference.
+            pub fn keys_of(kind: &str) -> Option<&'static [Key]> {
+                match kind {
+                    $( $kind => Some(<$config as Documented>::KEYS), )+
+                    _ => None,
+                }
+            }
+
+            /// What `kind` is: its arm's doc comment.
+            pub fn describe(kind: &str) -> &'static str {
+                match kind {
+                    $( $kind => concat!($($doc),*).trim_start(), )+
+                    _ => "",
+                }
+            }
+
+            /// The problems of every kind's key list, checked against its struct (see
+            /// `check_documented`).
+            pub fn check_documented() -> Vec<String> {
+                [$( sluice_transforms::config_doc::check_documented::<$config>(), )+]
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .collect()
+            }
         }
 
         impl $name {
@@ -231,7 +265,10 @@ connectors! {
     ///
     /// **Adding a connector** (source or sink) is: a folder `transforms/src/io/<name>/` with
     /// the runtime and a `config.rs` struct (`#[serde(deny_unknown_fields)]`, a doc comment on
-    /// every field, named `default_*` functions), one arm here or in [`SinkConfig`] (`validate`
+    /// every field, named `default_*` functions, and a `Documented` impl listing its keys for
+    /// the reference: the arm does not compile without it, and `reference`'s tests fail when
+    /// a field is missing from it; then regenerate `docs/config.md` with `sluice config
+    /// reference`), one arm here or in [`SinkConfig`] (`validate`
     /// checks through it, and the compiler then points at the one match in `jobs` that builds
     /// the runtime from it), and tests: the config's negative tests in its folder, an example
     /// under `examples/configs/` (which `pipelines/tests/config.rs` parses, validates and
@@ -466,4 +503,301 @@ pub struct InFlightTuning {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_unacknowledged_epochs: Option<usize>,
+}
+
+// The config reference (`sluice config reference`): each section's keys, beside its struct.
+
+impl<Src, Snk, Dl> Documented for JobConfig<Src, Snk, Dl> {
+    const KEYS: &'static [Key] = &[
+        Key::required(
+            "job",
+            "\"decoder\" | \"sink\" | \"republisher\"",
+            "\"sink\"",
+            "which named job runs",
+        ),
+        Key::default("workers", ty::COUNT, "1", "worker threads in this process"),
+        Key::default(
+            "decompress",
+            ty::BOOL,
+            "false",
+            "sink job only: gunzip gzipped payloads before writing them",
+        ),
+        Key::required(
+            "source",
+            ty::TABLE,
+            "{ type = \"stdin\" }",
+            "where records come from (see `[source]`)",
+        ),
+        Key::optional(
+            "decoder",
+            ty::TABLE,
+            "the decoder's settings (required by the decoder job, refused by the others)",
+        )
+        .with_table(<DecoderConfig as Documented>::keys),
+        Key::required(
+            "sink",
+            ty::TABLE,
+            "{ type = \"stdout\" }",
+            "where records go (see `[sink]`); the republisher's records that match no route",
+        ),
+        Key::optional(
+            "routes",
+            ty::TABLES,
+            "the republisher's routes (required by it, refused by the other jobs)",
+        )
+        .with_table(<RouteConfig as Documented>::keys),
+        Key::required(
+            "dead_letter",
+            ty::TABLE,
+            "{ type = \"stderr\" }",
+            "where every dead letter goes, in the replayable `json` envelope (see `[dead_letter]`)",
+        ),
+        Key::default(
+            "pipeline",
+            ty::TABLE,
+            "{}",
+            "engine tuning: epochs and backpressure",
+        )
+        .with_table(<PipelineTuning as Documented>::keys),
+        Key::optional(
+            "dedup",
+            ty::TABLE,
+            "decoder only: drop duplicate documents (off unless the section is given)",
+        )
+        .with_table(<DedupConfig as Documented>::keys),
+        Key::optional(
+            "counts",
+            ty::TABLE,
+            "decoder only: count outcomes per namespace/doctype/version (off unless given)",
+        )
+        .with_table(<CountsConfig as Documented>::keys),
+    ];
+}
+
+impl Documented for DecoderConfig {
+    const KEYS: &'static [Key] = &[
+        Key::required(
+            "schemas",
+            ty::PATH,
+            "\"schemas/json\"",
+            "the schema registry: a directory or a `.tar.gz` (it must exist)",
+        ),
+        Key::default(
+            "strict_schemas",
+            ty::BOOL,
+            "false",
+            "schema files the registry cannot index are one error listing them all (else skipped with a warning)",
+        ),
+        Key::default(
+            "max_payload_bytes",
+            ty::SIZE,
+            "\"8MiB\"",
+            "larger decompressed payloads are `LimitPayloadSize` dead letters",
+        ),
+        Key::default(
+            "keep_client_ip",
+            ty::BOOL,
+            "false",
+            "keep `remote_addr` and `x_forwarded_for` in decoded outputs",
+        ),
+        Key::default(
+            "scrub_attributes",
+            ty::STRINGS,
+            "[]",
+            "more attributes removed from decoded outputs and dead letters",
+        ),
+        Key::optional(
+            "geo_city_database",
+            ty::PATH,
+            "a GeoIP2/GeoLite2 City `.mmdb`: fills `geo_*` from the client IP (without it the job says which fields it cannot fill)",
+        ),
+        Key::optional(
+            "geo_city_filter",
+            ty::PATH,
+            "keeps `geo_city` only for the cities listed (GeoNames `cities15000.txt` form)",
+        ),
+        Key::optional(
+            "geo_isp_database",
+            ty::PATH,
+            "a GeoIP2 ISP `.mmdb`: fills `isp_*`",
+        ),
+        Key::default(
+            "scrub_payload",
+            ty::TABLE,
+            "{}",
+            "payload rules applied right after parsing, before validation (gcp-ingestion's MessageScrubber)",
+        )
+        .with_table(<ScrubPayloadConfig as Documented>::keys),
+    ];
+}
+
+impl Documented for PipelineTuning {
+    const KEYS: &'static [Key] = &[
+        Key::default("epoch", ty::TABLE, "{}", "how sources cut epochs")
+            .with_table(<EpochTuning as Documented>::keys),
+        Key::default(
+            "in_flight",
+            ty::TABLE,
+            "{}",
+            "how far sources read ahead of durable writes",
+        )
+        .with_table(<InFlightTuning as Documented>::keys),
+        Key::default(
+            "stack_traces",
+            ty::BOOL,
+            "true",
+            "dead letters carry the error's source chain",
+        ),
+    ];
+}
+
+impl Documented for EpochTuning {
+    const KEYS: &'static [Key] = &[
+        Key::optional(
+            "max_records",
+            ty::COUNT,
+            "records per epoch, per worker (engine default 10000)",
+        ),
+        Key::optional(
+            "max_bytes",
+            ty::SIZE,
+            "bytes per epoch, per worker (engine default 16 MiB)",
+        ),
+        Key::optional(
+            "max_age",
+            ty::DURATION,
+            "age of an epoch (engine default 200ms)",
+        ),
+    ];
+}
+
+impl Documented for InFlightTuning {
+    const KEYS: &'static [Key] = &[
+        Key::optional(
+            "max_epochs",
+            ty::COUNT,
+            "epochs read and not yet taken by every sink, per worker (engine default 16)",
+        ),
+        Key::optional(
+            "max_bytes",
+            ty::SIZE,
+            "bytes read and not yet taken by every sink, and bytes sinks hold, per worker (engine default 32 MiB)",
+        ),
+        Key::optional(
+            "max_unacknowledged_epochs",
+            ty::COUNT,
+            "epochs not yet durable, per worker: what a crash may re-read; when reached sinks close open objects early (engine default 4096)",
+        ),
+    ];
+}
+
+impl Documented for DedupConfig {
+    const KEYS: &'static [Key] = &[
+        Key::default(
+            "enabled",
+            ty::BOOL,
+            "true",
+            "whether the step runs (the section's presence turns it on)",
+        ),
+        Key::default(
+            "key",
+            ty::STRING,
+            "\"uri\"",
+            "the attribute that identifies copies (e.g. `document_id`)",
+        ),
+        Key::optional(
+            "payload_field",
+            ty::STRING,
+            "a JSON pointer into the decoded payload to use instead of `key`",
+        ),
+        Key::default(
+            "window",
+            ty::DURATION,
+            "\"24h\"",
+            "how far apart two copies may be for the later one to be a duplicate",
+        ),
+        Key::default(
+            "lateness",
+            ty::DURATION,
+            "\"1h\"",
+            "how late a copy may arrive and still be found (state holds `window + lateness`)",
+        ),
+        Key::default(
+            "time",
+            "\"submission_timestamp\" | \"processing\"",
+            "\"submission_timestamp\"",
+            "which clock the window runs on",
+        ),
+        Key::default(
+            "on_duplicate",
+            "\"dead_letter\" | \"drop\"",
+            "\"dead_letter\"",
+            "a `Duplicate` dead letter, or dropped and counted (`sluice_duplicates_total`)",
+        ),
+    ];
+}
+
+impl Documented for CountsConfig {
+    const KEYS: &'static [Key] = &[Key::default(
+        "enabled",
+        ty::BOOL,
+        "true",
+        "whether outcomes are counted (the section's presence turns it on)",
+    )];
+}
+
+impl Documented for RouteConfig {
+    const KEYS: &'static [Key] = &[
+        Key::required(
+            "name",
+            ty::STRING,
+            "\"sampled\"",
+            "the route's name: its write step is `route/<name>`",
+        ),
+        Key::default(
+            "namespaces",
+            ty::STRINGS,
+            "[]",
+            "`document_namespace` is one of these (empty: any)",
+        ),
+        Key::default(
+            "doctypes",
+            ty::STRINGS,
+            "[]",
+            "`document_type` is one of these; `namespace/doctype` names the namespace too",
+        ),
+        Key::default(
+            "channels",
+            ty::STRINGS,
+            "[]",
+            "`normalized_channel` (else `app_update_channel`) is one of these",
+        ),
+        Key::optional(
+            "sample_below",
+            ty::COUNT,
+            "`sample_id` is below this (1 to 100)",
+        ),
+        Key::default(
+            "debug",
+            ty::BOOL,
+            "false",
+            "only messages with a non-empty `x_debug_id`",
+        ),
+        Key::required(
+            "sink",
+            ty::TABLE,
+            "{ type = \"stdout\" }",
+            "where the route's messages go: any sink (see `[sink]`)",
+        ),
+    ];
+}
+
+impl DeadLetterConfig {
+    /// The reference of [`DeadLetterConfig::OWN_KEYS`] (a test keeps the two equal).
+    pub const OWN_KEY_DOCS: &'static [Key] = &[Key::default(
+        "keep_client_ip",
+        ty::BOOL,
+        "false",
+        "keep `remote_addr` and `x_forwarded_for` in dead letters (they replay without them)",
+    )];
 }

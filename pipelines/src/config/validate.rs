@@ -13,12 +13,11 @@
 //! their paths (serde's internally tagged enums would buffer the table and lose them). The
 //! top level is read as `JobConfig<IgnoredAny, IgnoredAny>`, its sections taken as anything.
 //! Validation reads files' metadata (`decoder.schemas` must exist, `source.state_dir` must
-//! not be a file) and nothing else.
+//! not be a file, `source.path` must match a file) and writes nothing.
 
 use std::path::Path;
 
-use serde::de::{self, DeserializeOwned, IgnoredAny, Visitor};
-use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use toml::Value;
 
 use super::model::{DeadLetterConfig, JobConfig, SinkConfig, SourceConfig};
@@ -59,11 +58,11 @@ type TopLevel = JobConfig<IgnoredAny, IgnoredAny, IgnoredAny>;
 
 /// The keys a config file may have at its top level (sections included).
 pub(super) fn top_level_keys() -> &'static [&'static str] {
-    struct_fields::<TopLevel>()
+    sluice_transforms::config_doc::serde_fields::<TopLevel>()
 }
 
-/// Checks the whole tree; relative paths are relative to the working directory, like every
-/// CLI's.
+/// Checks the whole tree (relative paths are relative to the working directory: `load` has
+/// made a file's relative to its folder).
 pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
     // Missing sections are reported below, with the kinds they may have.
     let missing: Vec<Vec<String>> = TAGGED.iter().map(|s| vec![s.to_string()]).collect();
@@ -178,6 +177,22 @@ pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
                 "decoder.schemas",
                 format!("schemas path {s:?} does not exist (expected a directory or a .tar.gz)"),
             ));
+        }
+    }
+    if let Some(Value::String(pattern)) = root
+        .get("source")
+        .filter(|s| s.get("type").and_then(Value::as_str) == Some("file"))
+        .and_then(|s| s.get("path"))
+    {
+        // Lists the files (reads directories, opens nothing): an input that matches no file
+        // is reported with the rest.
+        if let Err(e) = sluice_transforms::io::file::FileSource::glob(
+            pattern.clone(),
+            sluice_transforms::io::format::InputFormat::Json,
+        )
+        .resolve()
+        {
+            errors.push(ConfigError::new("source.path", sluice::chain(&e)));
         }
     }
     if let Some(Value::String(s)) = root.get("source").and_then(|d| d.get("state_dir")) {
@@ -539,42 +554,10 @@ fn explain(message: &str) -> String {
     message.to_string()
 }
 
-/// The field names of a struct, as its `Deserialize` impl declares them.
-fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
-    struct Fields<'a>(&'a mut &'static [&'static str]);
-
-    impl<'de> de::Deserializer<'de> for Fields<'_> {
-        type Error = de::value::Error;
-
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-            Err(de::Error::custom("not a struct"))
-        }
-
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            fields: &'static [&'static str],
-            _visitor: V,
-        ) -> Result<V::Value, Self::Error> {
-            *self.0 = fields;
-            Err(de::Error::custom("fields recorded"))
-        }
-
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
-            identifier ignored_any
-        }
-    }
-
-    let mut fields: &'static [&'static str] = &[];
-    let _ = T::deserialize(Fields(&mut fields));
-    fields
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[test]
     fn top_level_keys_come_from_the_struct() {

@@ -254,15 +254,39 @@ pub fn listing(config: &JobConfig) -> Option<Result<(String, usize), JobError>> 
 /// config needs that a config file cannot say: input files match, sinks can be built (an
 /// output directory may not exist yet), schemas load. What `sluice validate` runs.
 pub fn check(config: &JobConfig) -> Result<(), JobError> {
-    resolve(&source_for(&config.source, &config.pipeline))?;
-    check_sink(&config.sink)?;
-    check_sink(&config.dead_letter.sink)?;
-    for r in &config.routes {
-        check_sink(&r.sink)?;
+    match problems(config).into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
     }
-    registry_for(config)?;
-    geo_for(config)?;
-    Ok(())
+}
+
+/// Every problem [`check`] finds (it stops at the first), each with the config key it is
+/// about: what `sluice validate` lists with the config's own problems.
+pub fn problems(config: &JobConfig) -> Vec<(String, JobError)> {
+    let mut found = Vec::new();
+    if let Err(e) = resolve(&source_for(&config.source, &config.pipeline)) {
+        found.push(("source.path".to_string(), e));
+    }
+    for (key, sink) in [
+        ("sink", &config.sink),
+        ("dead_letter", &config.dead_letter.sink),
+    ] {
+        if let Err(e) = check_sink(sink) {
+            found.push((key.to_string(), e));
+        }
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        if let Err(e) = check_sink(&r.sink) {
+            found.push((format!("routes[{i}].sink"), e));
+        }
+    }
+    if let Err(e) = registry_for(config) {
+        found.push(("decoder.schemas".to_string(), e));
+    }
+    if let Err(e) = geo_for(config) {
+        found.push(("decoder".to_string(), e));
+    }
+    found
 }
 
 /// Connects to what the job's services are, without reading or writing a record: the S3

@@ -1,6 +1,7 @@
 //! `ScrubPayload`: payload field rules from config: drop a field, drop a document matching a
 //! predicate (as a dead letter, or counted).
 
+use crate::config_doc::{ty, Documented, Key};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -122,6 +123,83 @@ impl ScrubPayloadConfig {
     pub fn is_empty(&self) -> bool {
         self.drop_fields.is_empty() && self.drop_documents.is_empty()
     }
+}
+
+impl Documented for ScrubPayloadConfig {
+    const KEYS: &'static [Key] = &[
+        Key::optional(
+            "drop_fields",
+            ty::TABLES,
+            "fields removed from the payload (the rest kept byte for byte)",
+        )
+        .with_table(<FieldRule as Documented>::keys),
+        Key::optional(
+            "drop_documents",
+            ty::TABLES,
+            "documents not written: the first matching rule decides",
+        )
+        .with_table(<DocumentRule as Documented>::keys),
+    ];
+}
+
+const RULE_NAMESPACE: Key = Key::optional(
+    "namespace",
+    ty::STRING,
+    "only documents of this namespace (compared snake_cased)",
+);
+const RULE_DOCTYPE: Key = Key::optional(
+    "doctype",
+    ty::STRING,
+    "only documents of this doctype (compared snake_cased)",
+);
+
+impl Documented for FieldRule {
+    const KEYS: &'static [Key] = &[
+        Key::required(
+            "field",
+            ty::STRING,
+            "\"/environment/profile\"",
+            "the field, a JSON pointer (object keys only)",
+        ),
+        RULE_NAMESPACE,
+        RULE_DOCTYPE,
+    ];
+}
+
+impl Documented for DocumentRule {
+    const KEYS: &'static [Key] = &[
+        Key::required(
+            "name",
+            ty::STRING,
+            "\"debug_pings\"",
+            "names the rule in dead letters and counters",
+        ),
+        Key::optional(
+            "field",
+            ty::STRING,
+            "the payload field tested, a JSON pointer (array indexes allowed); or `attribute`",
+        ),
+        Key::optional(
+            "attribute",
+            ty::STRING,
+            "the attribute tested instead of a field (`app_version`, `x_source_tags`, ...)",
+        ),
+        Key::optional(
+            "equals",
+            ty::ANY,
+            "matches when the value equals this (neither `equals` nor `in`: when it exists)",
+        ),
+        Key::optional("in", "array", "matches when the value is one of these"),
+        RULE_NAMESPACE,
+        RULE_DOCTYPE,
+        Key::default(
+            "action",
+            "\"dead_letter\" | \"count\"",
+            "\"dead_letter\"",
+            "a `ScrubPayload` dead letter, or dropped and counted (`records_dropped`)",
+        ),
+    ];
+    const EXAMPLE_EXTRA: &'static str = "field = \"/debug\"\n";
 }
 
 /// One field removed: `field` follows object keys only (a key that names an array element

@@ -2,6 +2,7 @@
 //!
 //! Sizes and durations read as in [`crate::io::units`]: a bare number is bytes or seconds.
 
+use crate::config_doc::{ty, Documented, Key};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,90 @@ pub struct BigQuerySinkConfig {
     /// How transient failures are retried before the pipeline stops without acknowledging.
     #[serde(default)]
     pub retry: RetryConfig,
+}
+
+impl Documented for BigQuerySinkConfig {
+    const KEYS: &'static [Key] = &[
+        Key::required(
+            "project",
+            ty::STRING,
+            "\"my-project\"",
+            "the project of the tables (a template may name another: `project.dataset.table`)",
+        ),
+        Key::default(
+            "table",
+            ty::TEMPLATE,
+            "\"${document_namespace}.${document_type}_v${document_version}\"",
+            "`dataset.table` of each record, placeholders snake_cased; a record whose table cannot be named or does not exist is a dead letter",
+        ),
+        Key::default(
+            "format",
+            "\"payload\" | \"decoded\" | \"raw\"",
+            "\"payload\"",
+            "a row is the decoded document, the decoder's metadata and payload bytes, or every attribute a column (the error table's format)",
+        ),
+        Key::default(
+            "create_tables",
+            ty::BOOL,
+            "false",
+            "create a missing table (and dataset) from the derived schema (`payload` needs the decoder job)",
+        ),
+        Key::optional(
+            "endpoint",
+            ty::STRING,
+            "the REST API's root instead of Google's (an emulator: `http://127.0.0.1:9250`)",
+        ),
+        Key::default(
+            "auth",
+            "\"application_default\" | \"none\"",
+            "\"application_default\"",
+            "credentials from the environment, or none (an emulator; needs `endpoint`)",
+        ),
+        Key::default(
+            "batch",
+            ty::TABLE,
+            "{}",
+            "how records are grouped into `insertAll` requests",
+        )
+        .with_table(<InsertBatchConfig as Documented>::keys),
+        Key::default(
+            "retry",
+            ty::TABLE,
+            "{}",
+            "how transient failures are retried before the pipeline stops without acknowledging",
+        )
+        .with_table(<RetryConfig as Documented>::keys),
+    ];
+}
+
+impl Documented for InsertBatchConfig {
+    const KEYS: &'static [Key] = &[
+        Key::default("max_rows", ty::COUNT, "500", "rows per request"),
+        Key::default(
+            "max_bytes",
+            ty::SIZE,
+            "\"8MB\"",
+            "bytes of JSON rows per request",
+        ),
+    ];
+}
+
+impl Documented for RetryConfig {
+    const KEYS: &'static [Key] = &[
+        Key::default(
+            "max_attempts",
+            ty::COUNT,
+            "8",
+            "attempts of one request, the first included",
+        ),
+        Key::default(
+            "initial_backoff",
+            ty::DURATION,
+            "\"1s\"",
+            "the first delay; it doubles up to `max_backoff`",
+        ),
+        Key::default("max_backoff", ty::DURATION, "\"30s\"", "the longest delay"),
+    ];
 }
 
 /// Where credentials come from.

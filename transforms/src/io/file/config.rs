@@ -1,5 +1,6 @@
 //! The config of the file source, as a job's config file spells it: `[source] type = "file"`.
 
+use crate::config_doc::{ty, Documented, Key};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -34,6 +35,28 @@ pub struct FileSourceConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub state_dir: Option<PathBuf>,
+}
+
+impl Documented for FileSourceConfig {
+    const KEYS: &'static [Key] = &[
+        Key::required(
+            "path",
+            ty::GLOB,
+            "\"examples/data/*.ndjson\"",
+            "the input files: a path or a glob pattern (`data/*.ndjson.gz`), which must match at least one file",
+        ),
+        Key::default(
+            "format",
+            "\"json\" | \"text\" | \"heka\"",
+            "\"json\"",
+            "how bytes become messages: gcp-ingestion envelopes, lines or Heka frames; `.gz` files are read transparently",
+        ),
+        Key::optional(
+            "state_dir",
+            ty::PATH,
+            "a directory (created when the job runs) where acknowledged file positions are kept, so a restart resumes; without it a restart reads everything again",
+        ),
+    ];
 }
 
 fn non_empty_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {

@@ -6,6 +6,7 @@
 //! the `options` table as strings and is handed to librdkafka as is; the settings Sluice owns
 //! for its delivery guarantee (offset commits, the group id, the brokers) are refused there.
 
+use crate::config_doc::{ty, Documented, Key};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -205,6 +206,126 @@ pub struct KafkaSourceConfig {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub options: BTreeMap<String, String>,
+}
+
+const BROKERS: Key = Key::required(
+    "brokers",
+    ty::STRING,
+    "\"127.0.0.1:9092\"",
+    "bootstrap brokers, `host:port[,host:port...]`",
+);
+const KAFKA_OPTIONS: Key = Key::optional(
+    "options",
+    ty::STRING_TABLE,
+    "more librdkafka settings as strings (TLS, SASL, ...); the ones Sluice owns are refused",
+);
+
+impl Documented for KafkaSourceConfig {
+    const KEYS: &'static [Key] = &[
+        BROKERS,
+        Key::required(
+            "topics",
+            ty::STRINGS,
+            "[\"telemetry-raw\"]",
+            "the topics to read (at least one)",
+        ),
+        Key::required(
+            "group_id",
+            ty::STRING,
+            "\"sluice-decoder\"",
+            "the consumer group: its committed offsets are where a restart resumes",
+        ),
+        Key::default(
+            "format",
+            "\"raw\" | \"json\" | \"heka\"",
+            "\"raw\"",
+            "a record is value + headers, one envelope, or one Heka message",
+        ),
+        Key::optional(
+            "group_instance_id",
+            ty::STRING,
+            "static membership: each worker joins as `<id>-<worker>`, so a restart takes its partitions back at once",
+        ),
+        Key::optional(
+            "session_timeout",
+            ty::DURATION,
+            "how long the group waits for a silent member (librdkafka's 45 s when absent)",
+        ),
+        Key::default(
+            "auto_offset_reset",
+            "\"earliest\" | \"latest\"",
+            "\"earliest\"",
+            "where a partition without a committed offset starts",
+        ),
+        Key::default(
+            "stop_at_end",
+            ty::BOOL,
+            "false",
+            "read up to the end offsets at start, then end (a bounded input; shares partitions out itself)",
+        ),
+        Key::default(
+            "max_buffered_records",
+            ty::COUNT,
+            "10000",
+            "records a worker buffers ahead of the pipeline before pausing its partitions",
+        ),
+        Key::default(
+            "max_buffered_bytes",
+            ty::SIZE,
+            "\"16MiB\"",
+            "bytes a worker buffers ahead of the pipeline (at most half `pipeline.in_flight.max_bytes`)",
+        ),
+        Key::default(
+            "max_uncommitted_records",
+            ty::COUNT,
+            "1000",
+            "durable offsets a worker may hold whose commit the broker has not confirmed",
+        ),
+        KAFKA_OPTIONS,
+    ];
+}
+
+impl Documented for KafkaSinkConfig {
+    const KEYS: &'static [Key] = &[
+        BROKERS,
+        Key::required(
+            "topic",
+            ty::TEMPLATE,
+            "\"decoded-${document_namespace:-unknown}\"",
+            "the topic of each record (placeholders need defaults); an invalid rendered name is a dead letter",
+        ),
+        Key::default(
+            "format",
+            "\"raw\" | \"json\" | \"heka\"",
+            "\"raw\"",
+            "a message becomes value + headers, one envelope, or one Heka message",
+        ),
+        Key::default(
+            "max_message_bytes",
+            ty::SIZE,
+            "1000000",
+            "larger records are dead letters (`message.max.bytes`; keep it at most the broker's)",
+        ),
+        Key::default(
+            "message_timeout",
+            ty::DURATION,
+            "\"60s\"",
+            "how long librdkafka retries a record before reporting it failed",
+        ),
+        Key::default(
+            "delivery_retries",
+            ty::COUNT,
+            "3",
+            "rounds of re-sending failed records before the pipeline stops without acknowledging",
+        ),
+        Key::default(
+            "retry_backoff",
+            ty::DURATION,
+            "\"1s\"",
+            "the pause before the first re-send round (doubling)",
+        ),
+        KAFKA_OPTIONS,
+    ];
 }
 
 /// 10,000 records per worker.

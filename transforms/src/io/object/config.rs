@@ -4,6 +4,7 @@
 //!
 //! Sizes and durations read as in [`crate::io::units`]: a bare number is bytes or seconds.
 
+use crate::config_doc::{ty, Documented, Key};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -111,6 +112,109 @@ pub struct S3SinkConfig {
     /// When a batch becomes an object.
     #[serde(default)]
     pub batch: BatchConfig,
+}
+
+const SINK_PATH: Key = Key::default(
+    "path",
+    ty::TEMPLATE,
+    "\"\"",
+    "object key prefix, `${attr:-default}` placeholders (each needs a default), e.g. `${document_type:-unknown}/`",
+);
+const SINK_FORMAT: Key = Key::default(
+    "format",
+    "\"json\" | \"decoded\" | \"text\"",
+    "\"json\"",
+    "how records become lines: the replayable envelope, the payload document or the raw payload",
+);
+const SINK_COMPRESSION: Key = Key::default(
+    "compression",
+    "\"gzip\" | \"none\"",
+    "\"gzip\"",
+    "object compression",
+);
+const SINK_BATCH: Key = Key::default(
+    "batch",
+    ty::TABLE,
+    "{}",
+    "when a batch becomes an object, how it streams, how much memory open batches hold",
+)
+.with_table(<BatchConfig as Documented>::keys);
+
+impl Documented for LocalSinkConfig {
+    const KEYS: &'static [Key] = &[
+        Key::required(
+            "dir",
+            ty::PATH,
+            "\"out\"",
+            "the directory objects are written under (created when the job runs, never by `validate`)",
+        ),
+        SINK_PATH,
+        SINK_FORMAT,
+        SINK_COMPRESSION,
+        SINK_BATCH,
+    ];
+}
+
+impl Documented for S3SinkConfig {
+    const KEYS: &'static [Key] = &[
+        Key::required("bucket", ty::STRING, "\"my-bucket\"", "the bucket"),
+        SINK_PATH,
+        Key::optional(
+            "endpoint",
+            ty::STRING,
+            "a custom endpoint (MinIO, moto, localstack); AWS when absent",
+        ),
+        Key::optional(
+            "region",
+            ty::STRING,
+            "the region; from `AWS_REGION` / `AWS_DEFAULT_REGION` when absent",
+        ),
+        Key::default(
+            "credentials",
+            "\"env\"",
+            "\"env\"",
+            "where credentials come from: `AWS_ACCESS_KEY_ID`, ... then instance credentials (never the config file)",
+        ),
+        Key::default(
+            "allow_http",
+            ty::BOOL,
+            "false",
+            "allow a plain-http `endpoint` (a local test server)",
+        ),
+        SINK_FORMAT,
+        SINK_COMPRESSION,
+        SINK_BATCH,
+    ];
+}
+
+impl Documented for BatchConfig {
+    const KEYS: &'static [Key] = &[
+        Key::default(
+            "max_bytes",
+            ty::SIZE,
+            "\"100MB\"",
+            "uncompressed bytes of a batch",
+        ),
+        Key::default("max_records", ty::COUNT, "1000000", "records of a batch"),
+        Key::default("max_age", ty::DURATION, "\"60s\"", "age of an open batch"),
+        Key::optional(
+            "part_size",
+            ty::SIZE,
+            "compressed bytes sent as one part of a multipart upload: 64 KiB on a local directory, 8 MiB on S3 (at least 5 MiB there)",
+        ),
+        Key::default(
+            "max_open_bytes",
+            ty::SIZE,
+            "\"64MiB\"",
+            "bytes a worker's open batches may hold; past it the least recently written closes early",
+        ),
+        Key::default(
+            "max_open_batches",
+            ty::COUNT,
+            "256",
+            "open batches per worker (one per rendered path); past it the least recently written closes early",
+        ),
+    ];
 }
 
 /// Where S3 credentials come from.

@@ -3,6 +3,7 @@
 //!
 //! Sizes and durations read as in [`crate::io::units`]: a bare number is bytes or seconds.
 
+use crate::config_doc::{ty, Documented, Key};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -178,6 +179,96 @@ impl PubsubSinkConfig {
         .max_message_bytes(self.max_message_bytes)
         .retry_timeout(self.retry_timeout)
     }
+}
+
+const ENDPOINT: Key = Key::optional(
+    "endpoint",
+    ty::STRING,
+    "a gRPC endpoint instead of Google's (an emulator: `http://127.0.0.1:8085`)",
+);
+const CREDENTIALS: Key = Key::default(
+    "credentials",
+    "\"default\" | \"anonymous\"",
+    "\"default\"",
+    "application default credentials, or none (emulators)",
+);
+const ADMIN_ENDPOINT: Key = Key::optional(
+    "admin_endpoint",
+    ty::STRING,
+    "the admin REST endpoint the start-up check uses (Google's; with `endpoint` and without it the check only loads credentials)",
+);
+
+impl Documented for PubsubSourceConfig {
+    const KEYS: &'static [Key] = &[
+        Key::required(
+            "subscription",
+            ty::STRING,
+            "\"projects/my-project/subscriptions/raw\"",
+            "the full subscription name, `projects/<project>/subscriptions/<name>`",
+        ),
+        ENDPOINT,
+        CREDENTIALS,
+        ADMIN_ENDPOINT,
+        Key::optional(
+            "max_outstanding_messages",
+            ty::COUNT,
+            "messages delivered and not acknowledged per worker (the pipeline's in-flight bound when absent)",
+        ),
+        Key::optional(
+            "max_outstanding_bytes",
+            ty::SIZE,
+            "bytes of those messages per worker (`pipeline.in_flight.max_bytes` when absent)",
+        ),
+        Key::default(
+            "max_lease",
+            ty::DURATION,
+            "\"1h\"",
+            "how long a lease is extended while its epoch is in flight; later it is redelivered",
+        ),
+        Key::default(
+            "max_lease_extension",
+            ty::DURATION,
+            "\"60s\"",
+            "each lease extension, 10s to 10m: how soon a crashed process's messages come back",
+        ),
+        Key::optional(
+            "exit_when_idle",
+            ty::DURATION,
+            "end the input once no message arrived for this long; by default it never ends",
+        ),
+    ];
+}
+
+impl Documented for PubsubSinkConfig {
+    const KEYS: &'static [Key] = &[
+        Key::required(
+            "topic",
+            ty::TEMPLATE,
+            "\"projects/my-project/topics/decoded\"",
+            "`projects/<project>/topics/<name>`, placeholders with defaults; a fixed topic must exist",
+        ),
+        ENDPOINT,
+        CREDENTIALS,
+        ADMIN_ENDPOINT,
+        Key::default(
+            "compression",
+            "\"gzip\" | \"none\"",
+            "\"none\"",
+            "gzip the payloads (attributes unchanged)",
+        ),
+        Key::default(
+            "max_message_bytes",
+            ty::SIZE,
+            "\"7MB\"",
+            "larger messages are dead letters, never truncated",
+        ),
+        Key::default(
+            "retry_timeout",
+            ty::DURATION,
+            "\"60s\"",
+            "how long transient publish errors are retried before the job stops",
+        ),
+    ];
 }
 
 /// 60 minutes, the client's default.

@@ -1,6 +1,7 @@
 //! The config of the standard-IO connectors, as a job's config file spells it:
 //! `[source] type = "stdin"` and `[sink] type = "stdout"` or `"stderr"`.
 
+use crate::config_doc::{Documented, Key};
 use serde::{Deserialize, Serialize};
 
 use super::{StderrSink, StdinSource, StdoutSink};
@@ -38,6 +39,24 @@ pub struct StdioSinkConfig {
     /// document) or `text` (the raw payload).
     #[serde(default = "default_output_format")]
     pub format: OutputFormat,
+}
+
+impl Documented for StdinSourceConfig {
+    const KEYS: &'static [Key] = &[Key::default(
+        "format",
+        "\"json\" | \"text\" | \"heka\"",
+        "\"json\"",
+        "how bytes become messages: gcp-ingestion envelopes, lines or Heka frames; gzipped input is read transparently",
+    )];
+}
+
+impl Documented for StdioSinkConfig {
+    const KEYS: &'static [Key] = &[Key::default(
+        "format",
+        "\"json\" | \"decoded\" | \"text\"",
+        "\"json\"",
+        "how each record is written: the replayable envelope, the payload document or the raw payload",
+    )];
 }
 
 /// The gcp-ingestion ndjson envelope, `json`.
