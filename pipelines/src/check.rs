@@ -150,8 +150,13 @@ fn local_dir_check(c: &crate::config::LocalSinkConfig) -> Result<(), sluice::Box
 ///     short_cause(&xml),
 ///     "cannot reach the destination `out`: NoSuchBucket: The specified bucket does not exist"
 /// );
-/// let deep = E("a", Some(Box::new(E("builder error", Some(Box::new(E("connection refused", None)))))));
-/// assert_eq!(short_cause(&deep), "a: connection refused");
+/// let deep = E("a", Some(Box::new(E("b", Some(Box::new(E("permission denied", None)))))));
+/// assert_eq!(short_cause(&deep), "a: permission denied");
+/// let refused = E("a", Some(Box::new(E("error sending request", Some(Box::new(E("Connection refused (os error 111)", None)))))));
+/// assert_eq!(
+///     short_cause(&refused),
+///     "a: connection refused: is the service running at the configured endpoint?"
+/// );
 /// ```
 pub fn short_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut messages = vec![one_line(&error.to_string())];
