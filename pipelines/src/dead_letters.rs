@@ -1,10 +1,12 @@
 //! `sluice dead-letters summary|show|replay`: what users did by hand with
 //! `zcat out/errors/*/*.gz | jq`.
 //!
-//! Dead letters are read from local files and directories (searched recursively) as the
-//! object sinks write them: ndjson envelopes (`{"attributeMap": {...}, "payload": "<base64>"}`),
-//! gzipped or not. Hidden files and staging files of a killed run are skipped. A line that is
-//! not an envelope is counted and reported, never silently dropped.
+//! Dead letters are read from local files and directories (searched recursively) and from S3
+//! (`s3://bucket/prefix`: every object under the prefix; credentials, region and endpoint from
+//! the usual `AWS_*` variables, or `--endpoint`), as the object sinks write them: ndjson
+//! envelopes (`{"attributeMap": {...}, "payload": "<base64>"}`), gzipped or not. Hidden files
+//! and staging files of a killed run are skipped. A line that is not an envelope is counted and
+//! reported, never silently dropped.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,8 +34,18 @@ pub enum DeadLetterError {
         source: std::io::Error,
     },
     /// A URL scheme this build cannot read.
-    #[error("`{0}`: only local files and directories can be read (copy remote dead letters first, e.g. `aws s3 sync s3://bucket/errors/ errors/`)")]
+    #[error(
+        "`{0}`: only local paths and s3:// URLs can be read (copy other remote dead letters first)"
+    )]
     Remote(String),
+    /// An S3 URL cannot be listed or read.
+    #[error("cannot read `{url}`")]
+    S3 {
+        /// The URL or object.
+        url: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Nothing matched.
     #[error("no dead-letter file under {0}")]
     Empty(String),
@@ -94,11 +106,21 @@ impl Filter {
     }
 }
 
-/// Reads every dead letter under `paths` (files, or directories searched recursively).
-pub fn read(paths: &[PathBuf], filter: &Filter) -> Result<DeadLetters, DeadLetterError> {
+/// Reads every dead letter under `paths` (files, directories searched recursively, or
+/// `s3://bucket/prefix` URLs; `endpoint` is the S3 endpoint, else `AWS_ENDPOINT` or AWS's).
+pub fn read(
+    paths: &[PathBuf],
+    filter: &Filter,
+    endpoint: Option<&str>,
+) -> Result<DeadLetters, DeadLetterError> {
     let mut files = Vec::new();
+    let mut objects = Vec::new();
     for p in paths {
         let text = p.to_string_lossy();
+        if let Some(rest) = text.strip_prefix("s3://") {
+            objects.extend(s3_objects(rest, endpoint)?);
+            continue;
+        }
         if let Some((scheme, _)) = text.split_once("://") {
             if !scheme.contains('/') {
                 return Err(DeadLetterError::Remote(text.into_owned()));
@@ -106,14 +128,14 @@ pub fn read(paths: &[PathBuf], filter: &Filter) -> Result<DeadLetters, DeadLette
         }
         collect(p, &mut files)?;
     }
-    if files.is_empty() {
+    if files.is_empty() && objects.is_empty() {
         let names: Vec<String> = paths.iter().map(|p| format!("`{}`", p.display())).collect();
         return Err(DeadLetterError::Empty(names.join(", ")));
     }
     files.sort();
     files.dedup();
     let mut out = DeadLetters {
-        files: files.len(),
+        files: files.len() + objects.len(),
         ..DeadLetters::default()
     };
     for file in files {
@@ -122,38 +144,121 @@ pub fn read(paths: &[PathBuf], filter: &Filter) -> Result<DeadLetters, DeadLette
             source,
         };
         let raw = std::fs::File::open(&file).map_err(read_error)?;
-        let mut head = [0u8; 2];
-        let gz = {
-            let mut f = std::fs::File::open(&file).map_err(read_error)?;
-            f.read(&mut head).map_err(read_error)? == 2 && head == [0x1f, 0x8b]
-        };
-        let reader: Box<dyn BufRead> = if gz {
-            Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(raw)))
-        } else {
-            Box::new(BufReader::new(raw))
-        };
-        for (i, line) in reader.split(b'\n').enumerate() {
-            let line = line.map_err(read_error)?;
-            let n = i as u64 + 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match Message::from_json_line(&line) {
-                Ok(message) => {
-                    let r = Record {
-                        file: file.clone(),
-                        line: n,
-                        message,
-                    };
-                    if filter.selects(&r) {
-                        out.records.push(r);
-                    }
-                }
-                Err(_) => out.unreadable.push((file.clone(), n)),
-            }
-        }
+        parse(BufReader::new(raw), &file, filter, &mut out).map_err(read_error)?;
+    }
+    for (name, bytes) in objects {
+        let path = PathBuf::from(&name);
+        parse(&bytes[..], &path, filter, &mut out).map_err(|e| DeadLetterError::S3 {
+            url: name,
+            source: Box::new(e),
+        })?;
     }
     Ok(out)
+}
+
+/// Parses one file's lines (gunzipped when it starts with the gzip magic) into `out`.
+fn parse(
+    mut input: impl BufRead,
+    file: &Path,
+    filter: &Filter,
+    out: &mut DeadLetters,
+) -> std::io::Result<()> {
+    let gz = input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn BufRead + '_> = if gz {
+        Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(input)))
+    } else {
+        Box::new(input)
+    };
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let line = line?;
+        let n = i as u64 + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match Message::from_json_line(&line) {
+            Ok(message) => {
+                let r = Record {
+                    file: file.to_path_buf(),
+                    line: n,
+                    message,
+                };
+                if filter.selects(&r) {
+                    out.records.push(r);
+                }
+            }
+            Err(_) => out.unreadable.push((file.to_path_buf(), n)),
+        }
+    }
+    Ok(())
+}
+
+/// The dead-letter objects under `bucket/prefix` (the URL without `s3://`), by URL, with
+/// their bytes.
+fn s3_objects(
+    bucket_and_prefix: &str,
+    endpoint: Option<&str>,
+) -> Result<Vec<(String, bytes::Bytes)>, DeadLetterError> {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let url = format!("s3://{bucket_and_prefix}");
+    let s3_error = |source: Box<dyn std::error::Error + Send + Sync>| DeadLetterError::S3 {
+        url: url.clone(),
+        source,
+    };
+    let (bucket, prefix) = bucket_and_prefix
+        .split_once('/')
+        .unwrap_or((bucket_and_prefix, ""));
+    let mut options = sluice_transforms::io::object::S3Options::new(bucket);
+    if let Some(e) = endpoint {
+        options = options.with_endpoint(e);
+    }
+    let store = options.build().map_err(|e| s3_error(Box::new(e)))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| s3_error(Box::new(e)))?;
+    let prefix = prefix.trim_end_matches('/');
+    let listed: Vec<object_store::ObjectMeta> = runtime
+        .block_on(
+            store
+                .list(
+                    (!prefix.is_empty())
+                        .then(|| object_store::path::Path::from(prefix))
+                        .as_ref(),
+                )
+                .try_collect(),
+        )
+        .map_err(|e| s3_error(Box::new(e)))?;
+    let mut found = Vec::new();
+    for meta in listed {
+        let name = meta.location.filename().unwrap_or_default().to_string();
+        if !is_dead_letter_file(&name) {
+            continue;
+        }
+        let object = format!("s3://{bucket}/{}", meta.location);
+        let bytes = runtime
+            .block_on(async { store.get(&meta.location).await?.bytes().await })
+            .map_err(|e| DeadLetterError::S3 {
+                url: object.clone(),
+                source: Box::new(e),
+            })?;
+        found.push((object, bytes));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+/// Whether a file name is one the object sinks write whole (not hidden, not a staging part).
+fn is_dead_letter_file(name: &str) -> bool {
+    let staging = name
+        .rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    !name.starts_with('.')
+        && !staging
+        && (name.ends_with(".ndjson")
+            || name.ends_with(".ndjson.gz")
+            || name.ends_with(".json")
+            || name.ends_with(".json.gz"))
 }
 
 fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), DeadLetterError> {
@@ -177,19 +282,9 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), DeadLetterError>
         let p = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         // hidden files (staging objects, the state directory) and a killed run's parts
-        let staging = name
-            .rsplit_once('#')
-            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if name.starts_with('.') || staging {
-            continue;
-        }
-        if p.is_dir() {
+        if p.is_dir() && !name.starts_with('.') {
             collect(&p, files)?;
-        } else if name.ends_with(".ndjson")
-            || name.ends_with(".ndjson.gz")
-            || name.ends_with(".json")
-            || name.ends_with(".json.gz")
-        {
+        } else if is_dead_letter_file(&name) {
             files.push(p);
         }
     }
@@ -408,7 +503,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(sub.join(".a.ndjson.gz.staging"), "junk").unwrap();
-        let d = read(&[dir.path().to_path_buf()], &Filter::default()).unwrap();
+        let d = read(&[dir.path().to_path_buf()], &Filter::default(), None).unwrap();
         assert_eq!((d.records.len(), d.files, d.unreadable.len()), (3, 2, 1));
         let s = summary(&d);
         assert!(s.starts_with("3 dead letter(s) in 2 file(s)"), "{s}");
@@ -422,7 +517,7 @@ mod tests {
             error_types: vec!["ParsePayload".into()],
             message: None,
         };
-        let d = read(&[dir.path().to_path_buf()], &only).unwrap();
+        let d = read(&[dir.path().to_path_buf()], &only, None).unwrap();
         let shown = show(&d, 10);
         assert!(shown.contains("--- 1 of 1: ParsePayload"), "{shown}");
         assert!(
@@ -451,8 +546,16 @@ mod tests {
     }
 
     #[test]
-    fn a_url_is_refused_with_what_to_do() {
-        let e = read(&[PathBuf::from("s3://bucket/errors/")], &Filter::default()).unwrap_err();
-        assert!(e.to_string().contains("aws s3 sync"), "{e}");
+    fn an_unknown_url_scheme_is_refused() {
+        let e = read(
+            &[PathBuf::from("gs://bucket/errors/")],
+            &Filter::default(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("only local paths and s3:// URLs"),
+            "{e}"
+        );
     }
 }

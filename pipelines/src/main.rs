@@ -205,7 +205,7 @@ enum Command {
 /// Which dead letters a `dead-letters` command takes.
 #[derive(clap::Args)]
 struct DeadLetterSelection {
-    /// Dead-letter files or directories (searched recursively).
+    /// Dead-letter files, directories (searched recursively) or s3://bucket/prefix URLs.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Only dead letters of this error_type (repeatable).
@@ -214,6 +214,10 @@ struct DeadLetterSelection {
     /// Only dead letters whose error_message contains this.
     #[arg(long)]
     message: Option<String>,
+    /// The S3 endpoint of s3:// paths (e.g. http://127.0.0.1:5000); else `AWS_ENDPOINT`, else
+    /// AWS. Credentials and region come from the `AWS_*` variables.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
 }
 
 impl DeadLetterSelection {
@@ -222,7 +226,8 @@ impl DeadLetterSelection {
             error_types: self.error_types.clone(),
             message: self.message.clone(),
         };
-        dead_letters::read(&self.paths, &filter).map_err(|e| Exit(2, anyhow::Error::new(e)))
+        dead_letters::read(&self.paths, &filter, self.endpoint.as_deref())
+            .map_err(|e| Exit(2, anyhow::Error::new(e)))
     }
 }
 

@@ -213,3 +213,85 @@ fn a_path_without_dead_letters_is_an_error() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("no dead-letter file under"), "{text}");
 }
+
+/// Dead letters a run wrote to S3 (moto; needs `SLUICE_TEST_S3_ENDPOINT`) are read from their
+/// `s3://` URL.
+#[test]
+fn summary_reads_dead_letters_from_s3() {
+    let endpoint = match std::env::var("SLUICE_TEST_S3_ENDPOINT") {
+        Ok(e) if !e.is_empty() => e,
+        _ => {
+            println!("skipped: set SLUICE_TEST_S3_ENDPOINT to run the S3 dead-letter test");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = format!("sluice-dead-letters-{}", std::process::id());
+    let created = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT'), timeout=10)",
+            &format!("{endpoint}/{bucket}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let config = tmp.path().join("job.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"job = "decoder"
+[source]
+type = "file"
+path = "{root}/examples/data/*.ndjson"
+[decoder]
+schemas = "{root}/schemas/json"
+[sink]
+type = "file"
+dir = "{out}"
+[dead_letter]
+type = "s3"
+bucket = "{bucket}"
+endpoint = "{endpoint}"
+allow_http = true
+region = "us-east-1"
+path = "errors/${{error_type:-unknown}}/"
+"#,
+            root = root().display(),
+            out = tmp.path().join("out").display(),
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, log) = run(&["run", "--no-progress", config.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{log}");
+    // the summary's `read N records (...); M dead letters`
+    let dead: usize = log
+        .match_indices(" dead letters")
+        .find_map(|(end, _)| log[..end].rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the run's summary counts dead letters: {log}"));
+    assert!(dead > 0, "{log}");
+    let url = format!("s3://{bucket}/errors/");
+    let (code, text) = run(&["dead-letters", "summary", &url, "--endpoint", &endpoint]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with(&format!("{dead} dead letter(s) in ")),
+        "as many as the run wrote: {text}"
+    );
+    assert!(text.contains("  ParseUri\n"), "{text}");
+}
