@@ -107,13 +107,14 @@ run_measured() {
 # run_config NAME N OUT: one run of a configuration into the directory OUT.
 run_config() {
     local kind="$1" n="$2" out="$3"
-    rm -rf "$out"
+    rm -rf "$out" "$out.state"
     mkdir -p "$out"
     case "$kind" in
         baseline) run_measured "$out.log" "$BASELINE" decode --input "$input" --out "$out" \
             --threads "$n" --schemas schemas/json ;;
         sluice) run_measured "$out.log" "$SLUICE" run "$CONFIG" --no-progress --workers "$n" \
-            --set "source.path=$input" --set "sink.dir=$out" --set "dead_letter.dir=$out" ;;
+            --set "source.path=$input" --set "sink.dir=$out" --set "dead_letter.dir=$out" \
+            --set "data_dir=$out.state" ;;
     esac
 }
 

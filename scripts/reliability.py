@@ -526,6 +526,8 @@ def local_job(path, fmt, out):
         "--set", f"decoder.schemas={SCHEMAS}",
         "--set", f"sink.dir={out}",
         "--set", f"dead_letter.dir={out}",
+        # a fresh state directory: each run reads its whole input
+        "--set", f"data_dir={out}.state",
         "--set", "pipeline.stack_traces=false",
     ]
 

@@ -8,14 +8,22 @@
 //! - [`reference`]: the generated config reference and example configs.
 //! - [`logging`]: where logs and the summary go, so they never mix with data on stdout or
 //!   stderr.
+//! - [`check`]: the health checks made before a run reads (and by `sluice check`).
+//! - [`config_test`]: `sluice test`, a config's unit tests on memory IO.
+//! - [`dead_letters`]: reading, summarising and showing dead-letter files.
+//! - [`state`]: where a file job keeps its positions between runs, and what a run resumes.
 //! - [`status`]: the metrics address: Prometheus metrics, health, readiness and the status page.
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod config;
+pub mod config_test;
+pub mod dead_letters;
 pub mod generate;
 pub mod jobs;
 pub mod logging;
 pub mod preflight;
 pub mod reference;
+pub mod state;
 pub mod status;

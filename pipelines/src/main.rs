@@ -20,6 +20,7 @@ use sluice_pipelines::generate::{Generator, Workload};
 use sluice_pipelines::jobs::{self, JobError, Prepared};
 use sluice_pipelines::logging::{self, LogFormat};
 use sluice_pipelines::reference;
+use sluice_pipelines::{check, config_test, dead_letters, state};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -28,6 +29,12 @@ Examples:
   SLUICE_SINK__BUCKET=telemetry sluice run examples/configs/decoder-s3.toml
   sluice validate job.toml
   sluice validate --print job.toml --set pipeline.epoch.max_age=1
+  sluice check examples/configs/decoder-s3.toml
+  sluice state show examples/configs/decoder-local.toml
+  sluice run examples/configs/decoder-local.toml --from-start
+  sluice test examples/configs/decoder-dedup.toml examples/tests/decoder-dedup.test.toml
+  sluice dead-letters summary out/errors
+  sluice dead-letters replay out/errors --error-type ParsePayload --config job.toml
   sluice generate --count 2000 --seed 1 --error-rate 0.1 --output data.ndjson
   sluice bench --count 100000 --workers 2
 
@@ -147,6 +154,48 @@ enum Command {
         /// that sees other files fails at start instead of leaving files unread.
         #[arg(long, value_name = "DIGEST")]
         expect_listing: Option<String>,
+        /// Skip the health checks made before reading (bucket, broker, topic, subscription,
+        /// table reachable and present): the first write then finds a problem instead.
+        #[arg(long)]
+        no_healthcheck: bool,
+        /// A file job: forget what earlier runs acknowledged (`sluice state reset`) and read
+        /// every input from its start.
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Run the health checks alone: each source and sink reaches its service (bucket exists
+    /// and is writable, broker reachable, fixed topic, subscription or table exists); one
+    /// line per section; exit 2 if any fails.
+    Check {
+        /// The job's TOML config.
+        config: PathBuf,
+        /// Override a key: `section.key=value` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// A file job's saved positions: where a run resumes.
+    State {
+        #[command(subcommand)]
+        what: StateCommand,
+    },
+    /// Run a config's unit tests: input messages through the job's real steps on memory IO,
+    /// compared with the exact outputs and dead letters a test file expects (see
+    /// examples/tests/); exit 1 if any test fails.
+    Test {
+        /// The job's TOML config.
+        config: PathBuf,
+        /// The test file (TOML).
+        tests: PathBuf,
+        /// Override a key: `section.key=value` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Inspect and replay dead letters written by a job (ndjson envelopes, gzipped or not,
+    /// in files or directories).
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        #[command(subcommand)]
+        what: DeadLettersCommand,
     },
     /// Check a config file, reporting every problem; exit 2 if there is any.
     #[command(after_help = VALIDATE_HELP)]
@@ -251,6 +300,87 @@ enum ConfigCommand {
     },
 }
 
+/// Which dead letters a `dead-letters` command takes.
+#[derive(clap::Args)]
+struct DeadLetterSelection {
+    /// Dead-letter files, directories (searched recursively) or s3://bucket/prefix URLs.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Only dead letters of this error_type (repeatable).
+    #[arg(long = "error-type", value_name = "TYPE")]
+    error_types: Vec<String>,
+    /// Only dead letters whose error_message contains this.
+    #[arg(long)]
+    message: Option<String>,
+    /// The S3 endpoint of s3:// paths (e.g. http://127.0.0.1:5000); else `AWS_ENDPOINT`, else
+    /// AWS. Credentials and region come from the `AWS_*` variables.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+}
+
+impl DeadLetterSelection {
+    fn read(&self) -> Result<dead_letters::DeadLetters, Exit> {
+        let filter = dead_letters::Filter {
+            error_types: self.error_types.clone(),
+            message: self.message.clone(),
+        };
+        dead_letters::read(&self.paths, &filter, self.endpoint.as_deref())
+            .map_err(|e| Exit(2, anyhow::Error::new(e)))
+    }
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// Count dead letters by error_type and error_message.
+    Summary {
+        #[command(flatten)]
+        select: DeadLetterSelection,
+    },
+    /// Print dead letters with their attributes and decoded payload.
+    Show {
+        #[command(flatten)]
+        select: DeadLetterSelection,
+        /// Print at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Feed the selected dead letters through a job as its input (the config's source is
+    /// replaced; its sinks are written as in a run).
+    Replay {
+        #[command(flatten)]
+        select: DeadLetterSelection,
+        /// The job's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a key of the job: `section.key=value` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Skip the job's health checks.
+        #[arg(long)]
+        no_healthcheck: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Print the state directory and, per input file, where a run resumes.
+    Show {
+        /// The job's TOML config.
+        config: PathBuf,
+        /// Override a key: `section.key=value` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Forget what earlier runs acknowledged: the next run reads every input from its start.
+    Reset {
+        /// The job's TOML config.
+        config: PathBuf,
+        /// Override a key: `section.key=value` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
 #[derive(Subcommand)]
 enum SchemasCommand {
     /// Print the BigQuery table schema (JSON, as `bq show --schema` prints it) that
@@ -336,6 +466,8 @@ fn main() -> ExitCode {
             metrics_addr,
             no_progress,
             expect_listing,
+            no_healthcheck,
+            from_start,
         } => run(RunArgs {
             config,
             set,
@@ -344,7 +476,14 @@ fn main() -> ExitCode {
             metrics_addr,
             no_progress,
             expect_listing,
+            no_healthcheck,
+            from_start,
+            replay_input: None,
         }),
+        Command::Check { config, set } => health_check(&config, &set),
+        Command::State { what } => state(what),
+        Command::Test { config, tests, set } => config_tests(&config, &tests, &set),
+        Command::DeadLetters { what } => dead_letters_command(what),
         Command::Validate {
             config,
             set,
@@ -502,6 +641,165 @@ fn validate(path: &std::path::Path, set: &[String], print: bool, check: bool) ->
     Ok(())
 }
 
+/// `sluice check`: every health check, one line each.
+fn health_check(path: &std::path::Path, set: &[String]) -> Result<(), Exit> {
+    let cfg = config::load(path, &overrides(set)).map_err(|e| config_exit(e, path))?;
+    let outcomes = check::run_all(&cfg).map_err(job_exit)?;
+    let mut out = std::io::stdout().lock();
+    for o in &outcomes {
+        writeln!(out, "{o}").context("cannot write to stdout")?;
+    }
+    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    if failed > 0 {
+        return Err(Exit(
+            2,
+            anyhow::anyhow!("{failed} of {} health check(s) failed", outcomes.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// The health checks `run` makes before reading: each failure is one `error:` line naming
+/// the section and the cause.
+fn health_checks_pass(cfg: &config::JobConfig) -> Result<(), Exit> {
+    let failed: Vec<String> = check::run_all(cfg)
+        .map_err(job_exit)?
+        .into_iter()
+        .filter(|o| o.error.is_some())
+        .map(|o| o.to_string())
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    // one `error:` line per failed check (main prints the first prefix)
+    Err(Exit(2, anyhow::anyhow!("{}", failed.join("\nerror: "))))
+}
+
+/// `sluice test`.
+fn config_tests(
+    path: &std::path::Path,
+    tests: &std::path::Path,
+    set: &[String],
+) -> Result<(), Exit> {
+    let cfg = config::load(path, &overrides(set)).map_err(|e| config_exit(e, path))?;
+    let file = config_test::load(tests).map_err(|e| Exit(2, anyhow::Error::new(e)))?;
+    let results = config_test::run(&cfg, &file).map_err(|e| Exit(2, anyhow::Error::new(e)))?;
+    let mut out = std::io::stdout().lock();
+    let failed = results.iter().filter(|r| !r.passed()).count();
+    for r in &results {
+        if r.passed() {
+            writeln!(out, "test {} ... ok", r.name).context("cannot write to stdout")?;
+        } else {
+            writeln!(out, "test {} ... FAILED\n{}", r.name, r.diff)
+                .context("cannot write to stdout")?;
+        }
+    }
+    writeln!(
+        out,
+        "{} test(s): {} passed, {failed} failed",
+        results.len(),
+        results.len() - failed
+    )
+    .context("cannot write to stdout")?;
+    if failed > 0 {
+        return Err(Exit(
+            1,
+            anyhow::anyhow!("{failed} test(s) of `{}` failed", tests.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// `sluice dead-letters summary|show|replay`.
+fn dead_letters_command(what: DeadLettersCommand) -> Result<(), Exit> {
+    let text = match what {
+        DeadLettersCommand::Summary { select } => dead_letters::summary(&select.read()?),
+        DeadLettersCommand::Show { select, limit } => dead_letters::show(&select.read()?, limit),
+        DeadLettersCommand::Replay {
+            select,
+            config,
+            set,
+            no_healthcheck,
+        } => {
+            let selected = select.read()?;
+            let input = std::env::temp_dir().join(format!(
+                "sluice-replay-{}-{}.ndjson",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ));
+            let (written, truncated) = dead_letters::write_replay_input(&selected, &input)
+                .with_context(|| format!("cannot write `{}`", input.display()))?;
+            if truncated > 0 {
+                tracing::warn!(
+                    truncated,
+                    "dead letters whose payload the dead-letter sink cut (payload_truncated) are not replayed: the original payload is gone"
+                );
+            }
+            say!(
+                "replaying {written} dead letter(s) from {} file(s) through `{}`",
+                selected.files,
+                config.display()
+            );
+            let result = run(RunArgs {
+                config,
+                set,
+                workers: None,
+                cluster: None,
+                metrics_addr: None,
+                no_progress: true,
+                expect_listing: None,
+                no_healthcheck,
+                from_start: false,
+                replay_input: Some(input.clone()),
+            });
+            let _ = std::fs::remove_file(&input);
+            return result;
+        }
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("cannot write to stdout")?;
+    Ok(())
+}
+
+fn state_exit(e: state::StateError) -> Exit {
+    Exit(1, anyhow::Error::new(e))
+}
+
+/// `sluice state show|reset`.
+fn state(what: StateCommand) -> Result<(), Exit> {
+    let (path, set, reset) = match &what {
+        StateCommand::Show { config, set } => (config, set, false),
+        StateCommand::Reset { config, set } => (config, set, true),
+    };
+    let mut cfg = config::load(path, &overrides(set)).map_err(|e| config_exit(e, path))?;
+    let dir = state::apply(&mut cfg, path);
+    let text = match (&dir, reset) {
+        (Some(dir), true) if !dir.exists() => format!(
+            "nothing to reset: {} does not exist (no run has saved anything)\n",
+            dir.display()
+        ),
+        (Some(dir), true) => {
+            // not while a run uses it
+            let _lock = state::lock(dir, None).map_err(state_exit)?;
+            let n = state::reset(&cfg).map_err(state_exit)?;
+            format!(
+                "removed {n} checkpoint(s) from {}: the next run reads every input from its start\n",
+                dir.display()
+            )
+        }
+        _ => state::show(&cfg).map_err(state_exit)?,
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("cannot write to stdout")?;
+    Ok(())
+}
+
 fn job_exit(e: JobError) -> Exit {
     match e {
         JobError::Pipeline(e) => Exit(1, anyhow::Error::new(e).context("the pipeline failed")),
@@ -517,6 +815,10 @@ struct RunArgs {
     metrics_addr: Option<String>,
     no_progress: bool,
     expect_listing: Option<String>,
+    no_healthcheck: bool,
+    from_start: bool,
+    /// `dead-letters replay`: read this ndjson file instead of the config's source.
+    replay_input: Option<PathBuf>,
 }
 
 fn run(args: RunArgs) -> Result<(), Exit> {
@@ -530,8 +832,26 @@ fn run(args: RunArgs) -> Result<(), Exit> {
         .as_ref()
         .map_or((false, false), logging::data_streams);
     logging::route(stdout_data, stderr_data);
-    let cfg = loaded.map_err(|e| config_exit(e, &args.config))?;
+    let mut cfg = loaded.map_err(|e| config_exit(e, &args.config))?;
+    let state_dir = match &args.replay_input {
+        // a replay reads its input once, whatever earlier replays did
+        Some(input) => {
+            cfg.source = config::SourceConfig::File(config::FileSourceConfig {
+                path: input.display().to_string(),
+                format: config::InputFormat::Json,
+                state_dir: None,
+            });
+            None
+        }
+        None => state::apply(&mut cfg, &args.config),
+    };
     let bounded = matches!(cfg.source, config::SourceConfig::File(_));
+    // before anything is created or read
+    if args.no_healthcheck {
+        tracing::info!("health checks skipped (--no-healthcheck)");
+    } else {
+        health_checks_pass(&cfg)?;
+    }
     let prepared = Prepared::new(cfg).map_err(job_exit)?;
     let inputs = prepared.input_status();
     check_listing(
@@ -539,7 +859,37 @@ fn run(args: RunArgs) -> Result<(), Exit> {
         args.expect_listing.as_deref(),
         args.cluster.is_some(),
     )?;
-    prepared.check_services().map_err(job_exit)?;
+    // A file job: hold its state directory, and say what it resumes.
+    let process = args.cluster.as_ref().map(|((_, process), _)| *process);
+    let (_lock, resumption) = match &state_dir {
+        Some(dir) => {
+            let lock = state::lock(dir, process).map_err(state_exit)?;
+            let forgotten = if args.from_start {
+                Some(state::reset(prepared.config()).map_err(state_exit)?)
+            } else {
+                None
+            };
+            // A checkpoint that cannot be read stops the run when the source opens it, with
+            // the source's error naming it; the report is then left out.
+            let resumption = match state::Resumption::of(prepared.config()) {
+                Some(Ok(mut r)) => {
+                    r.forgotten = forgotten;
+                    r.log();
+                    Some(r)
+                }
+                _ => None,
+            };
+            (Some(lock), resumption)
+        }
+        None => {
+            if args.from_start {
+                tracing::warn!(
+                    "--from-start is for a job on files: this job keeps no file positions"
+                );
+            }
+            (None, None)
+        }
+    };
     let mut pipeline = prepared.pipeline();
     if let Some(((processes, process), hostfile)) = &args.cluster {
         pipeline = pipeline
@@ -591,6 +941,9 @@ fn run(args: RunArgs) -> Result<(), Exit> {
     // Which files were not read to their end: only a stop can leave any.
     let unfinished = inputs.unfinished();
     print_summary(&summary, &metrics, &unfinished);
+    if let Some(r) = &resumption {
+        say(format_args!("{}", r.summary()));
+    }
     if !unfinished.is_empty() && signalled.load(Ordering::SeqCst) {
         return Err(Exit(
             EXIT_STOPPED_BEFORE_END,
@@ -598,7 +951,7 @@ fn run(args: RunArgs) -> Result<(), Exit> {
                 "stopped by a signal before the end of the input: {} file(s) not read to the end (what was read is written{})",
                 unfinished.len(),
                 if inputs.resumes() {
-                    "; a run with the same state directory resumes"
+                    "; a re-run resumes there"
                 } else {
                     "; without a state directory a run reads everything again"
                 }

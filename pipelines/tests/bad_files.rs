@@ -40,6 +40,8 @@ fn a_truncated_gz_among_good_files_is_dead_lettered_from_its_break_and_the_run_e
     std::fs::write(input.join("c.ndjson"), envelopes(3, 300)).unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // the file source's positions, apart from other tests' and from the repository
+        .env("SLUICE_DATA_DIR", tmp.path().join("state"))
         .args([
             "run",
             "../examples/configs/sink-local.toml",
@@ -92,6 +94,8 @@ fn two_megabytes_of_separators_in_a_heka_input_are_one_dead_letter() {
     std::fs::write(&input, &stream).unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // the file source's positions, apart from other tests' and from the repository
+        .env("SLUICE_DATA_DIR", tmp.path().join("state"))
         .args(["run", "../examples/configs/sink-local.toml"])
         .args(["--set", &format!("source.path={}", input.display())])
         .args(["--set", "source.format=heka"])

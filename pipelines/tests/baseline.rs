@@ -78,6 +78,8 @@ fn sluice(input: &Path, out: &Path, workers: usize) -> Output {
             "--no-progress",
         ])
         .args(["--workers", &workers.to_string()])
+        // the file source's positions: a fresh place per run, so each reads its whole input
+        .env("SLUICE_DATA_DIR", out.with_extension("state"))
         .args(["--set", &format!("source.path={}", input.display())])
         .args(["--set", &format!("sink.dir={}", out.display())])
         .args(["--set", &format!("dead_letter.dir={}", out.display())])

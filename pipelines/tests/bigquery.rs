@@ -267,6 +267,8 @@ fn decoder_writes_every_submission_to_its_table_or_the_error_table_once() {
         format!("dead_letter.endpoint={url}"),
         format!("dead_letter.project={project}"),
         format!("dead_letter.table={prefix}errors.decoder"),
+        // the file source's positions, apart from other tests' and from the repository
+        format!("data_dir={}", dir.path().join("state").display()),
     ];
     let mut args = vec![
         "run",

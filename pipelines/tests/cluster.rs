@@ -39,6 +39,8 @@ fn two_processes_decode_every_record_once() {
         .map(|i| {
             Command::new(env!("CARGO_BIN_EXE_sluice"))
                 .current_dir(root())
+                // the file source's positions, apart from other tests' and from the repository
+                .env("SLUICE_DATA_DIR", tmp.path().join("state"))
                 .args([
                     "run",
                     "examples/configs/decoder-local.toml",
@@ -103,6 +105,7 @@ fn a_hostfile_that_disagrees_with_processes_is_a_config_error() {
     std::fs::write(&hosts, "127.0.0.1:1\n127.0.0.1:2\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(root())
+        .env("SLUICE_DATA_DIR", tmp.path().join("state"))
         .args([
             "run",
             "examples/configs/decoder-local.toml",

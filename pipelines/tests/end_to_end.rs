@@ -70,9 +70,12 @@ fn summarize(objs: &[(String, Vec<String>)]) -> (String, String) {
 fn decoder_file_to_file_matches_golden_files() {
     for workers in ["1", "2"] {
         let out = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
         let dir = out.path().to_str().unwrap();
         let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .current_dir(manifest())
+            // the file source's positions, apart from other tests' and from the repository
+            .env("SLUICE_DATA_DIR", state.path())
             .args([
                 "run",
                 "../examples/configs/decoder-local.toml",

@@ -196,7 +196,7 @@ path = "errors/"
         ),
     )
     .unwrap();
-    let out = sluice(&["run", config.to_str().unwrap(), "--no-progress"]);
+    let out = sluice(&["validate", "--check", config.to_str().unwrap()]);
     assert_chain(
         &out,
         2,
@@ -204,6 +204,16 @@ path = "errors/"
             "sink: cannot reach the destination `raw`",
             "error sending request",
             "Connection refused",
+        ],
+    );
+    // the run's health check cuts the chain to what a user can act on
+    let out = sluice(&["run", config.to_str().unwrap(), "--no-progress"]);
+    assert_chain(
+        &out,
+        2,
+        &[
+            "sink (s3 bucket `sluice-refused`): cannot reach the destination `raw`",
+            "connection refused",
         ],
     );
 }

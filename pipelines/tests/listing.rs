@@ -9,6 +9,8 @@ fn sluice(args: &[&str], input: &Path, out: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
+        // the file source's positions, apart from other tests' and from the repository
+        .env("SLUICE_DATA_DIR", out.with_extension("state"))
         .args(["--set", &format!("source.path={}/*.txt", input.display())])
         .args(["--set", "source.format=text"])
         .args(["--set", &format!("sink.dir={}", out.display())])

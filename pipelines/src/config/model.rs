@@ -59,6 +59,12 @@ pub struct JobConfig<Src = SourceConfig, Snk = SinkConfig, Dl = DeadLetterConfig
     /// the section is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<CountsConfig>,
+    /// Where the job keeps its state between runs (the file source's checkpoints, unless
+    /// `source.state_dir` says otherwise); a relative path is relative to the config file's
+    /// folder. Default: `.sluice-state/<config file name without .toml>` beside the config
+    /// file (`crate::state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The `[dedup]` section: keep the first document per key within a window; later copies are
@@ -521,6 +527,11 @@ impl<Src, Snk, Dl> Documented for JobConfig<Src, Snk, Dl> {
             ty::BOOL,
             "false",
             "sink job only: gunzip gzipped payloads before writing them",
+        ),
+        Key::optional(
+            "data_dir",
+            ty::PATH,
+            "where a file job keeps its acknowledged positions between runs (default `.sluice-state/<config name>` beside the config file; `SLUICE_DATA_DIR` too); a source's own `state_dir` wins",
         ),
         Key::required(
             "source",

@@ -246,7 +246,7 @@ fn source_for(cfg: &SourceConfig, tuning: &PipelineTuning) -> Source {
 pub fn listing(config: &JobConfig) -> Option<Result<(String, usize), JobError>> {
     match source_for(&config.source, &config.pipeline) {
         Source::File(s) => InputStatus(Some(s)).listing(),
-        Source::Stdin(_) | Source::Kafka(_) | Source::Pubsub(_) => None,
+        Source::Stdin(_) | Source::Kafka(_) | Source::Pubsub(_) | Source::Memory(_) => None,
     }
 }
 
@@ -343,6 +343,7 @@ fn check_source_service(source: &Source, ctx: &CheckRuntime) -> Result<(), JobEr
         Source::Stdin(s) => sluice::Source::check(s, &ctx.context()),
         Source::Kafka(s) => sluice::Source::check(s, &ctx.context()),
         Source::Pubsub(s) => sluice::Source::check(s, &ctx.context()),
+        Source::Memory(s) => sluice::Source::check(s, &ctx.context()),
     };
     result.map_err(|e| JobError::Connector {
         what: "source".to_string(),
@@ -431,6 +432,8 @@ enum Source {
     Stdin(StdinSource),
     Kafka(KafkaSource),
     Pubsub(PubsubSource),
+    /// Messages given in memory (`sluice test`).
+    Memory(sluice::MemorySource<Message>),
 }
 
 /// What a job needs before it runs: loaded once, shared by the workers.
@@ -472,7 +475,9 @@ impl Prepared {
     pub fn input_status(&self) -> InputStatus {
         match &self.source {
             Source::File(s) => InputStatus(Some(s.clone())),
-            Source::Stdin(_) | Source::Kafka(_) | Source::Pubsub(_) => InputStatus(None),
+            Source::Stdin(_) | Source::Kafka(_) | Source::Pubsub(_) | Source::Memory(_) => {
+                InputStatus(None)
+            }
         }
     }
 
@@ -483,7 +488,7 @@ impl Prepared {
     pub fn drain_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         match &self.source {
             Source::Stdin(s) => Some(s.end_flag()),
-            Source::File(_) | Source::Kafka(_) | Source::Pubsub(_) => None,
+            Source::File(_) | Source::Kafka(_) | Source::Pubsub(_) | Source::Memory(_) => None,
         }
     }
 
@@ -655,6 +660,8 @@ fn build(
         Source::Kafka(_) => p.peers(),
         // every worker streams from the subscription
         Source::Pubsub(_) => p.peers(),
+        // one batch, shared out by the memory source
+        Source::Memory(_) => p.peers(),
     };
     let input = match parts.source {
         Source::File(s) => p
@@ -667,6 +674,7 @@ fn build(
             .read_with_failures("read", s)
             .failures_to(&mut dead_letters),
         Source::Pubsub(s) => p.read("read", s),
+        Source::Memory(s) => p.read("read", s),
     };
     let input = if readers < p.peers() {
         input.rebalance()
@@ -855,6 +863,73 @@ pub fn decode_in_memory(
         Ok(())
     })?;
     Ok((summary, out.len(), dead.len()))
+}
+
+/// What [`run_in_memory`] returns: the records written to each sink, in message form.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryRun {
+    /// Written to `[sink]`.
+    pub outputs: Vec<Message>,
+    /// Written to `[dead_letter]` (dead-letter message form).
+    pub dead_letters: Vec<Message>,
+    /// Written to each route's sink (the republisher), by route name.
+    pub routes: BTreeMap<String, Vec<Message>>,
+}
+
+/// Runs the job a config describes with its real steps (schemas, payload rules, dedup,
+/// routes, scrubbing) on memory IO: `input` is read as one batch by one worker, without stack
+/// traces in dead letters; the config's source and sinks are not used (`sluice test`).
+pub fn run_in_memory(config: &JobConfig, input: Vec<Message>) -> Result<MemoryRun, JobError> {
+    let registry = registry_for(config)?;
+    let geo = geo_for(config)?;
+    let out = sluice::MemorySink::<Message>::new();
+    let dead = sluice::MemorySink::<Message>::new();
+    let route_sinks: Vec<(String, sluice::MemorySink<Message>)> = config
+        .routes
+        .iter()
+        .map(|r| (r.name.clone(), sluice::MemorySink::new()))
+        .collect();
+    let routes: Routes = config
+        .routes
+        .iter()
+        .zip(&route_sinks)
+        .map(|(r, (_, sink))| {
+            (
+                r.name.clone(),
+                RouteFilter::from(r),
+                AnySink::Memory(sink.clone()),
+            )
+        })
+        .collect();
+    let source = Source::Memory(sluice::MemorySource::from_epochs(vec![input]));
+    let pipeline = tuned(
+        Pipeline::new(config.job.name()).workers(1),
+        &config.pipeline,
+    )
+    .stack_traces(false);
+    let metrics = pipeline.metrics();
+    let (o, d) = (out.clone(), dead.clone());
+    let config = config.clone();
+    pipeline.run(move |p| {
+        let parts = JobParts {
+            config: &config,
+            registry: registry.clone(),
+            geo: geo.clone(),
+            source: source.clone(),
+            sink: AnySink::Memory(o.clone()),
+            dead_letter_sink: AnySink::Memory(d.clone()),
+            routes: routes.clone(),
+        };
+        build(p, parts, &metrics)
+    })?;
+    Ok(MemoryRun {
+        outputs: out.records(),
+        dead_letters: dead.records(),
+        routes: route_sinks
+            .into_iter()
+            .map(|(name, sink)| (name, sink.records()))
+            .collect(),
+    })
 }
 
 /// Outputs per `namespace/doctype` from a metrics snapshot.

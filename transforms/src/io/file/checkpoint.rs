@@ -23,6 +23,8 @@ use super::{FileCheckpoint, FileError};
 
 /// The format version written; another version is an error, not a guess.
 const VERSION: u32 = 1;
+/// How every checkpoint file's name ends.
+const SUFFIX: &str = ".checkpoint.json";
 /// Bytes of an input's head whose CRC is part of its identity.
 const HEAD_BYTES: usize = 1024;
 
@@ -86,6 +88,20 @@ pub(crate) enum Resume {
     From(FileCheckpoint),
 }
 
+/// What a state directory says of one input file as the file is now (see
+/// [`super::FileSource::input_states`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputState {
+    /// No checkpoint: the file is read from its start.
+    New,
+    /// A checkpoint of an earlier version of the file (size, modification time or first KiB
+    /// differ): the file is read again from its start.
+    Changed,
+    /// Acknowledged up to here: a run resumes after it, and skips the file when `complete`.
+    At(FileCheckpoint),
+}
+
 /// Checkpoints of input files in one state directory.
 #[derive(Clone, Debug)]
 pub(crate) struct CheckpointStore {
@@ -102,6 +118,13 @@ impl CheckpointStore {
         Ok(CheckpointStore {
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// The store in `dir`, which may not exist (nothing is created: for inspecting).
+    pub(crate) fn at(dir: &Path) -> CheckpointStore {
+        CheckpointStore {
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// The key of an input: its canonical path (the path as given if that fails).
@@ -127,15 +150,31 @@ impl CheckpointStore {
             .take(96)
             .collect();
         let hash = fnv1a(key.as_os_str().as_encoded_bytes());
-        self.dir.join(format!("{name}.{hash:016x}.checkpoint.json"))
+        self.dir.join(format!("{name}.{hash:016x}{SUFFIX}"))
     }
 
     /// Where the input with key `key` and identity `now` resumes.
     pub(crate) fn load(&self, key: &Path, now: &FileIdentity) -> Result<Resume, FileError> {
+        Ok(match self.inspect(key, now)? {
+            InputState::New => Resume::Start,
+            InputState::Changed => {
+                tracing::warn!(
+                    input = %key.display(),
+                    checkpoint = %self.file_for(key).display(),
+                    "input file changed since its checkpoint (size, modification time or first bytes): reading it again from the start"
+                );
+                Resume::Start
+            }
+            InputState::At(c) => Resume::From(c),
+        })
+    }
+
+    /// What the store says of the input with key `key` and identity `now`.
+    pub(crate) fn inspect(&self, key: &Path, now: &FileIdentity) -> Result<InputState, FileError> {
         let file = self.file_for(key);
         let text = match fs::read(&file) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Resume::Start),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(InputState::New),
             Err(source) => return Err(FileError::StateDir { path: file, source }),
         };
         let corrupt = |reason: String| FileError::CorruptCheckpoint {
@@ -157,18 +196,89 @@ impl CheckpointStore {
             )));
         }
         if !stored.identity.same_file(now) {
-            tracing::warn!(
-                input = %key.display(),
-                checkpoint = %file.display(),
-                "input file changed since its checkpoint (size, modification time or first bytes): reading it again from the start"
-            );
-            return Ok(Resume::Start);
+            return Ok(InputState::Changed);
         }
-        Ok(Resume::From(FileCheckpoint {
+        Ok(InputState::At(FileCheckpoint {
             lines: stored.lines,
             offset: stored.offset,
             complete: stored.complete,
         }))
+    }
+
+    /// Every checkpoint in the directory, by the input it is for (none if the directory does
+    /// not exist); a checkpoint that cannot be parsed is an error naming it.
+    pub(crate) fn list(&self) -> Result<Vec<(PathBuf, FileCheckpoint)>, FileError> {
+        let mut found = Vec::new();
+        for file in self.checkpoint_files(false)? {
+            let text = fs::read(&file).map_err(|source| FileError::StateDir {
+                path: file.clone(),
+                source,
+            })?;
+            let stored: Stored =
+                serde_json::from_slice(&text).map_err(|e| FileError::CorruptCheckpoint {
+                    path: file.clone(),
+                    input: PathBuf::from("(unknown)"),
+                    reason: e.to_string(),
+                })?;
+            found.push((
+                stored.path,
+                FileCheckpoint {
+                    lines: stored.lines,
+                    offset: stored.offset,
+                    complete: stored.complete,
+                },
+            ));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
+    /// Removes every checkpoint (and temporary checkpoint a kill left) in the directory, and
+    /// nothing else; returns how many checkpoints were removed.
+    pub(crate) fn clear(&self) -> Result<usize, FileError> {
+        let mut removed = 0;
+        for file in self.checkpoint_files(true)? {
+            fs::remove_file(&file).map_err(|source| FileError::StateDir {
+                path: file.clone(),
+                source,
+            })?;
+            if file.to_string_lossy().ends_with(SUFFIX) {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The checkpoint files in the directory (and temporary ones if `temporary`), sorted.
+    fn checkpoint_files(&self, temporary: bool) -> Result<Vec<PathBuf>, FileError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(FileError::StateDir {
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|source| FileError::StateDir {
+                    path: self.dir.clone(),
+                    source,
+                })?
+                .path();
+            let name = path.to_string_lossy();
+            let tmp = name
+                .strip_suffix(".tmp")
+                .is_some_and(|n| n.ends_with(SUFFIX));
+            if name.ends_with(SUFFIX) || (temporary && tmp) {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
     }
 
     /// Replaces the checkpoint of the input with key `key` atomically.
@@ -240,6 +350,37 @@ mod tests {
             .collect();
         assert_eq!(files.len(), 1, "no temporary file is left: {files:?}");
         assert!(files[0].starts_with("in.ndjson."), "{files:?}");
+    }
+
+    #[test]
+    fn lists_inspects_and_clears_only_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.ndjson");
+        fs::write(&input, "a\nb\n").unwrap();
+        let state = dir.path().join("state");
+        assert!(CheckpointStore::at(&state).list().unwrap().is_empty());
+        assert_eq!(CheckpointStore::at(&state).clear().unwrap(), 0);
+        let store = CheckpointStore::open(&state).unwrap();
+        let key = CheckpointStore::key(&input);
+        let id = FileIdentity::of(&input).unwrap();
+        assert_eq!(store.inspect(&key, &id).unwrap(), InputState::New);
+        store.save(&key, &id, &checkpoint(1)).unwrap();
+        assert_eq!(
+            store.inspect(&key, &id).unwrap(),
+            InputState::At(checkpoint(1))
+        );
+        assert_eq!(store.list().unwrap(), vec![(key.clone(), checkpoint(1))]);
+        fs::write(&input, "changed\n").unwrap();
+        let now = FileIdentity::of(&input).unwrap();
+        assert_eq!(store.inspect(&key, &now).unwrap(), InputState::Changed);
+        // a temporary file a kill left, and a file that is no checkpoint
+        let tmp = format!("{}.tmp", store.file_for(&key).display());
+        fs::write(&tmp, "{").unwrap();
+        fs::write(state.join("run.lock"), "").unwrap();
+        assert_eq!(store.clear().unwrap(), 1);
+        assert!(!Path::new(&tmp).exists());
+        assert!(state.join("run.lock").exists(), "other files are kept");
+        assert!(store.list().unwrap().is_empty());
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl Documented for FileSourceConfig {
         Key::optional(
             "state_dir",
             ty::PATH,
-            "a directory (created when the job runs) where acknowledged file positions are kept, so a restart resumes; without it a restart reads everything again",
+            "a directory (created when the job runs) where acknowledged file positions are kept, so a restart resumes; instead of the job's `data_dir`",
         ),
     ];
 }

@@ -47,6 +47,7 @@ use sluice::{
     SourceReader,
 };
 
+pub use checkpoint::InputState;
 use checkpoint::{CheckpointStore, FileIdentity, Resume};
 
 use crate::io::format::{FormatError, InputFormat};
@@ -299,6 +300,59 @@ impl FileSource {
     /// The state directory, if what is acknowledged is persisted.
     pub fn state_dir(&self) -> Option<&Path> {
         self.state_dir.as_deref()
+    }
+
+    /// What the state directory says of each input file as it is now (where a run would
+    /// resume), in listing order, without creating or writing anything; every file is
+    /// [`InputState::New`] without a state directory.
+    ///
+    /// ```
+    /// use sluice_transforms::io::file::{FileSource, InputState};
+    /// use sluice_transforms::io::format::InputFormat;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("a.txt"), "one\n").unwrap();
+    /// let source = FileSource::glob(dir.path().join("*.txt").display().to_string(), InputFormat::Text)
+    ///     .with_state_dir(dir.path().join("state"));
+    /// assert_eq!(source.input_states().unwrap(), vec![(dir.path().join("a.txt"), InputState::New)]);
+    /// assert!(!dir.path().join("state").exists());
+    /// ```
+    pub fn input_states(&self) -> Result<Vec<(PathBuf, InputState)>, FileError> {
+        let files = self.resolve()?;
+        let Some(dir) = &self.state_dir else {
+            return Ok(files.into_iter().map(|f| (f, InputState::New)).collect());
+        };
+        let store = CheckpointStore::at(dir);
+        files
+            .into_iter()
+            .map(|path| {
+                let identity = FileIdentity::of(&path).map_err(|source| FileError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                let state = store.inspect(&CheckpointStore::key(&path), &identity)?;
+                Ok((path, state))
+            })
+            .collect()
+    }
+
+    /// Every checkpoint the state directory holds, by the canonical path of its input (inputs
+    /// no longer listed included), sorted; empty without a state directory or when it does not
+    /// exist.
+    pub fn stored_checkpoints(&self) -> Result<Vec<(PathBuf, FileCheckpoint)>, FileError> {
+        match &self.state_dir {
+            Some(dir) => CheckpointStore::at(dir).list(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Forgets what was acknowledged: removes every checkpoint from the state directory (and
+    /// nothing else), so the next run reads every input from its start. Returns how many
+    /// checkpoints were removed.
+    pub fn clear_state(&self) -> Result<usize, FileError> {
+        match &self.state_dir {
+            Some(dir) => CheckpointStore::at(dir).clear(),
+            None => Ok(0),
+        }
     }
 
     /// Sets the longest line kept whole; a longer one is a dead letter holding its first

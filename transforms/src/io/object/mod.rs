@@ -149,6 +149,14 @@ pub enum ObjectSinkError {
         /// The store's error.
         source: Arc<object_store::Error>,
     },
+    /// The destination cannot be written before the run (no permission, a read-only store).
+    #[error("cannot write to the destination `{prefix}`")]
+    CheckWrite {
+        /// The fixed prefix of the path template.
+        prefix: String,
+        /// The store's error.
+        source: Arc<object_store::Error>,
+    },
     /// The writer was dropped before the batch holding an epoch's records was written.
     #[error("object writer closed before epoch {0} was written")]
     Closed(u64),
@@ -427,9 +435,76 @@ impl Sink for ObjectSink {
         true
     }
 
-    /// Lists the template's fixed prefix once: a missing bucket, wrong credentials or an
-    /// unreachable endpoint fail here, before any record is read, with the store's reason.
+    /// Lists the template's fixed prefix once, then writes and removes an empty probe object
+    /// (`<prefix>/.sluice-healthcheck-<n>`, a hidden name): a missing bucket, wrong or
+    /// read-only credentials or an unreachable endpoint fail here, before any record is read,
+    /// with the store's reason. A probe that cannot be removed is a warning.
     fn check(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
+        self.check_list(ctx)?;
+        self.check_write(ctx)
+    }
+
+    fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
+        let names = ObjectNames::new(ctx.job_name(), ctx.run_id(), ctx.worker_index());
+        if let Some(leftovers) = &self.leftovers {
+            leftovers.remove_for(
+                &names,
+                self.template.fixed_prefix(),
+                ctx.worker_index(),
+                ctx.peers(),
+            );
+        }
+        Ok(Box::new(self.open_writer(ctx.runtime().clone(), names)))
+    }
+}
+
+impl ObjectSink {
+    fn check_write(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
+        use object_store::ObjectStoreExt;
+        let prefix = self.template.fixed_prefix().trim_end_matches('/');
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!(".sluice-healthcheck-{}-{nanos}", std::process::id());
+        let probe = if prefix.is_empty() {
+            object_store::path::Path::from(name)
+        } else {
+            object_store::path::Path::from(format!("{prefix}/{name}"))
+        };
+        let put = ctx.runtime().block_on(async {
+            tokio::time::timeout(
+                CHECK_TIMEOUT,
+                self.store
+                    .put(&probe, object_store::PutPayload::from_static(b"")),
+            )
+            .await
+        });
+        match put {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(Box::new(ObjectSinkError::CheckWrite {
+                    prefix: prefix.to_string(),
+                    source: Arc::new(e),
+                }))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "cannot write to `{prefix}` within {}s: the store does not answer",
+                    CHECK_TIMEOUT.as_secs()
+                )
+                .into())
+            }
+        }
+        let deleted = ctx.runtime().block_on(async {
+            tokio::time::timeout(CHECK_TIMEOUT, self.store.delete(&probe)).await
+        });
+        if !matches!(deleted, Ok(Ok(()))) {
+            tracing::warn!(probe = %probe, "the health check's probe object could not be removed");
+        }
+        Ok(())
+    }
+
+    fn check_list(&self, ctx: &sluice::CheckContext) -> Result<(), BoxError> {
         let prefix = self.template.fixed_prefix().trim_end_matches('/');
         let path = (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix));
         let listing = ctx.runtime().block_on(async {
@@ -447,19 +522,6 @@ impl Sink for ObjectSink {
             )
             .into()),
         }
-    }
-
-    fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
-        let names = ObjectNames::new(ctx.job_name(), ctx.run_id(), ctx.worker_index());
-        if let Some(leftovers) = &self.leftovers {
-            leftovers.remove_for(
-                &names,
-                self.template.fixed_prefix(),
-                ctx.worker_index(),
-                ctx.peers(),
-            );
-        }
-        Ok(Box::new(self.open_writer(ctx.runtime().clone(), names)))
     }
 }
 
