@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use sluice::{
     BoxError, CountOutcomes, Counter, DeadLetters, DedupKey, DedupTime, Deduplicate, EpochBounds,
-    InFlightBounds, Message, Metrics, OnDuplicate, Pipeline, PipelineBuilder, Sink, SinkContext,
-    SinkWriter,
+    InFlightBounds, Message, Metrics, OnDuplicate, OutcomeRows, Pipeline, PipelineBuilder, Sink,
+    SinkContext, SinkWriter,
 };
 use sluice_schemas::SchemaRegistry;
 use sluice_transforms::decode::{attr, Decoder, DecompressPayload, GeoError, GeoLookup};
@@ -260,6 +260,10 @@ pub fn check(config: &JobConfig) -> Result<(), JobError> {
     for r in &config.routes {
         check_sink(&r.sink)?;
     }
+    let (dedup, counts) = extra_sink_configs(config);
+    for sink in dedup.into_iter().chain(counts) {
+        check_sink(sink)?;
+    }
     registry_for(config)?;
     geo_for(config)?;
     Ok(())
@@ -419,6 +423,40 @@ pub struct Prepared {
     sink: AnySink,
     dead_letter_sink: AnySink,
     routes: Routes,
+    extra: ExtraSinks,
+}
+
+/// The sinks of `[dedup]` and `[counts]`, when they have one.
+#[derive(Clone, Default)]
+struct ExtraSinks {
+    duplicates: Option<AnySink>,
+    counts: Option<AnySink>,
+}
+
+impl ExtraSinks {
+    fn for_config(config: &JobConfig) -> Result<Self, JobError> {
+        let (dedup, counts) = extra_sink_configs(config);
+        Ok(ExtraSinks {
+            duplicates: dedup.map(sink_for).transpose()?,
+            counts: counts.map(sink_for).transpose()?,
+        })
+    }
+}
+
+/// The `[dedup]` and `[counts]` sinks a config gives (for the sections that are on).
+fn extra_sink_configs(config: &JobConfig) -> (Option<&SinkConfig>, Option<&SinkConfig>) {
+    let decoder = config.job == JobKind::Decoder;
+    let dedup = config
+        .dedup
+        .as_ref()
+        .filter(|d| d.enabled && decoder)
+        .and_then(|d| d.sink.as_ref());
+    let counts = config
+        .counts
+        .as_ref()
+        .filter(|c| c.enabled && decoder)
+        .and_then(|c| c.sink.as_ref());
+    (dedup, counts)
 }
 
 impl Prepared {
@@ -432,6 +470,7 @@ impl Prepared {
         let dead_letter_sink = sink_for(&config.dead_letter.sink)?;
         let routes = routes_for(&config)?;
         let geo = geo_for(&config)?;
+        let extra = ExtraSinks::for_config(&config)?;
         Ok(Prepared {
             config,
             registry,
@@ -440,6 +479,7 @@ impl Prepared {
             sink,
             dead_letter_sink,
             routes,
+            extra,
         })
     }
 
@@ -500,6 +540,7 @@ impl Prepared {
             sink,
             dead_letter_sink,
             routes,
+            extra,
         } = self;
         let summary = pipeline.run(move |p| {
             let parts = JobParts {
@@ -510,6 +551,7 @@ impl Prepared {
                 sink: sink.clone(),
                 dead_letter_sink: dead_letter_sink.clone(),
                 routes: routes.clone(),
+                extra: extra.clone(),
             };
             build(p, parts, &metrics)
         })?;
@@ -612,6 +654,7 @@ struct JobParts<'a> {
     sink: AnySink,
     dead_letter_sink: AnySink,
     routes: Routes,
+    extra: ExtraSinks,
 }
 
 fn build(
@@ -698,14 +741,34 @@ fn build(
             }
         }
     };
-    let output = match &config.dedup {
-        Some(d) if d.enabled && config.job == JobKind::Decoder => output
-            .apply("dedup", deduplicate_for(d))
-            .failures_to(&mut dead_letters),
-        _ => output,
-    };
     let counting =
         config.job == JobKind::Decoder && config.counts.as_ref().is_some_and(|c| c.enabled);
+    // Duplicates written to `[dedup.sink]` (scrubbed and counted as dead letters would be).
+    let mut duplicates = None;
+    let output = match &config.dedup {
+        Some(d) if d.enabled && config.job == JobKind::Decoder => {
+            let result = output.apply("dedup", deduplicate_for(d));
+            match parts.extra.duplicates {
+                Some(sink) => {
+                    let dups = if counting {
+                        result
+                            .failures
+                            .apply("count_duplicates", CountOutcomes::new())
+                    } else {
+                        result.failures
+                    };
+                    duplicates = Some(dups.clone());
+                    let scrub = dead_letter_scrub(config);
+                    let mut collector = DeadLetters::for_pipeline_of(&dups);
+                    collector.push(dups.map(move |d| scrub.scrub_dead_letter(d)));
+                    collector.write_messages("write_duplicates", sink);
+                    result.output
+                }
+                None => result.failures_to(&mut dead_letters),
+            }
+        }
+        _ => output,
+    };
     // Counted as they are handed to the sinks: a record the sink then refuses is counted
     // once as decoded and once under its refusal's error_type.
     let output = if counting {
@@ -723,6 +786,14 @@ fn build(
     } else {
         all
     };
+    if let (Some(sink), Some(c)) = (parts.extra.counts, &config.counts) {
+        // Rows follow the last counting steps: the final rows hold every count.
+        let counted = match duplicates {
+            Some(d) => all.clone().concat(d),
+            None => all.clone(),
+        };
+        OutcomeRows::every(c.every).write(&counted, "write_counts", sink);
+    }
     let scrubbed = if scrub.is_empty() {
         all
     } else {
