@@ -258,8 +258,10 @@ pub fn prometheus_text(
     }
     for (family, metric) in gauges {
         let help = match family {
-            Gauge::DedupEntries => "Keys a dedup step holds now (its memory), by step",
-            _ => "The most keys a dedup step held at once, by step",
+            Gauge::DedupEntries => {
+                "Updates in a dedup step's arrangement now (its memory), by step"
+            }
+            _ => "The most updates a dedup step's arrangement held at once, by step",
         };
         registry.register(family.name(), help, metric);
     }
