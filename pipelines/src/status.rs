@@ -258,8 +258,10 @@ pub fn prometheus_text(
     }
     for (family, metric) in gauges {
         let help = match family {
-            Gauge::DedupEntries => "Keys a dedup step holds now (its memory), by step",
-            _ => "The most keys a dedup step held at once, by step",
+            Gauge::DedupEntries => {
+                "Updates in a dedup step's arrangement now (its memory), by step"
+            }
+            _ => "The most updates a dedup step's arrangement held at once, by step",
         };
         registry.register(family.name(), help, metric);
     }
@@ -300,6 +302,34 @@ pub fn prometheus_text(
     Ok(out)
 }
 
+/// Each source step: records and bytes read, and for a bounded source (files) how far it read
+/// of its size and what is left (its lag).
+fn sources_json(s: &MetricsSnapshot) -> Vec<serde_json::Value> {
+    let read = s.family(Counter::Read);
+    let done = s.family(Counter::ProgressDone);
+    let total = s.family(Counter::ProgressTotal);
+    let bytes = s.family(Counter::ReadBytes);
+    read.iter()
+        .map(|(step, n)| {
+            // A bounded source (files) reports how far it read of its size; its lag is what
+            // is left to read. The SDK's metrics carry no position for unbounded ones.
+            let (d, t) = (
+                done.get(step).copied().unwrap_or(0),
+                total.get(step).copied().unwrap_or(0),
+            );
+            serde_json::json!({
+                "step": step,
+                "records": n,
+                "bytes": bytes.get(step).copied().unwrap_or(0),
+                "progress_done": d,
+                "progress_total": t,
+                "bounded": t > 0,
+                "lag": (t > 0).then(|| t.saturating_sub(d)),
+            })
+        })
+        .collect()
+}
+
 async fn status_json(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let s = state.metrics.snapshot();
     let outcomes = state.metrics.outcomes().snapshot();
@@ -310,22 +340,7 @@ async fn status_json(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
         .iter()
         .copied()
         .collect();
-    let read = s.family(Counter::Read);
-    let done = s.family(Counter::ProgressDone);
-    let total = s.family(Counter::ProgressTotal);
-    let bytes = s.family(Counter::ReadBytes);
-    let sources: Vec<serde_json::Value> = read
-        .iter()
-        .map(|(step, n)| {
-            serde_json::json!({
-                "step": step,
-                "records": n,
-                "bytes": bytes.get(step).copied().unwrap_or(0),
-                "progress_done": done.get(step).copied().unwrap_or(0),
-                "progress_total": total.get(step).copied().unwrap_or(0),
-            })
-        })
-        .collect();
+    let sources = sources_json(&s);
     // The last hour per namespace/doctype/outcome (versions summed), and per minute.
     let mut hour: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut minutes = Vec::new();
@@ -391,6 +406,21 @@ async fn status_json(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_source_shows_its_position_and_what_is_left() {
+        let m = Metrics::new();
+        m.add(Counter::Read, "read", 3);
+        m.add(Counter::ProgressDone, "read", 250);
+        m.add(Counter::ProgressTotal, "read", 1000);
+        m.add(Counter::Read, "stream", 9);
+        let rows = sources_json(&m.snapshot());
+        assert_eq!(rows[0]["step"], "read");
+        assert_eq!(rows[0]["bounded"], true);
+        assert_eq!(rows[0]["lag"], 750);
+        assert_eq!(rows[1]["bounded"], false);
+        assert!(rows[1]["lag"].is_null());
+    }
 
     #[test]
     fn prometheus_names_end_in_total_and_carry_help() {

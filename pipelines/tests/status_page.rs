@@ -163,6 +163,11 @@ fn the_status_page_shows_a_running_jobs_counts_and_they_change() {
     let second = dump_dom(&chromium, &url);
     assert_eq!(text_of(&second, "total-read"), "600", "the counts change");
     assert_eq!(text_of(&second, "total-dead"), "60");
+    // the memory source is unbounded: it has no position to show
+    assert!(
+        second.contains("<td>read</td><td class=\"n\">600</td>") && second.contains("unbounded"),
+        "{second}"
+    );
 
     let (code, metrics_text) = get(addr, "/metrics");
     assert_eq!(code, 200);

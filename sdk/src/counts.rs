@@ -9,11 +9,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::time::Duration;
+
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline as Local;
 use timely::dataflow::operators::Operator;
 
 use crate::dedup::Clock;
+use crate::io::Sink;
+use crate::operators::OnReject;
 use crate::pcollection::{Element, PCollection, PTransform};
 use crate::{DeadLetter, Message};
 
@@ -77,6 +81,8 @@ pub struct OutcomeCounts {
 struct Counts {
     totals: BTreeMap<OutcomeKey, u64>,
     minutes: BTreeMap<i64, BTreeMap<OutcomeKey, u64>>,
+    /// Whether a worker of this process writes the rows of [`OutcomeRows`] (one does).
+    rows_claimed: bool,
 }
 
 impl Default for OutcomeCounts {
@@ -126,6 +132,11 @@ impl OutcomeCounts {
         }
         let newest = c.minutes.keys().next_back().copied().unwrap_or(minute);
         c.minutes = c.minutes.split_off(&(newest - Self::RETAINED_MINUTES + 1));
+    }
+
+    /// Whether the caller is the first to claim writing this process's rows.
+    fn claim_rows(&self) -> bool {
+        !std::mem::replace(&mut self.lock().rows_claimed, true)
     }
 
     /// The counts now.
@@ -231,6 +242,128 @@ impl<'s> PTransform<PCollection<'s, DeadLetter>> for CountOutcomes {
     }
 }
 
+/// Writes the counts of this process to a sink as periodic snapshot rows: every `every`, one
+/// row per namespace, doctype, version, outcome and minute whose count changed since the last
+/// rows, with the minute's count so far; a last set when the pipeline's input ends. The newest
+/// row of a (key, minute) holds its count (counts only grow), so a reader keeps the newest.
+///
+/// A row is a [`Message`] whose payload is a JSON object `{"namespace", "doctype", "version",
+/// "outcome", "minute" (RFC 3339, e.g. `2026-12-05T21:14:00Z`), "count", "process"}` and whose
+/// attributes name the same (`document_namespace`, `document_type`, `document_version`,
+/// `outcome`, `minute`) for path templates. One worker of each process writes its process's
+/// counts (`process` says which). A row the sink refuses is retried once, then the pipeline
+/// stops: the rows are the job's own, so a refusal is a configuration to fix.
+#[derive(Clone, Debug)]
+pub struct OutcomeRows {
+    every: Duration,
+}
+
+impl OutcomeRows {
+    /// Rows every `every` (and at the end).
+    pub fn every(every: Duration) -> Self {
+        OutcomeRows {
+            every: every.max(Duration::from_millis(10)),
+        }
+    }
+
+    /// Writes the rows to `sink` as step `name`. `after` is the collection whose progress says
+    /// that counting is complete: the last [`CountOutcomes`] step's output (the counted dead
+    /// letters in the decoder job); rows for an epoch are written once it passed there.
+    pub fn write<'s, T: Element, S: Sink<Input = Message>>(
+        self,
+        after: &PCollection<'s, T>,
+        name: &str,
+        sink: S,
+    ) {
+        let store = after.metrics().outcomes().clone();
+        let process = after.process_index();
+        let every = self.every;
+        let scope = after.stream().scope();
+        let stream = after
+            .stream()
+            .unary_frontier::<CapacityContainerBuilder<Vec<Message>>, _, _, _>(
+                Local,
+                "OutcomeRows",
+                move |initial, info| {
+                    let activator = scope.activator_for(info.address.clone());
+                    // One worker per process writes the process's counts.
+                    let mut cap = store.claim_rows().then_some(initial);
+                    let mut sent: HashMap<(i64, OutcomeKey), u64> = HashMap::new();
+                    let mut last = std::time::Instant::now();
+                    move |(input, frontier), output| {
+                        input.for_each(|_, _| {});
+                        let Some(held) = cap.as_mut() else { return };
+                        let done = frontier.is_empty();
+                        if done || last.elapsed() >= every {
+                            last = std::time::Instant::now();
+                            let rows = changed_rows(&store, &mut sent, process);
+                            if !rows.is_empty() {
+                                output.session(&*held).give_iterator(rows.into_iter());
+                            }
+                        }
+                        match frontier.frontier().first() {
+                            Some(t) if held.time() < t => held.downgrade(t),
+                            Some(_) => {}
+                            None => cap = None,
+                        }
+                        if cap.is_some() {
+                            activator.activate_after(every.saturating_sub(last.elapsed()));
+                        }
+                    }
+                },
+            );
+        // No obligations of `after`'s: the rows are a collection of their own.
+        let rows = after.empty_like::<Message>().derive(stream);
+        let _ = rows.write_with(name, sink, OnReject::RetryReduced(Box::new(|m| m)));
+    }
+}
+
+/// Rows for the (minute, key) counts that changed since `sent`, which is updated.
+fn changed_rows(
+    store: &OutcomeCounts,
+    sent: &mut HashMap<(i64, OutcomeKey), u64>,
+    process: usize,
+) -> Vec<Message> {
+    let snapshot = store.snapshot();
+    let oldest = snapshot.minutes.keys().next().copied().unwrap_or(i64::MIN);
+    sent.retain(|(minute, _), _| *minute >= oldest);
+    let mut rows = Vec::new();
+    for (minute, counts) in snapshot.minutes {
+        for (key, count) in counts {
+            let entry = sent.entry((minute, key.clone())).or_default();
+            if *entry == count {
+                continue;
+            }
+            *entry = count;
+            rows.push(outcome_row(&key, minute, count, process));
+        }
+    }
+    rows
+}
+
+/// One row: `minute` is minutes since the Unix epoch.
+pub(crate) fn outcome_row(key: &OutcomeKey, minute: i64, count: u64, process: usize) -> Message {
+    let at = chrono::DateTime::from_timestamp(minute.saturating_mul(60), 0).map_or_else(
+        || minute.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    );
+    let payload = serde_json::json!({
+        "namespace": key.namespace,
+        "doctype": key.doctype,
+        "version": key.version,
+        "outcome": key.outcome,
+        "minute": at,
+        "count": count,
+        "process": process,
+    });
+    Message::new(payload.to_string())
+        .with_attribute("document_namespace", &key.namespace)
+        .with_attribute("document_type", &key.doctype)
+        .with_attribute("document_version", &key.version)
+        .with_attribute("outcome", &key.outcome)
+        .with_attribute("minute", at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +409,29 @@ mod tests {
         assert_eq!(s.totals[&key("a", "b", "1", "ok")], 200);
         assert_eq!(s.minutes.len(), 60);
         assert_eq!(s.minutes.keys().next(), Some(&40));
+    }
+
+    #[test]
+    fn rows_say_what_changed_since_the_last_rows() {
+        let c = OutcomeCounts::default();
+        let mut sent = HashMap::new();
+        c.add(
+            29_000_000,
+            [(key("a", "b", "1", "ok"), 2), (key("a", "b", "1", "E"), 1)],
+        );
+        let rows = changed_rows(&c, &mut sent, 0);
+        assert_eq!(rows.len(), 2);
+        c.add(29_000_000, [(key("a", "b", "1", "ok"), 3)]);
+        let rows = changed_rows(&c, &mut sent, 1);
+        assert_eq!(rows.len(), 1, "only the count that changed");
+        let row: serde_json::Value = serde_json::from_slice(&rows[0].payload).unwrap();
+        assert_eq!(
+            row,
+            serde_json::json!({"namespace": "a", "doctype": "b", "version": "1", "outcome": "ok",
+                "minute": "2025-02-19T21:20:00Z", "count": 5, "process": 1})
+        );
+        assert_eq!(rows[0].attribute("document_type"), Some("b"));
+        assert!(changed_rows(&c, &mut sent, 0).is_empty());
     }
 
     #[test]

@@ -1,37 +1,53 @@
 //! `Deduplicate`: keeps the first message per key within a retention window, on any number of
-//! workers and processes.
+//! workers and processes, on differential dataflow.
 //!
 //! Clients resend a document after a network error, so the same document arrives more than once
-//! (at Mozilla, duplicates were nearly half of all error records). The step exchanges messages by
-//! their key, so that every copy of a key meets on one worker, and each worker keeps, per key,
-//! the event times of the copies it kept. A message is a duplicate when a kept copy of its key
-//! lies less than the window away from it in event time; otherwise it is kept.
+//! (at Mozilla, duplicates were nearly half of all error records). Every keyed message is a
+//! *sighting* of its key, `(event time, epoch, digest)`; the sightings are a differential
+//! collection arranged by key (exchanged by key, so every copy of a key meets on one worker),
+//! and a `reduce` keeps, per key, each sighting that has no other sighting less than the window
+//! before it. A message is kept when its own sighting is kept in the epoch it arrives in; every
+//! other copy is a duplicate.
 //!
-//! **Memory is bounded by the window, not the stream.** A kept time `t` is forgotten once the
-//! worker's clock (the newest event time it saw, or the wall clock for processing time) reaches
-//! `t + window + lateness`: the state holds the keys of the last `window + lateness` only, which
-//! [`Gauge::DedupEntries`](crate::Gauge::DedupEntries) reports. With processing time a timer
-//! keeps forgetting while no record arrives, so an idle stream shrinks too; with event time an
-//! idle stream holds what it held (the clock is the data's, and it does not move).
+//! **What "first" means.** Sightings are ordered by event time, then by the epoch they arrived
+//! in, then by a digest of the whole message: of copies with one time in one epoch (which
+//! differential sees at once, in no order) the smallest digest is kept. A key seen again stays
+//! suppressed for a window after its *last* sighting, duplicates included (the windowed-dedup
+//! recipe of differential #479): a client resending every half hour stays deduplicated. A copy
+//! arriving late (in a later epoch, with an earlier time than a kept one) is kept when nothing
+//! lies less than the window before it, even if a kept copy lies after it: what was written is
+//! never taken back.
 //!
-//! Keeping every kept time of a key (not only the newest) makes the result independent of the
-//! order in which copies arrive, as long as their times are no further out of order than the
-//! lateness: that is what lets a run on 4 workers give exactly a run on 1.
+//! **Memory is bounded by the window, not the stream.** A sighting is retracted once the
+//! worker's clock (the newest event time it saw, or the wall clock for processing time)
+//! passes `time + window + lateness`: the deciding operator finds expired sightings in the
+//! arrangement and sends their retractions around a feedback loop, and the arrangement
+//! compacts them away. [`Gauge::DedupEntries`](crate::Gauge::DedupEntries) reports the
+//! arrangement's size as differential holds it (the updates in its trace's batches, retractions
+//! not yet merged away included). With processing time a timer keeps expiring while no record
+//! arrives; sources keep closing epochs while idle, so the arrangement keeps compacting.
 
-use std::cell::RefCell;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::rc::Rc;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use differential_dataflow::trace::cursor::cursor_list;
+use differential_dataflow::trace::implementations::spine_fueled::SpineBatch;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::trace::{Cursor, TraceReader};
+use differential_dataflow::{AsCollection, Hashable};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::channels::pact::{Exchange, Pipeline as Local};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::{Capability, Concat, ConnectLoop, Feedback, Operator};
+use timely::dataflow::StreamVec;
+use timely::progress::Antichain;
 
+use crate::io::Epoch;
 use crate::metrics::{Counter, Gauge};
 use crate::pcollection::{Original, PCollection, PTransform, WithFailures};
 use crate::{Failure, Message};
@@ -254,13 +270,17 @@ impl Deduplicate {
     }
 }
 
-/// A message with its key and event time, as it crosses workers.
+/// A message with its key, event time and tiebreak, as it crosses workers.
 #[derive(Clone, Serialize, Deserialize)]
 struct Keyed {
     /// The key's digest; `None` for a message without a key.
     key: Option<(u64, u64)>,
     /// Event time, milliseconds since the Unix epoch.
     time: i64,
+    /// A digest of the whole message: orders distinct copies of one time and epoch.
+    tiebreak: u64,
+    /// The decision: whether this copy is the one kept.
+    kept: bool,
     message: Message,
 }
 
@@ -270,6 +290,33 @@ impl Original for Keyed {
     }
     fn into_original(self) -> Message {
         self.message
+    }
+}
+
+/// One sighting of a key: its event time, the epoch it arrived in and the message's digest.
+/// Sightings sort in that order, which is what "first" means.
+type Sighting = (i64, Epoch, u64);
+
+/// A sighting with its key.
+type KeyedSighting = ((u64, u64), Sighting);
+
+/// A differential update of the sightings collection.
+type Update = (KeyedSighting, Epoch, isize);
+
+/// The sightings of one key (sorted, each present at least once) that are kept: a sighting is
+/// kept unless an earlier one lies less than `window` before it in event time. This is the
+/// whole decision, and the `reduce` runs it on every key whose sightings changed.
+fn kept_sightings<'a>(
+    sorted: impl IntoIterator<Item = &'a Sighting>,
+    window: i64,
+    mut keep: impl FnMut(&'a Sighting),
+) {
+    let mut last: Option<i64> = None;
+    for s in sorted {
+        if last.is_none_or(|l| s.0.saturating_sub(l) >= window) {
+            keep(s);
+        }
+        last = Some(s.0);
     }
 }
 
@@ -295,131 +342,231 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
-/// The kept times of one key: almost always one.
-enum Kept {
-    One(i64),
-    Many(Vec<i64>),
-}
-
-impl Kept {
-    fn any(&self, f: impl Fn(i64) -> bool) -> bool {
-        match self {
-            Kept::One(t) => f(*t),
-            Kept::Many(ts) => ts.iter().any(|t| f(*t)),
-        }
-    }
-
-    fn push(&mut self, t: i64) {
-        match self {
-            Kept::One(first) => *self = Kept::Many(vec![*first, t]),
-            Kept::Many(ts) => ts.push(t),
-        }
-    }
-
-    /// Removes one `t`; whether none is left.
-    fn remove(&mut self, t: i64) -> bool {
-        match self {
-            Kept::One(_) => true,
-            Kept::Many(ts) => {
-                if let Some(i) = ts.iter().position(|x| *x == t) {
-                    ts.swap_remove(i);
-                }
-                match ts[..] {
-                    [] => true,
-                    [one] => {
-                        *self = Kept::One(one);
-                        false
-                    }
-                    _ => false,
-                }
-            }
-        }
-    }
-}
-
-/// One worker's keys: the kept times of each, and the order in which they expire.
-pub(crate) struct DedupState {
+/// What the deciding operator needs besides its inputs.
+struct Settings {
     window: i64,
+    /// How long a sighting is remembered: window + lateness.
     retain: i64,
-    clock: i64,
-    kept: HashMap<(u64, u64), Kept>,
-    expiry: BinaryHeap<Reverse<(i64, (u64, u64))>>,
+    /// Processing time: the clock is `wall`, and a timer keeps expiring while idle.
+    processing: bool,
+    wall: Clock,
+    tick: Duration,
     entries: Arc<AtomicI64>,
     peak: Arc<AtomicI64>,
 }
 
-impl DedupState {
-    pub(crate) fn new(
-        window: i64,
-        lateness: i64,
-        entries: Arc<AtomicI64>,
-        peak: Arc<AtomicI64>,
-    ) -> Self {
-        DedupState {
-            window,
-            retain: window.saturating_add(lateness),
-            clock: i64::MIN,
-            kept: HashMap::new(),
-            expiry: BinaryHeap::new(),
-            entries,
-            peak,
-        }
-    }
-
-    /// Kept times held now.
-    pub(crate) fn len(&self) -> usize {
-        self.expiry.len()
-    }
-
-    /// Moves the clock to `now` (never back) and forgets the kept times it leaves behind.
-    pub(crate) fn advance(&mut self, now: i64) {
-        if now <= self.clock {
-            return;
-        }
-        self.clock = now;
-        let mut forgotten = 0;
-        while let Some(Reverse((t, key))) = self.expiry.peek().copied() {
-            if t.saturating_add(self.retain) > now {
-                break;
-            }
-            self.expiry.pop();
-            forgotten += 1;
-            if let Some(kept) = self.kept.get_mut(&key) {
-                if kept.remove(t) {
-                    self.kept.remove(&key);
-                }
-            }
-        }
-        if forgotten > 0 {
-            self.entries.fetch_sub(forgotten, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether a message with `key` at `time` is kept (and remembered) or a duplicate.
-    pub(crate) fn observe(&mut self, key: (u64, u64), time: i64) -> bool {
-        self.advance(time);
-        let window = self.window;
-        let near = |t: i64| time.abs_diff(t) < window.unsigned_abs();
-        match self.kept.get_mut(&key) {
-            Some(kept) if kept.any(near) => return false,
-            Some(kept) => kept.push(time),
-            None => {
-                self.kept.insert(key, Kept::One(time));
-            }
-        }
-        self.expiry.push(Reverse((time, key)));
-        let now = self.entries.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak.fetch_max(now, Ordering::Relaxed);
-        true
-    }
+/// The worker (of `peers`) that owns a key: every sighting of it, its messages and its kept
+/// decisions meet there.
+fn owner(key: (u64, u64)) -> u64 {
+    key.0
 }
 
-impl Drop for DedupState {
-    fn drop(&mut self) {
-        // The gauge sums the workers of this process: take this worker's share out.
-        self.entries
-            .fetch_sub(self.expiry.len() as i64, Ordering::Relaxed);
-    }
+/// Decides, per epoch, which keyed messages are kept, on differential dataflow:
+///
+/// - every keyed message is a sighting `((key, (time, epoch, digest)), epoch, +1)`;
+/// - the sightings, arranged by key (the step's whole state), feed a `reduce` that keeps, per
+///   key, the sightings [`kept_sightings`] keeps; a message is kept when its own sighting
+///   appears among them in its own epoch;
+/// - a sighting is retracted once this worker's clock passes `time + retain`: the deciding
+///   operator finds expired sightings in the arrangement's trace and sends their retractions
+///   around a feedback loop, one epoch later, so that the arrangement compacts them away.
+fn decide<'s>(stream: StreamVec<'s, Epoch, Keyed>, s: Settings) -> StreamVec<'s, Epoch, Keyed> {
+    let scope = stream.scope();
+    let sightings = stream
+        .clone()
+        .unary::<CapacityContainerBuilder<Vec<Update>>, _, _, _>(
+            Local,
+            "DedupSightings",
+            |_, _| {
+                |input, output| {
+                    input.for_each(|cap, data| {
+                        let Some(epoch) = cap.least().copied() else {
+                            return;
+                        };
+                        output
+                            .session(&cap)
+                            .give_iterator(data.iter().filter_map(|k| {
+                                k.key
+                                    .map(|key| ((key, (k.time, epoch, k.tiebreak)), epoch, 1isize))
+                            }));
+                    });
+                }
+            },
+        );
+    let (loop_handle, looped) = scope.feedback::<Vec<Update>>(1);
+    let arranged = sightings.concat(looped).as_collection().arrange_by_key();
+    let trace = arranged.trace.clone();
+    let window = s.window;
+    let kept = arranged
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<(u64, u64), Sighting, _, _>, _, _>(
+            "DedupKeep",
+            move |_key, input, output| {
+                kept_sightings(input.iter().map(|(s, _)| *s), window, |s| {
+                    output.push((*s, 1isize))
+                });
+            },
+            |vec, key, updates| {
+                vec.clear();
+                vec.extend(updates.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+            },
+        )
+        .as_collection(|k, v| (*k, *v))
+        .inner;
+
+    let mut builder = OperatorBuilder::new("Deduplicate".to_string(), scope);
+    let info = builder.operator_info();
+    let activator = scope.activator_for(info.address.clone());
+    // Keyless messages are spread round robin.
+    let mut next = scope.index() as u64;
+    let route = move |k: &Keyed| match k.key {
+        Some(key) => owner(key),
+        None => {
+            next = next.wrapping_add(1);
+            next
+        }
+    };
+    let mut messages = builder.new_input(stream, Exchange::new(route));
+    let mut kept_input = builder.new_input(kept, Exchange::new(|u: &Update| owner((u.0).0)));
+    let (decided_output, decided) = builder.new_output::<Vec<Keyed>>();
+    let mut decided_output =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Keyed>>>::from(decided_output);
+    // Retractions are sent at the messages' frontier, never because of what the `reduce`
+    // says: no progress path from the kept input, so the loop is no cycle of progress.
+    let (expired_output, expired) = builder
+        .new_output_connection::<Vec<Update>, _>([(0, Antichain::from_elem(Default::default()))]);
+    let mut expired_output =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Update>>>::from(expired_output);
+    builder.build(move |mut caps| {
+        let mut expire_cap = caps.pop();
+        // Holding the decisions' initial capability would keep every epoch open.
+        drop(caps);
+        let mut trace = Some(trace);
+        let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<Keyed>)> = BTreeMap::new();
+        let mut kept: HashMap<Epoch, HashSet<KeyedSighting>> = HashMap::new();
+        let mut clock = i64::MIN;
+        let mut next_sweep: Option<i64> = None;
+        // The epoch at which the last retractions sent reach the arrangement.
+        let mut retracting: Option<Epoch> = None;
+        let mut reported = 0i64;
+        let mut scratch: Vec<Update> = Vec::new();
+        move |frontiers| {
+            let (messages_frontier, kept_frontier) = (&frontiers[0], &frontiers[1]);
+            messages.for_each(|cap, data| {
+                let Some(epoch) = cap.least().copied() else {
+                    return;
+                };
+                match stash.entry(epoch) {
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        e.get_mut().1.append(data)
+                    }
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        if let Some(held) = cap.retain_least(0) {
+                            v.insert((held, std::mem::take(data)));
+                        }
+                    }
+                }
+            });
+            kept_input.for_each(|_, data| {
+                for ((key, sighting), time, diff) in data.drain(..) {
+                    if sighting.1 == time && diff > 0 {
+                        kept.entry(time).or_default().insert((key, sighting));
+                    }
+                }
+            });
+            // An epoch is decided once its messages and the `reduce`'s output for it are in.
+            while let Some(epoch) = stash.keys().next().copied() {
+                if messages_frontier.less_equal(&epoch) || kept_frontier.less_equal(&epoch) {
+                    break;
+                }
+                let Some((held, batch)) = stash.remove(&epoch) else {
+                    break;
+                };
+                let mut first = kept.remove(&epoch).unwrap_or_default();
+                let mut out = decided_output.activate();
+                let mut session = out.session(&held);
+                session.give_iterator(batch.into_iter().map(|mut k| {
+                    // The clock moves with the epochs decided, not with those still arriving:
+                    // what a later epoch needs stays until it is decided.
+                    clock = clock.max(k.time);
+                    k.kept = match k.key {
+                        Some(key) => first.remove(&(key, (k.time, epoch, k.tiebreak))),
+                        None => true,
+                    };
+                    k
+                }));
+            }
+            kept.retain(|t, _| kept_frontier.less_equal(t) || messages_frontier.less_equal(t));
+
+            if s.processing {
+                clock = clock.max(s.wall.now());
+            }
+            // Retractions go out at the messages' frontier; none once the input is done.
+            match (messages_frontier.frontier().first(), expire_cap.as_mut()) {
+                (Some(t), Some(cap)) if cap.time() < t => cap.downgrade(t),
+                (None, _) => expire_cap = None,
+                _ => {}
+            }
+            let Some(tr) = trace.as_mut() else { return };
+            // Sweep when the clock has moved enough, and only over a trace that holds the
+            // last retractions (else they would be sent twice).
+            let caught_up = retracting.is_none_or(|t| !kept_frontier.less_equal(&t));
+            let due = next_sweep.is_none_or(|at| clock >= at);
+            if let (Some(cap), true, true) = (expire_cap.as_ref(), caught_up, due) {
+                if clock > i64::MIN {
+                    // Sent at the held time, the loop delivers them one epoch later: the
+                    // updates must say so (differential wants no update before its message).
+                    let at = *cap.time() + 1;
+                    let horizon = clock.saturating_sub(s.retain);
+                    let mut batches = Vec::new();
+                    tr.map_spans(|span| batches.extend(span.inner.clone()));
+                    let (mut cursor, storage) = cursor_list(batches);
+                    while cursor.key_valid(&storage) {
+                        let key = *cursor.key(&storage);
+                        while cursor.val_valid(&storage) {
+                            let sighting = *cursor.val(&storage);
+                            if sighting.0 <= horizon {
+                                let mut count = 0isize;
+                                cursor.map_times(&storage, |_, r| count += *r);
+                                if count > 0 {
+                                    scratch.push(((key, sighting), at, -count));
+                                }
+                            }
+                            cursor.step_val(&storage);
+                        }
+                        cursor.step_key(&storage);
+                    }
+                    if !scratch.is_empty() {
+                        retracting = Some(at);
+                        expired_output
+                            .activate()
+                            .session(cap)
+                            .give_iterator(scratch.drain(..));
+                    }
+                    next_sweep = Some(clock.saturating_add((s.retain / 8).max(1)));
+                }
+            }
+            // Let the arrangement compact up to what is complete.
+            tr.set_logical_compaction(kept_frontier.frontier());
+            tr.set_physical_compaction(kept_frontier.frontier());
+            let mut size = 0usize;
+            tr.map_spans(|span| size += span.inner.as_ref().map_or(0, |b| b.len()));
+            let size = size as i64;
+            let now = s.entries.fetch_add(size - reported, Ordering::Relaxed) + size - reported;
+            reported = size;
+            s.peak.fetch_max(now, Ordering::Relaxed);
+            if messages_frontier.is_empty() && kept_frontier.is_empty() {
+                // Done: give the state (and the gauge's share) back.
+                trace = None;
+                s.entries.fetch_sub(reported, Ordering::Relaxed);
+                reported = 0;
+            } else if s.processing && size > 0 && expire_cap.is_some() {
+                // An idle stream must expire too: the clock moves without records.
+                activator.activate_after(s.tick);
+            }
+        }
+    });
+    expired.connect_loop(loop_handle);
+    decided
 }
 
 impl<'s> PTransform<PCollection<'s, Message>> for Deduplicate {
@@ -430,16 +577,16 @@ impl<'s> PTransform<PCollection<'s, Message>> for Deduplicate {
     fn expand(self, input: PCollection<'s, Message>) -> Self::Output {
         let metrics = input.metrics();
         let label = input.step_name(DUPLICATE_ERROR_TYPE);
-        let entries = metrics.gauge(Gauge::DedupEntries, &label);
-        let peak = metrics.gauge(Gauge::DedupEntriesPeak, &label);
+        let settings = Settings {
+            window: millis(self.window),
+            retain: millis(self.window).saturating_add(millis(self.lateness)),
+            processing: self.time == DedupTime::ProcessingTime,
+            wall: self.clock.clone(),
+            tick: self.tick(),
+            entries: metrics.gauge(Gauge::DedupEntries, &label),
+            peak: metrics.gauge(Gauge::DedupEntriesPeak, &label),
+        };
         let duplicates = metrics.counter(Counter::Duplicates, &label);
-        let state = Rc::new(RefCell::new(DedupState::new(
-            millis(self.window),
-            millis(self.lateness),
-            entries,
-            peak,
-        )));
-        let tick = self.tick();
         let lateness = millis(self.lateness);
         let Deduplicate {
             key,
@@ -450,10 +597,9 @@ impl<'s> PTransform<PCollection<'s, Message>> for Deduplicate {
             ..
         } = self;
 
-        let stamp_clock = clock.clone();
         let key_for_stamp = key.clone();
         let keyed = input.map(move |message: Message| {
-            let now = stamp_clock.now();
+            let now = clock.now();
             let time = match time {
                 DedupTime::ProcessingTime => now,
                 DedupTime::SubmissionTimestamp => {
@@ -463,60 +609,22 @@ impl<'s> PTransform<PCollection<'s, Message>> for Deduplicate {
             Keyed {
                 key: key_for_stamp.value(&message).map(|v| digest(&v)),
                 time,
+                tiebreak: message.hashed(),
+                kept: false,
                 message,
             }
         });
-
-        // Every copy of a key meets on one worker; keyless messages are spread round robin.
-        let stream = keyed.stream();
-        let scope = stream.scope();
-        let mut next = scope.index() as u64;
-        let route = move |k: &Keyed| match k.key {
-            Some((a, _)) => a,
-            None => {
-                next = next.wrapping_add(1);
-                next
-            }
-        };
-        let timer_state = state.clone();
-        let processing = time == DedupTime::ProcessingTime;
-        let exchanged = stream.unary_frontier::<CapacityContainerBuilder<Vec<Keyed>>, _, _, _>(
-            Exchange::new(route),
-            "DeduplicateExchange",
-            move |initial, info| {
-                // Holding the initial capability would keep every epoch open.
-                drop(initial);
-                let activator = scope.activator_for(info.address.clone());
-                move |(input, frontier), output| {
-                    input.for_each(|cap, data| {
-                        output.session(&cap).give_container(data);
-                    });
-                    if processing {
-                        // Forget on a timer too: an idle stream's state must shrink.
-                        let mut state = timer_state.borrow_mut();
-                        state.advance(clock.now());
-                        if !frontier.is_empty() && state.len() > 0 {
-                            activator.activate_after(tick);
-                        }
-                    }
-                }
-            },
-        );
-        let exchanged: PCollection<'s, Keyed> = keyed.derive(exchanged);
+        let decided: PCollection<'s, Keyed> = keyed.derive(decide(keyed.stream(), settings));
 
         let message = format!(
-            "duplicate: a message with the same {} was kept less than {} s apart",
+            "duplicate: a message with the same {} was seen less than {} s before",
             key.describe(),
             window.as_secs()
         );
-        let decide = move |k: &Keyed| match k.key {
-            Some(key) => state.borrow_mut().observe(key, k.time),
-            None => true,
-        };
         match on_duplicate {
             OnDuplicate::DeadLetter => {
-                exchanged.try_map_owned(DUPLICATE_ERROR_TYPE, move |k: Keyed| {
-                    if decide(&k) {
+                decided.try_map_owned(DUPLICATE_ERROR_TYPE, move |k: Keyed| {
+                    if k.kept {
                         Ok(k.message)
                     } else {
                         duplicates.fetch_add(1, Ordering::Relaxed);
@@ -527,8 +635,8 @@ impl<'s> PTransform<PCollection<'s, Message>> for Deduplicate {
                 })
             }
             OnDuplicate::Drop => {
-                let output = exchanged.flat_map(move |k: Keyed| {
-                    if decide(&k) {
+                let output = decided.flat_map(move |k: Keyed| {
+                    if k.kept {
                         Some(k.message)
                     } else {
                         duplicates.fetch_add(1, Ordering::Relaxed);
@@ -546,50 +654,36 @@ impl<'s> PTransform<PCollection<'s, Message>> for Deduplicate {
 mod tests {
     use super::*;
 
-    fn state(window: i64, lateness: i64) -> DedupState {
-        DedupState::new(window, lateness, Arc::default(), Arc::default())
+    fn kept(sightings: &[Sighting], window: i64) -> Vec<Sighting> {
+        let mut sorted = sightings.to_vec();
+        sorted.sort();
+        let mut out = Vec::new();
+        kept_sightings(&sorted, window, |s| out.push(*s));
+        out
     }
 
     #[test]
-    fn keeps_the_first_copy_and_one_after_the_window() {
-        let mut s = state(10, 0);
-        assert!(s.observe((1, 1), 0));
-        assert!(!s.observe((1, 1), 9), "within the window");
-        assert!(s.observe((2, 2), 9), "another key");
-        assert!(s.observe((1, 1), 10), "after the window");
-        assert!(!s.observe((1, 1), 15));
-    }
-
-    #[test]
-    fn a_late_copy_meets_every_kept_time_within_the_lateness() {
-        let mut s = state(10, 100);
-        assert!(s.observe((1, 1), 50));
-        assert!(
-            s.observe((1, 1), 20),
-            "30 earlier: outside the window, kept"
+    fn keeps_the_first_sighting_and_one_after_a_gap_of_a_window() {
+        let out = kept(&[(0, 0, 1), (9, 0, 1), (10, 1, 1), (25, 1, 1)], 10);
+        assert_eq!(
+            out,
+            vec![(0, 0, 1), (25, 1, 1)],
+            "9 suppresses 10 (a window after the last sighting)"
         );
-        assert!(!s.observe((1, 1), 25), "near the late copy");
-        assert!(!s.observe((1, 1), 55), "near the first copy");
-        assert_eq!(s.len(), 2);
+        let out = kept(&[(0, 0, 1), (10, 1, 1), (20, 2, 1)], 10);
+        assert_eq!(out.len(), 3, "a window apart: all kept");
     }
 
     #[test]
-    fn forgets_what_the_clock_leaves_behind_and_counts_it() {
-        let entries = Arc::new(AtomicI64::new(0));
-        let peak = Arc::new(AtomicI64::new(0));
-        let mut s = DedupState::new(10, 5, entries.clone(), peak.clone());
-        for k in 0..100 {
-            assert!(s.observe((k, k), k as i64));
-        }
-        // at time 99 only keys kept at times > 99 - 15 remain
-        assert_eq!(s.len(), 15);
-        assert_eq!(entries.load(Ordering::Relaxed), 15);
-        assert_eq!(peak.load(Ordering::Relaxed), 15);
-        s.advance(1_000);
-        assert_eq!(s.len(), 0);
-        assert_eq!(entries.load(Ordering::Relaxed), 0);
-        drop(s);
-        assert_eq!(entries.load(Ordering::Relaxed), 0);
+    fn of_copies_at_one_time_the_earlier_epoch_then_the_smaller_digest_wins() {
+        assert_eq!(kept(&[(5, 2, 1), (5, 1, 9)], 10), vec![(5, 1, 9)]);
+        assert_eq!(kept(&[(5, 1, 9), (5, 1, 3)], 10), vec![(5, 1, 3)]);
+    }
+
+    #[test]
+    fn a_late_copy_before_the_others_is_first() {
+        // arrived last (epoch 7), earliest in time: it is first, the later ones follow it
+        assert_eq!(kept(&[(50, 1, 1), (45, 7, 1)], 10), vec![(45, 7, 1)]);
     }
 
     #[test]

@@ -47,7 +47,7 @@ mod operators;
 mod pcollection;
 mod pipeline;
 
-pub use counts::{CountOutcomes, OutcomeCounts, OutcomeKey, OutcomeSnapshot};
+pub use counts::{CountOutcomes, OutcomeCounts, OutcomeKey, OutcomeRows, OutcomeSnapshot};
 pub use dead_letter::{reduce_message, truncate_utf8, DeadLetter, Failure, MAX_ATTRIBUTE_BYTES};
 pub use dedup::{Clock, DedupKey, DedupTime, Deduplicate, OnDuplicate, DUPLICATE_ERROR_TYPE};
 pub use error::{chain, BoxError, Error, Result};

@@ -57,7 +57,8 @@ impl Counter {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Gauge {
-    /// Keys (kept event times) a `Deduplicate` step holds now, by step: what its memory is.
+    /// Updates a `Deduplicate` step's arrangement holds now (its sightings, and retractions
+    /// not yet merged away), by step: what its memory is.
     DedupEntries,
     /// The most [`Gauge::DedupEntries`] held at once during the run, by step.
     DedupEntriesPeak,

@@ -150,6 +150,11 @@ impl<'s, T: Element> PCollection<'s, T> {
         self.stream.clone()
     }
 
+    /// The index of this process in a cluster (0 alone).
+    pub(crate) fn process_index(&self) -> usize {
+        self.ctx.shared.process_index
+    }
+
     /// The full name of a step applied here (the `apply` prefixes and `name`).
     pub(crate) fn step_name(&self, name: &str) -> String {
         self.ctx.step_name(name)

@@ -36,24 +36,32 @@ fn message(uri: Option<&str>, ms: i64, payload: &str) -> Message {
     }
 }
 
-/// The logic as a plain loop: a message is a duplicate when a kept message with its `uri` lies
-/// less than the window away in time; messages without `uri` pass.
+/// The logic as a plain loop over the stream in event-time order: a message is a duplicate
+/// when another message with its `uri` (kept or a duplicate) lies less than the window before
+/// it, or at the same time and arrived before it; messages without `uri` pass.
 fn model(input: &[Message]) -> (Vec<Message>, Vec<Message>) {
-    let mut kept: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut order: Vec<(i64, usize)> = input
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (
+                chrono_free_millis(m.attribute("submission_timestamp").unwrap()),
+                i,
+            )
+        })
+        .collect();
+    order.sort();
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
     let (mut out, mut dead) = (Vec::new(), Vec::new());
-    for m in input {
+    for (t, i) in order {
+        let m = &input[i];
         let Some(uri) = m.attribute("uri") else {
             out.push(m.clone());
             continue;
         };
-        let ts = m.attribute("submission_timestamp").unwrap();
-        let t = chrono_free_millis(ts);
-        let times = kept.entry(uri.to_string()).or_default();
-        if times.iter().any(|k| (t - k).abs() < WINDOW_MS) {
-            dead.push(m.clone());
-        } else {
-            times.push(t);
-            out.push(m.clone());
+        match last.insert(uri.to_string(), t) {
+            Some(l) if t - l < WINDOW_MS => dead.push(m.clone()),
+            _ => out.push(m.clone()),
         }
     }
     out.sort();
@@ -271,8 +279,9 @@ fn same_output_and_duplicates_as_the_model_on_a_two_process_cluster() {
 }
 
 /// 200,000 messages, one per millisecond, 5% of them copies of a message up to two windows
-/// earlier: the state never holds more than the window's keys (one per millisecond, so 1,000),
-/// a copy within the window is a duplicate and one after it is kept, exactly as the model says.
+/// earlier: the arrangement, as differential reports its size (updates in its trace's batches),
+/// stays within a few windows' worth of sightings (one per millisecond, so 1,000 a window), a
+/// copy within the window is a duplicate and one after it is kept, exactly as the model says.
 #[test]
 fn state_stays_within_the_window_over_a_long_stream() {
     let n = 200_000i64;
@@ -313,9 +322,12 @@ fn state_stays_within_the_window_over_a_long_stream() {
     let s = metrics.snapshot();
     let peak = s.gauges[&(Gauge::DedupEntriesPeak, "dedup/Duplicate".to_string())];
     let now = s.gauges[&(Gauge::DedupEntries, "dedup/Duplicate".to_string())];
+    // The window holds 1,000 sightings, plus those the next sweep (an eighth of the window
+    // later) retracts, plus retractions not yet merged away: a bound of the window's size,
+    // where a state that never forgot would reach 200,000.
     assert!(
-        (900..=1_000).contains(&peak),
-        "peak state {peak} entries: the window holds at most 1,000 keys (and is used)"
+        (1_000..=4_000).contains(&peak),
+        "peak arrangement size {peak}: at most 4 windows' worth (and the window is used)"
     );
     assert_eq!(now, 0, "a finished step gives its state back");
     assert!(
@@ -375,14 +387,21 @@ fn an_idle_stream_forgets_on_processing_time() {
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
         let until = Instant::now() + Duration::from_secs(60);
         while !f() {
-            assert!(Instant::now() < until, "gave up waiting for {what}");
+            assert!(
+                Instant::now() < until,
+                "gave up waiting for {what} (dedup entries {})",
+                entries()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     };
     wait_for("110 records through the step", &|| {
         out.len() + dead.len() == 110
     });
-    assert_eq!(entries(), 100);
+    // every sighting is in the arrangement, the duplicates' too (one update with a count of
+    // 2 when a copy arrived in its original's epoch)
+    wait_for("the sightings in the arrangement", &|| entries() >= 100);
+    assert!((100..=110).contains(&entries()), "{}", entries());
     assert_eq!(dead.len(), 10);
     // idle from here on: only the clock moves
     now.fetch_add(61_000, Ordering::SeqCst);

@@ -104,6 +104,11 @@ pub struct DedupConfig {
     /// What happens to a duplicate.
     #[serde(default)]
     pub on_duplicate: OnDuplicateConfig,
+    /// Where duplicates are written instead of the dead-letter sink (`[dedup.sink]`, any sink
+    /// type), in the dead-letter message form (`error_type` `Duplicate`); none: with the other
+    /// dead letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkConfig>,
 }
 
 /// The clock of `[dedup]`.
@@ -137,6 +142,20 @@ pub struct CountsConfig {
     /// Whether outcomes are counted (the section's presence turns it on).
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+    /// Where the counts are written as periodic snapshot rows (`[counts.sink]`, any sink
+    /// type): one row per namespace, doctype, version, outcome and minute whose count changed,
+    /// a JSON payload (`format = "decoded"` writes it as is); none: only the metrics endpoint
+    /// and the status page show them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkConfig>,
+    /// How often rows are written: `"60s"` (a last set is written when the input ends).
+    #[serde(default = "default_counts_every", with = "units::duration")]
+    pub every: Duration,
+}
+
+/// Counts rows once a minute.
+pub fn default_counts_every() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// A section that is given is on unless it says otherwise.
@@ -745,16 +764,34 @@ impl Documented for DedupConfig {
             "\"dead_letter\"",
             "a `Duplicate` dead letter, or dropped and counted (`sluice_duplicates_total`)",
         ),
+        Key::optional(
+            "sink",
+            ty::TABLE,
+            "a sink of any type (see `[sink]`) that takes the duplicates instead of the dead-letter sink, in the dead-letter envelope",
+        ),
     ];
 }
 
 impl Documented for CountsConfig {
-    const KEYS: &'static [Key] = &[Key::default(
-        "enabled",
-        ty::BOOL,
-        "true",
-        "whether outcomes are counted (the section's presence turns it on)",
-    )];
+    const KEYS: &'static [Key] = &[
+        Key::default(
+            "enabled",
+            ty::BOOL,
+            "true",
+            "whether outcomes are counted (the section's presence turns it on)",
+        ),
+        Key::optional(
+            "sink",
+            ty::TABLE,
+            "a sink of any type (see `[sink]`) that receives periodic snapshot rows: namespace, doctype, version, outcome, minute, count, process",
+        ),
+        Key::default(
+            "every",
+            ty::DURATION,
+            "\"60s\"",
+            "how often snapshot rows are written (a last set when the input ends)",
+        ),
+    ];
 }
 
 impl Documented for RouteConfig {

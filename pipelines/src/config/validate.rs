@@ -66,10 +66,16 @@ pub(super) fn top_level_keys() -> &'static [&'static str] {
 pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
     // Missing sections are reported below, with the kinds they may have.
     let missing: Vec<Vec<String>> = TAGGED.iter().map(|s| vec![s.to_string()]).collect();
-    check_as::<TopLevel>(Value::Table(root.clone()), "", &missing, errors);
+    check_as::<TopLevel>(
+        Value::Table(without_nested_sinks(root)),
+        "",
+        &missing,
+        errors,
+    );
     check_tagged::<SourceConfig>(root, "source", errors);
     check_tagged::<SinkConfig>(root, "sink", errors);
     check_dead_letter(root, errors);
+    check_nested_sinks(root, errors);
 
     // Rules across keys.
     let job = root.get("job").and_then(Value::as_str);
@@ -221,6 +227,73 @@ pub(super) fn validate(root: &toml::Table, errors: &mut Vec<ConfigError>) {
             errors.push(ConfigError::new(
                 "dead_letter.format",
                 format!("dead letters are written in the replayable `json` envelope (their error attributes would be lost), found {f:?}"),
+            ));
+        }
+    }
+}
+
+/// The sections whose `sink` key is a sink of its own: `[dedup.sink]`, `[counts.sink]`.
+const NESTED_SINKS: &[&str] = &["dedup", "counts"];
+
+/// `root` without the nested sinks, which [`check_nested_sinks`] checks with their paths (the
+/// typed section would read them as one tagged enum and lose the paths).
+fn without_nested_sinks(root: &toml::Table) -> toml::Table {
+    let mut root = root.clone();
+    for section in NESTED_SINKS {
+        if let Some(Value::Table(t)) = root.get_mut(*section) {
+            t.remove("sink");
+        }
+    }
+    root
+}
+
+/// `[dedup.sink]` and `[counts.sink]`: each a sink like `[sink]`; duplicates are dead letters,
+/// so their sink takes the dead letters' formats; a sink for dropped duplicates is a mistake.
+fn check_nested_sinks(root: &toml::Table, errors: &mut Vec<ConfigError>) {
+    for section in NESTED_SINKS {
+        let Some(Value::Table(t)) = root.get(*section) else {
+            continue;
+        };
+        let Some(sink) = t.get("sink") else { continue };
+        let key = format!("{section}.sink");
+        let mut nested = toml::Table::new();
+        nested.insert(key.clone(), sink.clone());
+        check_tagged::<SinkConfig>(&nested, &key, errors);
+        if *section != "dedup" {
+            continue;
+        }
+        if t.get("on_duplicate").and_then(Value::as_str) == Some("drop") {
+            errors.push(ConfigError::new(
+                key.clone(),
+                "on_duplicate = \"drop\" writes no duplicate: remove `[dedup.sink]` or set on_duplicate = \"dead_letter\"",
+            ));
+        }
+        let kind = sink.get("type").and_then(Value::as_str);
+        let format = sink.get("format").and_then(Value::as_str);
+        match (kind, format) {
+            (Some("bigquery"), f) if f != Some("raw") => errors.push(ConfigError::new(
+                format!("{key}.format"),
+                format!("duplicates are dead letters: written to BigQuery in the `raw` format (every attribute a column), found {:?}", f.unwrap_or("payload")),
+            )),
+            (Some("bigquery" | "kafka"), _) | (_, None | Some("json")) => {}
+            (_, Some(f)) => errors.push(ConfigError::new(
+                format!("{key}.format"),
+                format!("duplicates are dead letters: written in the replayable `json` envelope (their error attributes would be lost), found {f:?}"),
+            )),
+        }
+    }
+    if let Some(Value::Table(t)) = root.get("counts") {
+        let zero = match t.get("every") {
+            Some(Value::String(w)) => {
+                sluice_transforms::io::units::parse_duration(w).is_ok_and(|w| w.is_zero())
+            }
+            Some(Value::Integer(0)) => true,
+            _ => false,
+        };
+        if zero {
+            errors.push(ConfigError::new(
+                "counts.every",
+                "expected a period above zero",
             ));
         }
     }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use sluice::{
     BoxError, CountOutcomes, Counter, DeadLetters, DedupKey, DedupTime, Deduplicate, EpochBounds,
-    InFlightBounds, Message, Metrics, OnDuplicate, Pipeline, PipelineBuilder, Sink, SinkContext,
-    SinkWriter,
+    InFlightBounds, Message, Metrics, OnDuplicate, OutcomeRows, Pipeline, PipelineBuilder, Sink,
+    SinkContext, SinkWriter,
 };
 use sluice_schemas::SchemaRegistry;
 use sluice_transforms::decode::{attr, Decoder, DecompressPayload, GeoError, GeoLookup};
@@ -280,6 +280,16 @@ pub fn problems(config: &JobConfig) -> Vec<(String, JobError)> {
             found.push((format!("routes[{i}].sink"), e));
         }
     }
+    let (dedup, counts) = extra_sink_configs(config);
+    for (key, sink) in dedup
+        .map(|s| ("dedup.sink", s))
+        .into_iter()
+        .chain(counts.map(|s| ("counts.sink", s)))
+    {
+        if let Err(e) = check_sink(sink) {
+            found.push((key.to_string(), e));
+        }
+    }
     if let Err(e) = registry_for(config) {
         found.push(("decoder.schemas".to_string(), e));
     }
@@ -446,6 +456,40 @@ pub struct Prepared {
     sink: AnySink,
     dead_letter_sink: AnySink,
     routes: Routes,
+    extra: ExtraSinks,
+}
+
+/// The sinks of `[dedup]` and `[counts]`, when they have one.
+#[derive(Clone, Default)]
+struct ExtraSinks {
+    duplicates: Option<AnySink>,
+    counts: Option<AnySink>,
+}
+
+impl ExtraSinks {
+    fn for_config(config: &JobConfig) -> Result<Self, JobError> {
+        let (dedup, counts) = extra_sink_configs(config);
+        Ok(ExtraSinks {
+            duplicates: dedup.map(sink_for).transpose()?,
+            counts: counts.map(sink_for).transpose()?,
+        })
+    }
+}
+
+/// The `[dedup]` and `[counts]` sinks a config gives (for the sections that are on).
+fn extra_sink_configs(config: &JobConfig) -> (Option<&SinkConfig>, Option<&SinkConfig>) {
+    let decoder = config.job == JobKind::Decoder;
+    let dedup = config
+        .dedup
+        .as_ref()
+        .filter(|d| d.enabled && decoder)
+        .and_then(|d| d.sink.as_ref());
+    let counts = config
+        .counts
+        .as_ref()
+        .filter(|c| c.enabled && decoder)
+        .and_then(|c| c.sink.as_ref());
+    (dedup, counts)
 }
 
 impl Prepared {
@@ -459,6 +503,7 @@ impl Prepared {
         let dead_letter_sink = sink_for(&config.dead_letter.sink)?;
         let routes = routes_for(&config)?;
         let geo = geo_for(&config)?;
+        let extra = ExtraSinks::for_config(&config)?;
         Ok(Prepared {
             config,
             registry,
@@ -467,6 +512,7 @@ impl Prepared {
             sink,
             dead_letter_sink,
             routes,
+            extra,
         })
     }
 
@@ -529,6 +575,7 @@ impl Prepared {
             sink,
             dead_letter_sink,
             routes,
+            extra,
         } = self;
         let summary = pipeline.run(move |p| {
             let parts = JobParts {
@@ -539,6 +586,7 @@ impl Prepared {
                 sink: sink.clone(),
                 dead_letter_sink: dead_letter_sink.clone(),
                 routes: routes.clone(),
+                extra: extra.clone(),
             };
             build(p, parts, &metrics)
         })?;
@@ -641,6 +689,7 @@ struct JobParts<'a> {
     sink: AnySink,
     dead_letter_sink: AnySink,
     routes: Routes,
+    extra: ExtraSinks,
 }
 
 fn build(
@@ -731,14 +780,34 @@ fn build(
             }
         }
     };
-    let output = match &config.dedup {
-        Some(d) if d.enabled && config.job == JobKind::Decoder => output
-            .apply("dedup", deduplicate_for(d))
-            .failures_to(&mut dead_letters),
-        _ => output,
-    };
     let counting =
         config.job == JobKind::Decoder && config.counts.as_ref().is_some_and(|c| c.enabled);
+    // Duplicates written to `[dedup.sink]` (scrubbed and counted as dead letters would be).
+    let mut duplicates = None;
+    let output = match &config.dedup {
+        Some(d) if d.enabled && config.job == JobKind::Decoder => {
+            let result = output.apply("dedup", deduplicate_for(d));
+            match parts.extra.duplicates {
+                Some(sink) => {
+                    let dups = if counting {
+                        result
+                            .failures
+                            .apply("count_duplicates", CountOutcomes::new())
+                    } else {
+                        result.failures
+                    };
+                    duplicates = Some(dups.clone());
+                    let scrub = dead_letter_scrub(config);
+                    let mut collector = DeadLetters::for_pipeline_of(&dups);
+                    collector.push(dups.map(move |d| scrub.scrub_dead_letter(d)));
+                    collector.write_messages("write_duplicates", sink);
+                    result.output
+                }
+                None => result.failures_to(&mut dead_letters),
+            }
+        }
+        _ => output,
+    };
     // Counted as they are handed to the sinks: a record the sink then refuses is counted
     // once as decoded and once under its refusal's error_type.
     let output = if counting {
@@ -756,6 +825,14 @@ fn build(
     } else {
         all
     };
+    if let (Some(sink), Some(c)) = (parts.extra.counts, &config.counts) {
+        // Rows follow the last counting steps: the final rows hold every count.
+        let counted = match duplicates {
+            Some(d) => all.clone().concat(d),
+            None => all.clone(),
+        };
+        OutcomeRows::every(c.every).write(&counted, "write_counts", sink);
+    }
     let scrubbed = if scrub.is_empty() {
         all
     } else {
@@ -919,6 +996,9 @@ pub fn run_in_memory(config: &JobConfig, input: Vec<Message>) -> Result<MemoryRu
             sink: AnySink::Memory(o.clone()),
             dead_letter_sink: AnySink::Memory(d.clone()),
             routes: routes.clone(),
+            // on memory IO duplicates are dead letters even with a `[dedup.sink]`, and
+            // counts are not written: a config test compares outputs and dead letters
+            extra: ExtraSinks::default(),
         };
         build(p, parts, &metrics)
     })?;
