@@ -357,7 +357,11 @@ mod tests {
 
     fn job(extra: &str) -> JobConfig {
         config::parse_str(
-            &format!("job = \"sink\"\n{extra}\n[source]\ntype = \"file\"\npath = \"x\"\n[sink]\ntype = \"stdout\"\n[dead_letter]\ntype = \"stderr\"\n"),
+            // an input that exists: parsing checks that the pattern matches
+            &format!(
+                "job = \"sink\"\n{extra}\n[source]\ntype = \"file\"\npath = \"{}/Cargo.toml\"\n[sink]\ntype = \"stdout\"\n[dead_letter]\ntype = \"stderr\"\n",
+                env!("CARGO_MANIFEST_DIR")
+            ),
             &Overrides::new(),
         )
         .unwrap()
