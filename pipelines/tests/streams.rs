@@ -113,7 +113,13 @@ fn with_data_on_both_streams_logs_go_nowhere_or_to_the_log_file() {
     );
     let log = tmp.path().join("sluice.log");
     for log_file in [None, Some(&log)] {
-        let mut args = vec!["run", "--no-progress", cfg.to_str().unwrap()];
+        // each run reads the whole input (a file job resumes by default)
+        let mut args = vec![
+            "run",
+            "--no-progress",
+            "--from-start",
+            cfg.to_str().unwrap(),
+        ];
         if let Some(l) = log_file {
             args.extend(["--log-file", l.to_str().unwrap()]);
         }
