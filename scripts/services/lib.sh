@@ -59,6 +59,9 @@ service_stop() {
             sleep 0.1
         done
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+        # `setsid` made the server's `timeout` a process group leader: a server that ignored
+        # TERM (a hung emulator) would outlive `timeout` and keep its port, so the group goes too
+        kill -9 -- "-$pid" 2>/dev/null || true
         say "stopped (pid $pid)"
     else
         say "not running"
