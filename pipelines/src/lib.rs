@@ -5,7 +5,7 @@
 //! - [`jobs`]: the `decoder` and `sink` jobs, built from a config.
 //! - [`generate`]: realistic telemetry-like test submissions, deterministic per seed.
 //! - [`preflight`]: `sluice validate`: every problem of a config at once, touching nothing.
-//! - [`reference`]: the generated config reference and example configs.
+//! - [`reference`](mod@reference): the generated config reference and example configs.
 //! - [`logging`]: where logs and the summary go, so they never mix with data on stdout or
 //!   stderr.
 //! - [`check`]: the health checks made before a run reads (and by `sluice check`).
