@@ -122,18 +122,8 @@ pub(crate) fn units_of(path: &Path, size: u64, split_bytes: u64) -> io::Result<V
     if split_bytes == 0 || size <= split_bytes {
         return Ok(vec![Unit::whole(path.to_path_buf(), size)]);
     }
-    let mut file = File::open(path)?;
-    let mut magic = [0u8; 2];
-    let mut got = 0;
-    while got < 2 {
-        match file.read(&mut magic[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    if magic == [0x1f, 0x8b] {
+    // a gzipped file cannot be entered in the middle, whatever its name
+    if super::checkpoint::FileIdentity::of(path)?.gzip_magic {
         return Ok(vec![Unit::whole(path.to_path_buf(), size)]);
     }
     let points = split_points(File::open(path)?, size, split_bytes)?;
