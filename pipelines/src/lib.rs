@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod check;
 pub mod config;
 pub mod config_test;

@@ -279,6 +279,10 @@ impl Pipeline {
         self.check_bounds()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            // Blocking calls are file writes, fsyncs and renames (local object stores, state
+            // files): a few threads keep the disk busy, and each extra one keeps an allocator
+            // heap of its own (tokio's default of 512 let a burst of closing objects start 50).
+            .max_blocking_threads(BLOCKING_THREADS)
             .thread_name("sluice-io")
             .enable_all()
             .build()
@@ -503,6 +507,9 @@ where
 }
 
 /// How long a failing worker keeps stepping so the abort reaches the other processes.
+/// Threads of the io runtime's blocking pool (see [`Pipeline::run`]).
+const BLOCKING_THREADS: usize = 8;
+
 const ABORT_BROADCAST_GRACE: Duration = Duration::from_millis(500);
 
 /// Process-wide state of one run, shared by its workers and IO tasks.
