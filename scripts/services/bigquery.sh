@@ -6,7 +6,8 @@
 #   scripts/services/bigquery.sh status   exit 0 when it answers
 #   scripts/services/bigquery.sh env      print `export SLUICE_TEST_BIGQUERY_URL=...`
 #
-# Tests read SLUICE_TEST_BIGQUERY_URL (the REST root, e.g. http://127.0.0.1:9250) and
+# Tests read SLUICE_TEST_BIGQUERY_URL (the REST root, e.g. http://127.0.0.1:9250),
+# SLUICE_TEST_BIGQUERY_GRPC (the Storage Write API's host:port, 127.0.0.1:9260) and
 # SLUICE_TEST_BIGQUERY_PROJECT (test-proj); they create their own datasets.
 #
 # A protocol stand-in, not BigQuery's semantics (bqemulator 1.4.0, checked 2026-12): insertAll
@@ -79,7 +80,9 @@ case "${1:-}" in
     status) ready ;;
     env)
         echo "export SLUICE_TEST_BIGQUERY_URL=$URL"
+        echo "export SLUICE_TEST_BIGQUERY_GRPC=127.0.0.1:$GRPC_PORT"
         echo "export SLUICE_TEST_BIGQUERY_PROJECT=$PROJECT"
+        echo "export SLUICE_TEST_BIGQUERY_PYTHON=$VENV/bin/python"
         ;;
     *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
 esac

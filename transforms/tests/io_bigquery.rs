@@ -18,7 +18,7 @@ use sluice_schemas::bigquery::{raw_table_schema, Field, FieldType, Mode, TableSc
 use sluice_testing::conformance::{self, sink_conformance, SinkUnderTest};
 use sluice_transforms::io::bigquery::{
     Auth, BigQueryApi, BigQuerySink, InsertBatch, MemoryBigQuery, RestApi, RetryPolicy, RowFormat,
-    TableRef, TableTemplate,
+    StorageWriteApi, TableRef, TableTemplate,
 };
 
 /// A raw row (every attribute a column, `additional_properties` JSON, base64 payload) back
@@ -255,15 +255,40 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// The Storage Write API of the emulator (gRPC) with its REST API for tables.
+fn storage(url: &str, project: &str) -> Arc<StorageWriteApi> {
+    let grpc =
+        std::env::var("SLUICE_TEST_BIGQUERY_GRPC").unwrap_or_else(|_| "127.0.0.1:9260".into());
+    Arc::new(StorageWriteApi::new(project, Some((grpc, url.to_string()))))
+}
+
 #[test]
 fn conformance_emulator() {
     let Some((url, project)) = emulator() else {
         return;
     };
-    sink_conformance("bigquery emulator", || {
+    conformance_on_emulator("bigquery emulator", &url, &project, rest);
+}
+
+#[test]
+fn conformance_emulator_storage_write() {
+    let Some((url, project)) = emulator() else {
+        return;
+    };
+    conformance_on_emulator("bigquery emulator, storage write", &url, &project, storage);
+}
+
+fn conformance_on_emulator<A: BigQueryApi>(
+    name: &str,
+    url: &str,
+    project: &str,
+    api: impl Fn(&str, &str) -> Arc<A> + Clone + 'static,
+) {
+    let (url, project) = (url.to_string(), project.to_string());
+    sink_conformance(name, || {
         let dataset = unique("conf");
         let sink = BigQuerySink::new(
-            rest(&url, &project),
+            api(&url, &project),
             TableTemplate::parse(&format!("{dataset}.rows")).unwrap(),
         )
         .with_format(RowFormat::Raw)
@@ -293,8 +318,20 @@ fn emulator_refused_rows_and_missing_tables_are_dead_letters_and_the_rest_lands(
     let Some((url, project)) = emulator() else {
         return;
     };
+    refusals_on_emulator(&url, &project, rest(&url, &project));
+}
+
+#[test]
+fn emulator_storage_write_refused_rows_and_missing_tables_are_dead_letters_and_the_rest_lands() {
+    let Some((url, project)) = emulator() else {
+        return;
+    };
+    refusals_on_emulator(&url, &project, storage(&url, &project));
+}
+
+fn refusals_on_emulator<A: BigQueryApi>(url: &str, project: &str, api: Arc<A>) {
+    let (url, project) = (url.to_string(), project.to_string());
     let dataset = unique("refuse");
-    let api = rest(&url, &project);
     let table = TableRef::parse(&format!("{dataset}.t")).unwrap();
     let schema = TableSchema {
         fields: vec![

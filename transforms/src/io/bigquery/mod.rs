@@ -49,6 +49,7 @@
 mod api;
 mod config;
 mod memory;
+mod storage_write;
 mod table;
 
 use std::collections::{BTreeMap, HashMap};
@@ -67,8 +68,9 @@ use sluice_schemas::bigquery::{
 use sluice_schemas::SchemaRegistry;
 
 pub use api::{ApiError, Auth, BigQueryApi, InsertRow, RestApi, Row, RowFailure};
-pub use config::{AuthConfig, BigQuerySinkConfig, InsertBatchConfig, RetryConfig};
+pub use config::{AuthConfig, BigQuerySinkConfig, InsertBatchConfig, RetryConfig, WriteMethod};
 pub use memory::MemoryBigQuery;
+pub use storage_write::{encode_row, row_descriptor, StorageWriteApi};
 pub use table::{TableRef, TableTemplate};
 
 /// The `error_type` of the sink's dead letters (gcp-ingestion's).
