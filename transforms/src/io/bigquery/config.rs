@@ -69,6 +69,11 @@ pub struct BigQuerySinkConfig {
     /// bigquery emulator's is `127.0.0.1:9260`); tables still go through `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_endpoint: Option<String>,
+    /// How long one call to BigQuery may take (a REST request; a Storage Write stream lookup,
+    /// or an append and its answer) before it counts as unanswered: a transient error, retried
+    /// per `retry`. Seconds or `"500ms"`.
+    #[serde(default = "default_timeout", with = "units::duration")]
+    pub timeout: Duration,
     /// How records are grouped into requests.
     #[serde(default)]
     pub batch: InsertBatchConfig,
@@ -124,6 +129,12 @@ impl Documented for BigQuerySinkConfig {
             "storage_endpoint",
             ty::STRING,
             "with `storage_write` and `auth = \"none\"`: the emulator's gRPC `host:port` (`127.0.0.1:9260`); tables still go through `endpoint`",
+        ),
+        Key::default(
+            "timeout",
+            ty::DURATION,
+            "\"60s\"",
+            "how long one call may take (a REST request; a Storage Write stream lookup, or an append and its answer) before it counts as unanswered: a transient error, retried per `retry`",
         ),
         Key::default(
             "batch",
@@ -250,6 +261,11 @@ pub fn default_max_bytes() -> usize {
     InsertBatch::default().max_bytes
 }
 
+/// 60 s.
+pub fn default_timeout() -> Duration {
+    super::api::DEFAULT_TIMEOUT
+}
+
 /// 8 attempts.
 pub fn default_max_attempts() -> usize {
     RetryPolicy::default().max_attempts
@@ -306,9 +322,10 @@ impl BigQuerySinkConfig {
             }
         }
         let api: Arc<dyn BigQueryApi> = match (self.write_method, &self.storage_endpoint) {
-            (WriteMethod::InsertAll, None) => {
-                Arc::new(RestApi::new(&self.project, self.endpoint.as_deref(), auth))
-            }
+            (WriteMethod::InsertAll, None) => Arc::new(
+                RestApi::new(&self.project, self.endpoint.as_deref(), auth)
+                    .with_timeout(self.timeout),
+            ),
             (WriteMethod::InsertAll, Some(_)) => {
                 return Err(BigQuerySinkError::Config(
                     "`storage_endpoint` is for write_method = \"storage_write\"".into(),
@@ -334,7 +351,7 @@ impl BigQuerySinkConfig {
                         ))
                     }
                 };
-                Arc::new(StorageWriteApi::new(&self.project, emulator))
+                Arc::new(StorageWriteApi::new(&self.project, emulator).with_timeout(self.timeout))
             }
         };
         Ok(BigQuerySink::new(api, self.table.clone())
@@ -368,6 +385,7 @@ mod tests {
         assert!(!c.create_tables);
         assert_eq!(c.batch.max_rows, 500);
         assert_eq!(c.retry.max_backoff, Duration::from_secs(30));
+        assert_eq!(c.timeout, Duration::from_secs(60));
         assert!(c.sink().is_ok());
         let round: BigQuerySinkConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
         assert_eq!(round, c);
@@ -385,6 +403,7 @@ mod tests {
             "project = \"p\"\nbatch = { max_rows = 0 }",
             "project = \"p\"\nbatch = { rows = 1 }",
             "project = \"p\"\nretry = { max_attempts = 0 }",
+            "project = \"p\"\ntimeout = \"0s\"",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

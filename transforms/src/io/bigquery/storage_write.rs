@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -20,7 +21,9 @@ use prost_types::{DescriptorProto, FieldDescriptorProto};
 use serde_json::Value;
 use sluice_schemas::bigquery::{Field, FieldType, Mode, TableSchema};
 
-use super::api::{ApiError, Auth, BigQueryApi, InsertRow, RestApi, RowFailure};
+use super::api::{
+    within, ApiError, Auth, BigQueryApi, InsertRow, RestApi, RowFailure, DEFAULT_TIMEOUT,
+};
 use super::table::TableRef;
 
 /// The descriptor of rows of `schema`: a message `Row` with one field per column, numbered
@@ -242,12 +245,20 @@ fn timestamp_micros(s: &str) -> Option<i64> {
 }
 
 /// BigQuery through the Storage Write API (rows) and the REST API (tables).
+///
+/// Every call has a deadline ([`StorageWriteApi::with_timeout`]): the stream lookup, and the
+/// append with its answer, each count as unanswered (a transient error, retried by the sink)
+/// when they take longer, so a server that stops answering fails the write instead of holding
+/// it forever. The gRPC client is built per tokio runtime: its channel lives on the runtime it
+/// was built on, and a pipeline run that ends takes its runtime with it.
 pub struct StorageWriteApi {
     rest: RestApi,
     project: String,
     /// The emulator's gRPC `host:port` and REST root; `None` for Google.
     emulator: Option<(String, String)>,
-    client: tokio::sync::OnceCell<gcloud_bigquery::client::Client>,
+    timeout: Duration,
+    /// The client and the runtime it was built on.
+    client: Mutex<Option<(tokio::runtime::Id, Arc<gcloud_bigquery::client::Client>)>>,
     /// The schemas of the tables written, as read or created (the descriptor is built from
     /// them).
     schemas: Mutex<HashMap<TableRef, Arc<TableSchema>>>,
@@ -267,31 +278,61 @@ impl StorageWriteApi {
             rest,
             project,
             emulator,
-            client: tokio::sync::OnceCell::new(),
+            timeout: DEFAULT_TIMEOUT,
+            client: Mutex::new(None),
             schemas: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn client(&self) -> Result<&gcloud_bigquery::client::Client, ApiError> {
-        use gcloud_bigquery::client::{Client, ClientConfig};
-        self.client
-            .get_or_try_init(|| async {
-                let config = match &self.emulator {
-                    Some((grpc, rest)) => ClientConfig::new_with_emulator(grpc, rest.clone()),
-                    None => {
-                        ClientConfig::new_with_auth()
-                            .await
-                            .map_err(|e| {
-                                ApiError::Fatal(format!("no application default credentials: {e}"))
-                            })?
-                            .0
-                    }
-                };
-                Client::new(config).await.map_err(|e| {
-                    ApiError::Fatal(format!("cannot build a BigQuery Storage client: {e}"))
-                })
+    /// How long one call may take before it is a transient error ([`DEFAULT_TIMEOUT`] unless
+    /// set): building the client (connecting), a stream lookup, an append and its answer, and
+    /// each REST call for tables.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.rest = self.rest.with_timeout(timeout);
+        self
+    }
+
+    /// The client of the current runtime, built (connected) if it has none.
+    async fn client(&self) -> Result<Arc<gcloud_bigquery::client::Client>, ApiError> {
+        use gcloud_bigquery::client::{ChannelConfig, Client, ClientConfig, StreamingWriteConfig};
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| ApiError::Fatal("the Storage Write API needs a tokio runtime".into()))?
+            .id();
+        if let Some((id, client)) = &*self.client.lock().unwrap_or_else(|p| p.into_inner()) {
+            if *id == runtime {
+                return Ok(client.clone());
+            }
+        }
+        let channel = || {
+            ChannelConfig::default()
+                .with_num_channels(1)
+                .with_connect_timeout(self.timeout)
+        };
+        let build = async {
+            let config = match &self.emulator {
+                Some((grpc, rest)) => ClientConfig::new_with_emulator(grpc, rest.clone()),
+                None => {
+                    ClientConfig::new_with_auth()
+                        .await
+                        .map_err(|e| {
+                            ApiError::Fatal(format!("no application default credentials: {e}"))
+                        })?
+                        .0
+                }
+            }
+            .with_streaming_read_config(channel())
+            .with_streaming_write_config(
+                StreamingWriteConfig::default().with_channel_config(channel()),
+            );
+            Client::new(config).await.map_err(|e| {
+                ApiError::Transient(format!("cannot connect to the BigQuery Storage API: {e}"))
             })
-            .await
+        };
+        let what = || "connecting to the BigQuery Storage API".to_string();
+        let client = Arc::new(within(self.timeout, what, build).await?);
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some((runtime, client.clone()));
+        Ok(client)
     }
 
     fn remember(&self, table: &TableRef, schema: &TableSchema) {
@@ -387,21 +428,31 @@ impl BigQueryApi for StorageWriteApi {
             table.table
         );
         let writer = client.default_storage_writer();
-        let stream = writer
-            .create_write_stream(&name)
-            .await
-            .map_err(|s| classify(&s))?;
+        let what = || format!("the write stream lookup of `{table}`");
+        let stream = within(self.timeout, what, async {
+            writer
+                .create_write_stream(&name)
+                .await
+                .map_err(|s| classify(&s))
+        })
+        .await?;
         let request = AppendRowsRequestBuilder::new(row_descriptor(&schema), encoded);
-        let mut responses = stream
-            .append_rows(vec![request])
-            .await
-            .map_err(|s| classify(&s))?;
-        let Some(answer) = responses.next().await else {
-            return Err(ApiError::Transient(
-                "the append stream closed without an answer".into(),
-            ));
-        };
-        let answer = answer.map_err(|s| classify(&s))?;
+        // the append and its answer under one deadline: the request stream ends after this
+        // one request, so the server answers it and closes
+        let what = || format!("the append of {} rows to `{table}`", rows.len());
+        let answer = within(self.timeout, what, async {
+            let mut responses = stream
+                .append_rows(vec![request])
+                .await
+                .map_err(|s| classify(&s))?;
+            match responses.next().await {
+                Some(answer) => answer.map_err(|s| classify(&s)),
+                None => Err(ApiError::Transient(
+                    "the append stream closed without an answer".into(),
+                )),
+            }
+        })
+        .await?;
         let failures: Vec<RowFailure> = answer
             .row_errors
             .iter()
@@ -559,6 +610,48 @@ mod tests {
         assert!(encode_row(&row(json!({"i": null, "a": []})), &t)
             .unwrap()
             .is_empty());
+    }
+
+    /// A server that takes connections and never answers (the listener accepts none: the
+    /// kernel completes the handshakes and keeps what is sent).
+    fn silent_server() -> (std::net::TcpListener, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        (listener, addr)
+    }
+
+    #[test]
+    fn a_server_that_does_not_answer_is_a_transient_error_not_a_hang() {
+        let (_silent, addr) = silent_server();
+        let limit = std::time::Duration::from_millis(300);
+        let api = StorageWriteApi::new("p", Some((addr.clone(), format!("http://{addr}"))))
+            .with_timeout(limit);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // the schema known, the append goes straight to the Storage Write API
+        let t = TableRef::parse("d.t").unwrap();
+        api.remember(&t, &table(vec![Field::new("n", FieldType::Int64)]));
+        let rows = [InsertRow {
+            insert_id: "1".into(),
+            json: row(json!({"n": 1})),
+        }];
+        let e = runtime.block_on(api.insert_all(&t, &rows)).unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Transient(m) if m.ends_with("got no answer within 300ms")),
+            "{e}"
+        );
+        // the tables' REST calls have the same deadline
+        let e = runtime
+            .block_on(api.table_schema(&TableRef::parse("d.u").unwrap()))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ApiError::Transient("the lookup of table `d.u` got no answer within 300ms".into())
+        );
+        let e = runtime.block_on(api.check()).unwrap_err();
+        assert!(matches!(&e, ApiError::Transient(_)), "{e}");
     }
 
     #[test]
