@@ -21,8 +21,8 @@ use sluice::{BoxError, DeadLetter, Epoch, MemorySink, MemorySource, Message, Pip
 use sluice_schemas::bigquery::{raw_table_schema, Field, FieldType, Mode, TableSchema};
 use sluice_testing::conformance::{self, sink_conformance, SinkUnderTest};
 use sluice_transforms::io::bigquery::{
-    Auth, BigQueryApi, BigQuerySink, InsertBatch, MemoryBigQuery, RestApi, RetryPolicy, RowFormat,
-    StorageWriteApi, TableRef, TableTemplate,
+    Auth, BigQueryApi, BigQuerySink, InsertBatch, InsertRow, MemoryBigQuery, RestApi, RetryPolicy,
+    RowFormat, StorageWriteApi, TableRef, TableTemplate,
 };
 
 /// A raw row (every attribute a column, `additional_properties` JSON, base64 payload) back
@@ -685,4 +685,44 @@ fn emulator_storage_write_refused_rows_and_missing_tables_are_dead_letters_and_t
     let own = OwnEmulator::start(project);
     // the table is created before the run, the rows read back after it
     refusals_on_emulator(&own.url, project, own.storage(project));
+}
+
+/// The gRPC client's channel lives on the runtime it was built on: a second pipeline run (a
+/// new runtime) with the same sink must get a client of its own, not wait on a dead channel.
+#[test]
+fn emulator_storage_write_serves_a_runtime_after_the_one_it_first_used_ends() {
+    if emulator().is_none() {
+        return;
+    }
+    let project = "test-proj";
+    let own = OwnEmulator::start(project);
+    let api = own.storage(project);
+    let dataset = unique("runtimes");
+    let table = TableRef::parse(&format!("{dataset}.t")).unwrap();
+    let schema = TableSchema {
+        fields: vec![Field::new("n", FieldType::Int64)],
+    };
+    block_on(api.create_table(&table, &schema)).unwrap();
+    for n in 0..2 {
+        let row = InsertRow {
+            insert_id: n.to_string(),
+            json: json!({ "n": n }).as_object().unwrap().clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let failures = runtime
+            .block_on(api.insert_all(&table, &[row]))
+            .unwrap_or_else(|e| panic!("append on runtime {n}: {e}"));
+        assert!(failures.is_empty(), "{failures:?}");
+        runtime.shutdown_timeout(Duration::from_secs(5));
+    }
+    let mut got: Vec<String> = query_rows(&own.url, project, &dataset, "t")
+        .iter()
+        .map(|r| r["n"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["0", "1"]);
 }
