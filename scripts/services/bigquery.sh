@@ -6,13 +6,19 @@
 #   scripts/services/bigquery.sh status   exit 0 when it answers
 #   scripts/services/bigquery.sh env      print `export SLUICE_TEST_BIGQUERY_URL=...`
 #
-# Tests read SLUICE_TEST_BIGQUERY_URL (the REST root, e.g. http://127.0.0.1:9250) and
-# SLUICE_TEST_BIGQUERY_PROJECT (test-proj); they create their own datasets.
+# Tests read SLUICE_TEST_BIGQUERY_URL (the REST root, e.g. http://127.0.0.1:9250),
+# SLUICE_TEST_BIGQUERY_GRPC (the Storage Write API's host:port, 127.0.0.1:9260),
+# SLUICE_TEST_BIGQUERY_PROJECT (test-proj) and SLUICE_TEST_BIGQUERY_PYTHON (the venv's python:
+# bqemulator's own proto decoder, and the bqemulator beside it for tests that start their own);
+# they create their own datasets.
 #
 # A protocol stand-in, not BigQuery's semantics (bqemulator 1.4.0, checked 2026-12): insertAll
 # ignores unknown fields, does not enforce REQUIRED, takes nulls in arrays, truncates 1.5 into
 # INT64, and answers 500 (not per-row insertErrors) to a value it cannot convert. The sink
 # checks rows against the table itself; per-row insertErrors are tested on the memory double.
+# Its Storage Write API (gRPC) deadlocks the whole process when a REST request that touches
+# DuckDB (a query, insertAll, a table's creation) meets an append being stored, and fails every
+# append to a table with a RECORD column: tests that append start an emulator of their own.
 #
 # Settings: SLUICE_BQ_PORT (9250; the Storage gRPC port is SLUICE_BQ_GRPC_PORT, 9260),
 # SLUICE_BQ_PROJECT (test-proj), SLUICE_BQ_VENV (~/.cache/sluice/bqemulator-venv),
@@ -79,7 +85,9 @@ case "${1:-}" in
     status) ready ;;
     env)
         echo "export SLUICE_TEST_BIGQUERY_URL=$URL"
+        echo "export SLUICE_TEST_BIGQUERY_GRPC=127.0.0.1:$GRPC_PORT"
         echo "export SLUICE_TEST_BIGQUERY_PROJECT=$PROJECT"
+        echo "export SLUICE_TEST_BIGQUERY_PYTHON=$VENV/bin/python"
         ;;
     *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
 esac

@@ -1,8 +1,10 @@
 //! The BigQuery schema derivation, checked by the emulator: generated JSON schemas (objects,
 //! arrays, arrays of arrays, maps, unions, nullable types, date and date-time formats,
 //! untypable values) and documents valid for them; the sink creates each table from the
-//! derived schema and inserts the documents; an independent client (SQL over REST, from
-//! Python) reads them back, and every value must come back as it went in. Also: every bundled
+//! derived schema and writes the documents, once with `insertAll` and once through the
+//! Storage Write API (proto rows with a descriptor built from the table); an independent
+//! client (SQL over REST, from Python) reads them back, and every value must come back as it
+//! went in. Also: every bundled
 //! schema under `schemas/json/` makes a table the emulator creates as derived.
 //!
 //! Needs `SLUICE_TEST_BIGQUERY_URL` (e.g. `http://127.0.0.1:9250` from
@@ -18,14 +20,19 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use sluice::io::{Sink, SinkContext};
 use sluice::Message;
-use sluice_schemas::bigquery::{column_name, derive_table_schema, TableSchema};
+use sluice_schemas::bigquery::{
+    column_name, derive_table_schema, payload_row, Field, FieldType, TableSchema,
+};
 use sluice_schemas::SchemaRegistry;
 use sluice_transforms::io::bigquery::{
-    Auth, BigQueryApi, BigQuerySink, RestApi, RetryPolicy, TableRef, TableTemplate,
+    Auth, BigQueryApi, BigQuerySink, RestApi, RetryPolicy, StorageWriteApi, TableRef,
+    TableTemplate, WriteMethod,
 };
 
 struct Emulator {
     url: String,
+    /// The Storage Write API's `host:port`.
+    grpc: String,
     project: String,
     /// This run's dataset.
     dataset: String,
@@ -42,6 +49,8 @@ fn emulator() -> Option<&'static Emulator> {
                     .as_nanos();
                 Some(Emulator {
                     url,
+                    grpc: std::env::var("SLUICE_TEST_BIGQUERY_GRPC")
+                        .unwrap_or_else(|_| "127.0.0.1:9260".into()),
                     project: std::env::var("SLUICE_TEST_BIGQUERY_PROJECT")
                         .unwrap_or_else(|_| "test-proj".into()),
                     dataset: format!("derive{}_{nanos}", std::process::id()),
@@ -544,12 +553,47 @@ fn arb_case() -> impl Strategy<Value = (DocSchema, Vec<Value>)> {
         })
 }
 
+/// Whether a row holds a record none of whose fields is set (see the Storage Write leg).
+fn has_empty_record(row: &Map<String, Value>, fields: &[Field]) -> bool {
+    let set = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    };
+    fields.iter().any(|f| {
+        if f.field_type != FieldType::Record {
+            return false;
+        }
+        let records: Vec<&Value> = match row.get(&f.name) {
+            Some(Value::Array(items)) => items.iter().collect(),
+            Some(v @ Value::Object(_)) => vec![v],
+            _ => Vec::new(),
+        };
+        records.into_iter().any(|r| {
+            let o = r.as_object().unwrap();
+            !f.fields.iter().any(|g| set(o.get(&g.name))) || has_empty_record(o, &f.fields)
+        })
+    })
+}
+
 static CASE: AtomicUsize = AtomicUsize::new(0);
 
 /// Creates the table of `schema` through the sink (`create_tables`, the schema registered as
-/// `DATASET/caseN.1`), inserts the documents, reads them back and compares.
-fn round_trip(e: &Emulator, s: &DocSchema, docs: &[Value]) -> Result<(), TestCaseError> {
+/// `DATASET/caseN.1`), writes the documents with `method`, reads them back and compares.
+fn round_trip(
+    e: &Emulator,
+    s: &DocSchema,
+    docs: &[Value],
+    method: WriteMethod,
+) -> Result<(), TestCaseError> {
     let doctype = format!("case{}", CASE.fetch_add(1, Ordering::Relaxed));
+    let api: Arc<dyn BigQueryApi> = match method {
+        WriteMethod::InsertAll => Arc::new(api(e)),
+        _ => Arc::new(StorageWriteApi::new(
+            &e.project,
+            Some((e.grpc.clone(), e.url.clone())),
+        )),
+    };
     let schema = s.schema();
     let mut registry = SchemaRegistry::empty();
     registry
@@ -564,7 +608,7 @@ fn round_trip(e: &Emulator, s: &DocSchema, docs: &[Value]) -> Result<(), TestCas
         );
     }
     let sink = BigQuerySink::new(
-        Arc::new(api(e)),
+        api,
         TableTemplate::parse("${document_namespace}.${document_type}_v${document_version}")
             .unwrap(),
     )
@@ -614,9 +658,10 @@ fn round_trip(e: &Emulator, s: &DocSchema, docs: &[Value]) -> Result<(), TestCas
         prop_assert_eq!(
             &got,
             &sent,
-            "row {} of {} differs\nschema {}\nrow {}",
+            "row {} of {} ({:?}) differs\nschema {}\nrow {}",
             i,
             table,
+            method,
             schema,
             Value::Object(row.clone())
         );
@@ -652,7 +697,31 @@ proptest! {
     #[test]
     fn values_of_valid_documents_survive_the_derived_table((schema, docs) in arb_case()) {
         let Some(e) = emulator() else { return Ok(()); };
-        round_trip(e, &schema, &docs)?;
+        round_trip(e, &schema, &docs, WriteMethod::InsertAll)?;
+        // bqemulator 1.4.0's Storage Write API fails every append to a table with a RECORD
+        // column ("Attempted to convert a STRUCT with no fields to DuckDB"), and every derived
+        // table has `metadata`: the Storage Write leg runs only against a server that can
+        // (SLUICE_TEST_BIGQUERY_WRITE_NESTED=1). Records with no field set are left out of it.
+        if std::env::var_os("SLUICE_TEST_BIGQUERY_WRITE_NESTED").is_none() {
+            return Ok(());
+        }
+        let table = derive_table_schema(&schema.schema());
+        let writable: Vec<Value> = docs
+            .iter()
+            .filter(|d| {
+                let row = payload_row(d.as_object().unwrap(), &table).unwrap();
+                !has_empty_record(&row, &table.fields)
+            })
+            .cloned()
+            .enumerate()
+            .map(|(i, mut d)| {
+                d["rowId"] = json!(i);
+                d
+            })
+            .collect();
+        if !writable.is_empty() {
+            round_trip(e, &schema, &writable, WriteMethod::StorageWrite)?;
+        }
     }
 }
 
@@ -680,5 +749,137 @@ fn every_bundled_schema_makes_a_table_the_emulator_creates_as_derived() {
             .unwrap_or_else(|err| panic!("{table}: {err}"));
         let created: Option<TableSchema> = rt.block_on(api.table_schema(&table)).unwrap();
         assert_eq!(created.as_ref(), Some(&derived), "{table}");
+    }
+}
+
+/// The Python of the emulator's venv, whose own proto row decoder (the one its Storage Write
+/// server uses) reads what the sink encodes.
+fn emulator_python() -> Option<String> {
+    let python = std::env::var("SLUICE_TEST_BIGQUERY_PYTHON")
+        .ok()
+        .or_else(|| {
+            let home = std::env::var("HOME").ok()?;
+            Some(format!("{home}/.cache/sluice/bqemulator-venv/bin/python"))
+        })?;
+    std::path::Path::new(&python).exists().then_some(python)
+}
+
+/// Decodes proto rows with bqemulator's `ProtoRowDecoder` for `descriptor`; bytes come back
+/// as base64.
+const DECODE_ROWS: &str = r#"
+import base64, json, sys
+from google.protobuf import descriptor_pb2
+from bqemulator.streaming.proto_deserializer import ProtoRowDecoder
+req = json.load(sys.stdin)
+d = descriptor_pb2.DescriptorProto()
+d.ParseFromString(base64.b64decode(req["descriptor"]))
+decoder = ProtoRowDecoder(d)
+def plain(v):
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [plain(x) for x in v]
+    return v
+print(json.dumps([plain(decoder.decode(base64.b64decode(r))) for r in req["rows"]]))
+"#;
+
+/// What the decoder should read back for `row`: every column of `fields` (absent or null
+/// ones null, absent arrays empty), timestamps as microseconds, dates as days since
+/// 1970-01-01, integers and floats as numbers, other scalars of text columns as their JSON text.
+fn decoded_form(row: &Map<String, Value>, fields: &[Field]) -> Value {
+    use sluice_schemas::bigquery::Mode;
+    let one = |v: &Value, f: &Field| -> Value {
+        match &f.field_type {
+            FieldType::Int64 => match v {
+                Value::String(s) => json!(s.parse::<i64>().unwrap()),
+                other => json!(other.as_i64().unwrap()),
+            },
+            FieldType::Float64 => match v {
+                Value::String(s) => json!(s.parse::<f64>().unwrap()),
+                other => json!(other.as_f64().unwrap()),
+            },
+            FieldType::Bool => v.clone(),
+            FieldType::Timestamp => {
+                let s = v.as_str().unwrap();
+                let t = chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.timestamp_micros())
+                    .unwrap_or_else(|_| {
+                        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+                            .unwrap()
+                            .and_utc()
+                            .timestamp_micros()
+                    });
+                json!(t)
+            }
+            FieldType::Date => {
+                let d = chrono::NaiveDate::parse_from_str(v.as_str().unwrap(), "%Y-%m-%d").unwrap();
+                json!((d - chrono::NaiveDate::default()).num_days())
+            }
+            FieldType::Record => decoded_form(v.as_object().unwrap(), &f.fields),
+            _ => match v {
+                Value::String(s) => json!(s),
+                other => json!(other.to_string()),
+            },
+        }
+    };
+    let mut out = Map::new();
+    for f in fields {
+        let v = match (row.get(&f.name), f.mode) {
+            (None | Some(Value::Null), Mode::Repeated) => json!([]),
+            (None | Some(Value::Null), _) => Value::Null,
+            (Some(Value::Array(items)), Mode::Repeated) => {
+                Value::Array(items.iter().map(|i| one(i, f)).collect())
+            }
+            (Some(v), _) => one(v, f),
+        };
+        out.insert(f.name.clone(), v);
+    }
+    Value::Object(out)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The Storage Write leg the emulator's server cannot take (nested tables, above): the
+    /// proto rows and descriptor the sink sends, read by the emulator's own decoder, give every
+    /// value of every valid document, nested records and repeated fields included.
+    #[test]
+    fn storage_write_rows_of_valid_documents_decode_to_their_values((schema, docs) in arb_case()) {
+        use base64::Engine as _;
+        use prost::Message as _;
+        let Some(python) = emulator_python() else { return Ok(()); };
+        let table = derive_table_schema(&schema.schema());
+        let descriptor = sluice_transforms::io::bigquery::row_descriptor(&table);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut rows = Vec::new();
+        let mut expected = Vec::new();
+        for d in &docs {
+            let row = payload_row(d.as_object().unwrap(), &table).unwrap();
+            let encoded = sluice_transforms::io::bigquery::encode_row(&row, &table)
+                .map_err(|e| TestCaseError::fail(format!("{e}: {}", Value::Object(row.clone()))))?;
+            rows.push(b64.encode(encoded));
+            expected.push(decoded_form(&row, &table.fields));
+        }
+        let request = json!({"descriptor": b64.encode(descriptor.encode_to_vec()), "rows": rows});
+        let mut child = Command::new(&python)
+            .args(["-c", DECODE_ROWS])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        prop_assert!(out.status.success(), "decoder failed: {}", String::from_utf8_lossy(&out.stderr));
+        let got: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        prop_assert_eq!(got.len(), expected.len());
+        for (i, (got, want)) in got.iter().zip(&expected).enumerate() {
+            prop_assert_eq!(got, want, "row {} differs\nschema {}", i, schema.schema());
+        }
     }
 }

@@ -323,7 +323,8 @@ connectors! {
         "stdout" => Stdout(StdioSinkConfig),
         /// One record per line on standard error.
         "stderr" => Stderr(StdioSinkConfig),
-        /// Rows of BigQuery tables (`tabledata.insertAll`), refused rows as dead letters.
+        /// Rows of BigQuery tables (`tabledata.insertAll` or the Storage Write API), refused rows
+        /// as dead letters.
         "bigquery" => BigQuery(BigQuerySinkConfig),
         /// Records produced to a Kafka topic (a template), one message per record.
         "kafka" => Kafka(KafkaSinkConfig),

@@ -1,7 +1,9 @@
 //! What the sink needs of BigQuery, as a small trait: the REST client (`tabledata.insertAll`
 //! through `gcp-bigquery-client`) and the memory double implement it.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -85,6 +87,28 @@ pub trait BigQueryApi: Send + Sync + 'static {
     async fn check(&self) -> Result<(), ApiError>;
 }
 
+/// How long one call to BigQuery may take (a REST request; a Storage Write stream lookup, or
+/// an append and its answer) before it counts as unanswered: 60 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `call`'s result, or a transient error naming `what` when `call` has not finished within
+/// `limit`: a service that stops answering must be an error the sink retries, never a write
+/// that waits forever. (An unanswered append or insert may still land: the sink is
+/// at-least-once.)
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    call: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::Transient(format!(
+            "{} got no answer within {limit:?}",
+            what()
+        ))),
+    }
+}
+
 /// The dataset [`BigQueryApi::check`] asks for.
 const CHECK_DATASET: &str = "sluice_connectivity_check";
 
@@ -110,11 +134,12 @@ impl gcp_bigquery_client::auth::Authenticator for NoAuth {
 }
 
 /// BigQuery's REST API through `gcp-bigquery-client` (the client is built on first use, on
-/// the runtime of the call).
+/// the runtime of the call). Every request has a deadline ([`RestApi::with_timeout`]).
 pub struct RestApi {
     project: String,
     base_url: Option<String>,
     auth: Auth,
+    timeout: Duration,
     client: tokio::sync::OnceCell<gcp_bigquery_client::Client>,
 }
 
@@ -126,8 +151,16 @@ impl RestApi {
             project: project.into(),
             base_url: endpoint.map(|e| format!("{}/bigquery/v2", e.trim_end_matches('/'))),
             auth,
+            timeout: DEFAULT_TIMEOUT,
             client: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// How long one request may take before it is a transient error ([`DEFAULT_TIMEOUT`]
+    /// unless set).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     async fn client(&self) -> Result<&gcp_bigquery_client::Client, ApiError> {
@@ -203,9 +236,8 @@ fn classify(e: gcp_bigquery_client::error::BQError) -> ApiError {
     }
 }
 
-#[async_trait]
-impl BigQueryApi for RestApi {
-    async fn table_schema(&self, table: &TableRef) -> Result<Option<TableSchema>, ApiError> {
+impl RestApi {
+    async fn get_schema(&self, table: &TableRef) -> Result<Option<TableSchema>, ApiError> {
         let client = self.client().await?;
         match client
             .table()
@@ -226,7 +258,7 @@ impl BigQueryApi for RestApi {
         }
     }
 
-    async fn create_table(&self, table: &TableRef, schema: &TableSchema) -> Result<(), ApiError> {
+    async fn create(&self, table: &TableRef, schema: &TableSchema) -> Result<(), ApiError> {
         use gcp_bigquery_client::model::{dataset::Dataset, table::Table};
         let client = self.client().await?;
         let project = self.project(table);
@@ -253,7 +285,7 @@ impl BigQueryApi for RestApi {
         }
     }
 
-    async fn insert_all(
+    async fn insert(
         &self,
         table: &TableRef,
         rows: &[InsertRow],
@@ -303,7 +335,7 @@ impl BigQueryApi for RestApi {
         Ok(failures)
     }
 
-    async fn check(&self) -> Result<(), ApiError> {
+    async fn probe(&self) -> Result<(), ApiError> {
         // asks for a dataset that should not exist: `not found` proves the endpoint answers
         // and takes the credentials, without listing anything (the emulator's dataset list
         // does not decode into the client's model)
@@ -315,5 +347,32 @@ impl BigQueryApi for RestApi {
                 other => Err(other),
             },
         }
+    }
+}
+
+#[async_trait]
+impl BigQueryApi for RestApi {
+    async fn table_schema(&self, table: &TableRef) -> Result<Option<TableSchema>, ApiError> {
+        let what = || format!("the lookup of table `{table}`");
+        within(self.timeout, what, self.get_schema(table)).await
+    }
+
+    async fn create_table(&self, table: &TableRef, schema: &TableSchema) -> Result<(), ApiError> {
+        let what = || format!("the creation of table `{table}`");
+        within(self.timeout, what, self.create(table, schema)).await
+    }
+
+    async fn insert_all(
+        &self,
+        table: &TableRef,
+        rows: &[InsertRow],
+    ) -> Result<Vec<RowFailure>, ApiError> {
+        let what = || format!("insertAll of {} rows into `{table}`", rows.len());
+        within(self.timeout, what, self.insert(table, rows)).await
+    }
+
+    async fn check(&self) -> Result<(), ApiError> {
+        let what = || "the connectivity check".to_string();
+        within(self.timeout, what, self.probe()).await
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{Auth, RestApi};
+use super::api::{Auth, BigQueryApi, RestApi};
+use super::storage_write::StorageWriteApi;
 use super::{BigQuerySink, BigQuerySinkError, InsertBatch, RetryPolicy, RowFormat, TableTemplate};
 use crate::io::units;
 
@@ -59,7 +60,21 @@ pub struct BigQuerySinkConfig {
     /// the metadata server) or `none` (an emulator; needs `endpoint`).
     #[serde(default = "default_auth")]
     pub auth: AuthConfig,
-    /// How records are grouped into `insertAll` requests.
+    /// How rows are written: `insert_all` (`tabledata.insertAll`, with insert ids) or
+    /// `storage_write` (the Storage Write API's default stream, rows as protocol buffers;
+    /// at-least-once, no insert ids). Both refuse the same rows the same way.
+    #[serde(default)]
+    pub write_method: WriteMethod,
+    /// With `storage_write` and `auth = "none"`: the emulator's gRPC `host:port` (the
+    /// bigquery emulator's is `127.0.0.1:9260`); tables still go through `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_endpoint: Option<String>,
+    /// How long one call to BigQuery may take (a REST request; a Storage Write stream lookup,
+    /// or an append and its answer) before it counts as unanswered: a transient error, retried
+    /// per `retry`. Seconds or `"500ms"`.
+    #[serde(default = "default_timeout", with = "units::duration")]
+    pub timeout: Duration,
+    /// How records are grouped into requests.
     #[serde(default)]
     pub batch: InsertBatchConfig,
     /// How transient failures are retried before the pipeline stops without acknowledging.
@@ -103,6 +118,23 @@ impl Documented for BigQuerySinkConfig {
             "\"application_default\" | \"none\"",
             "\"application_default\"",
             "credentials from the environment, or none (an emulator; needs `endpoint`)",
+        ),
+        Key::default(
+            "write_method",
+            "\"insert_all\" | \"storage_write\"",
+            "\"insert_all\"",
+            "`tabledata.insertAll` (insert ids: BigQuery drops repeats on a best-effort basis) or the Storage Write API's default stream (rows as protocol buffers, at least once); both refuse the same rows the same way",
+        ),
+        Key::optional(
+            "storage_endpoint",
+            ty::STRING,
+            "with `storage_write` and `auth = \"none\"`: the emulator's gRPC `host:port` (`127.0.0.1:9260`); tables still go through `endpoint`",
+        ),
+        Key::default(
+            "timeout",
+            ty::DURATION,
+            "\"60s\"",
+            "how long one call may take (a REST request; a Storage Write stream lookup, or an append and its answer) before it counts as unanswered: a transient error, retried per `retry`",
         ),
         Key::default(
             "batch",
@@ -149,6 +181,17 @@ impl Documented for RetryConfig {
         ),
         Key::default("max_backoff", ty::DURATION, "\"30s\"", "the longest delay"),
     ];
+}
+
+/// How the sink writes rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMethod {
+    /// `tabledata.insertAll` (the default).
+    #[default]
+    InsertAll,
+    /// The Storage Write API's default stream.
+    StorageWrite,
 }
 
 /// Where credentials come from.
@@ -218,6 +261,11 @@ pub fn default_max_bytes() -> usize {
     InsertBatch::default().max_bytes
 }
 
+/// 60 s.
+pub fn default_timeout() -> Duration {
+    super::api::DEFAULT_TIMEOUT
+}
+
 /// 8 attempts.
 pub fn default_max_attempts() -> usize {
     RetryPolicy::default().max_attempts
@@ -273,8 +321,40 @@ impl BigQuerySinkConfig {
                 )));
             }
         }
-        let api = RestApi::new(&self.project, self.endpoint.as_deref(), auth);
-        Ok(BigQuerySink::new(Arc::new(api), self.table.clone())
+        let api: Arc<dyn BigQueryApi> = match (self.write_method, &self.storage_endpoint) {
+            (WriteMethod::InsertAll, None) => Arc::new(
+                RestApi::new(&self.project, self.endpoint.as_deref(), auth)
+                    .with_timeout(self.timeout),
+            ),
+            (WriteMethod::InsertAll, Some(_)) => {
+                return Err(BigQuerySinkError::Config(
+                    "`storage_endpoint` is for write_method = \"storage_write\"".into(),
+                ))
+            }
+            (WriteMethod::StorageWrite, grpc) => {
+                let emulator = match (auth, &self.endpoint, grpc) {
+                    (Auth::None, Some(rest), Some(grpc)) => Some((grpc.clone(), rest.clone())),
+                    (Auth::None, _, _) => {
+                        return Err(BigQuerySinkError::Config(
+                            "write_method = \"storage_write\" with auth = \"none\" needs the \
+                             emulator's gRPC `storage_endpoint`"
+                                .into(),
+                        ))
+                    }
+                    (Auth::ApplicationDefault, None, None) => None,
+                    (Auth::ApplicationDefault, _, _) => {
+                        return Err(BigQuerySinkError::Config(
+                            "write_method = \"storage_write\" talks to Google, or with auth = \
+                             \"none\" to an emulator: `endpoint` and `storage_endpoint` are for \
+                             the emulator"
+                                .into(),
+                        ))
+                    }
+                };
+                Arc::new(StorageWriteApi::new(&self.project, emulator).with_timeout(self.timeout))
+            }
+        };
+        Ok(BigQuerySink::new(api, self.table.clone())
             .with_format(self.format)
             .with_create_tables(self.create_tables)
             .with_batch(InsertBatch {
@@ -305,6 +385,7 @@ mod tests {
         assert!(!c.create_tables);
         assert_eq!(c.batch.max_rows, 500);
         assert_eq!(c.retry.max_backoff, Duration::from_secs(30));
+        assert_eq!(c.timeout, Duration::from_secs(60));
         assert!(c.sink().is_ok());
         let round: BigQuerySinkConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
         assert_eq!(round, c);
@@ -322,6 +403,7 @@ mod tests {
             "project = \"p\"\nbatch = { max_rows = 0 }",
             "project = \"p\"\nbatch = { rows = 1 }",
             "project = \"p\"\nretry = { max_attempts = 0 }",
+            "project = \"p\"\ntimeout = \"0s\"",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

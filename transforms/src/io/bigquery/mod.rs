@@ -29,8 +29,9 @@
 //!   retried; a single row refused that way is a dead letter.
 //!
 //! # Failures of the whole write
-//! Unavailable, rate-limited or unanswered requests are retried with exponential backoff
-//! ([`RetryPolicy`]); after the last attempt, or on an error retrying cannot cure (credentials,
+//! Unavailable, rate-limited or unanswered requests (each call has a deadline,
+//! [`DEFAULT_TIMEOUT`] unless the config's `timeout` says otherwise) are retried with
+//! exponential backoff ([`RetryPolicy`]); after the last attempt, or on an error retrying cannot cure (credentials,
 //! permissions), the write fails: the pipeline stops without acknowledging the epoch.
 //!
 //! # Insert ids
@@ -49,6 +50,7 @@
 mod api;
 mod config;
 mod memory;
+mod storage_write;
 mod table;
 
 use std::collections::{BTreeMap, HashMap};
@@ -66,9 +68,10 @@ use sluice_schemas::bigquery::{
 };
 use sluice_schemas::SchemaRegistry;
 
-pub use api::{ApiError, Auth, BigQueryApi, InsertRow, RestApi, Row, RowFailure};
-pub use config::{AuthConfig, BigQuerySinkConfig, InsertBatchConfig, RetryConfig};
+pub use api::{ApiError, Auth, BigQueryApi, InsertRow, RestApi, Row, RowFailure, DEFAULT_TIMEOUT};
+pub use config::{AuthConfig, BigQuerySinkConfig, InsertBatchConfig, RetryConfig, WriteMethod};
 pub use memory::MemoryBigQuery;
+pub use storage_write::{encode_row, row_descriptor, StorageWriteApi};
 pub use table::{TableRef, TableTemplate};
 
 /// The `error_type` of the sink's dead letters (gcp-ingestion's).
