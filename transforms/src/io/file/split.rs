@@ -8,7 +8,7 @@
 //! so positions (`input_line`) are the same as when one worker reads the whole file.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Plain files larger than this are cut into splits of about this size by default: small
@@ -64,56 +64,148 @@ impl Unit {
     }
 }
 
+/// Reading at an offset without a shared cursor, so that several threads count lines of one
+/// file at once.
+pub(crate) trait ReadAt: Sync {
+    /// Reads into `buf` from byte `offset`; 0 at the end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl ReadAt for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        loop {
+            match std::os::unix::fs::FileExt::read_at(self, buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let from = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
+        let n = buf.len().min(self.len() - from);
+        buf[..n].copy_from_slice(&self[from..from + n]);
+        Ok(n)
+    }
+}
+
+/// Bytes read at a time when counting lines.
+const COUNT_CHUNK: usize = 1 << 20;
+/// Bytes read at a time when looking for the next line start.
+const SEEK_CHUNK: usize = 64 << 10;
+
 /// The line starts where the first `size` bytes of `input` are cut, with the number of lines
 /// before each: `(0, 0)` first, then for every multiple `k * split_bytes` the first line start
 /// at or after it (each start once, starts at the end of the input left out).
-pub(crate) fn split_points<R: Read>(
-    input: R,
+///
+/// The cuts are found first (a short read after each multiple), then the lines of the splits
+/// are counted by as many threads as there are cores: the count is a pass over the whole file,
+/// and a worker that waits for it at start is a worker not decoding.
+pub(crate) fn split_points<R: ReadAt + ?Sized>(
+    input: &R,
     size: u64,
     split_bytes: u64,
 ) -> io::Result<Vec<(u64, u64)>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    split_points_with(input, size, split_bytes, SEEK_CHUNK, COUNT_CHUNK, threads)
+}
+
+fn split_points_with<R: ReadAt + ?Sized>(
+    input: &R,
+    size: u64,
+    split_bytes: u64,
+    seek_chunk: usize,
+    count_chunk: usize,
+    threads: usize,
+) -> io::Result<Vec<(u64, u64)>> {
     let split_bytes = split_bytes.max(1);
-    let mut input = BufReader::with_capacity(1 << 20, input.take(size));
-    let mut points = vec![(0, 0)];
-    let mut pos: u64 = 0;
-    let mut lines: u64 = 0;
+    let mut starts = vec![0u64];
+    let mut buf = vec![0u8; seek_chunk.max(1)];
     // The next split begins at the first line start >= target, that is just after the first
     // newline at an index >= target - 1.
     let mut target = split_bytes;
-    loop {
-        let buf = match input.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+    'cuts: while target < size {
+        let mut at = target - 1;
+        let start = loop {
+            let want = buf
+                .len()
+                .min(usize::try_from(size - at).unwrap_or(usize::MAX));
+            let n = input.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                break 'cuts;
+            }
+            if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+                break at + i as u64 + 1;
+            }
+            at += n as u64;
+            if at >= size {
+                break 'cuts;
+            }
         };
-        if buf.is_empty() {
+        if start >= size {
             break;
         }
-        let n = buf.len();
-        let mut counted = 0;
-        loop {
-            let from = (target - 1).saturating_sub(pos);
-            if from >= n as u64 {
-                break;
-            }
-            let from = (from as usize).max(counted);
-            let Some(i) = memchr::memchr(b'\n', &buf[from..]) else {
-                break;
-            };
-            let newline = from + i;
-            lines += memchr::memchr_iter(b'\n', &buf[counted..=newline]).count() as u64;
-            counted = newline + 1;
-            let start = pos + counted as u64;
-            if start < size {
-                points.push((start, lines));
-            }
-            target = (start / split_bytes + 1) * split_bytes;
-        }
-        lines += memchr::memchr_iter(b'\n', &buf[counted..]).count() as u64;
-        pos += n as u64;
-        input.consume(n);
+        starts.push(start);
+        target = (start / split_bytes + 1) * split_bytes;
     }
-    Ok(points)
+    // lines in each split but the last, counted in parallel
+    let ranges: Vec<(u64, u64)> = starts.windows(2).map(|w| (w[0], w[1])).collect();
+    let threads = threads.clamp(1, ranges.len().max(1));
+    let mut counts = vec![0u64; ranges.len()];
+    std::thread::scope(|scope| -> io::Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let ranges = &ranges;
+                scope.spawn(move || -> io::Result<Vec<(usize, u64)>> {
+                    let mut buf = vec![0u8; count_chunk.max(1)];
+                    let mut out = Vec::new();
+                    for (i, &(a, b)) in ranges.iter().enumerate().skip(t).step_by(threads) {
+                        out.push((i, count_lines(input, a, b, &mut buf)?));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        for h in handles {
+            let counted = h
+                .join()
+                .map_err(|_| io::Error::other("a line count panicked"))??;
+            for (i, n) in counted {
+                counts[i] = n;
+            }
+        }
+        Ok(())
+    })?;
+    let mut lines = 0;
+    Ok(starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let point = (start, lines);
+            lines += counts.get(i).copied().unwrap_or(0);
+            point
+        })
+        .collect())
+}
+
+/// Newlines in bytes `[a, b)` of `input`.
+fn count_lines<R: ReadAt + ?Sized>(input: &R, a: u64, b: u64, buf: &mut [u8]) -> io::Result<u64> {
+    let mut lines = 0;
+    let mut at = a;
+    while at < b {
+        let want = buf.len().min(usize::try_from(b - at).unwrap_or(usize::MAX));
+        let n = input.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        at += n as u64;
+    }
+    Ok(lines)
 }
 
 /// The units of the file `path` (listed with `size` bytes): splits of about `split_bytes`
@@ -126,7 +218,7 @@ pub(crate) fn units_of(path: &Path, size: u64, split_bytes: u64) -> io::Result<V
     if super::checkpoint::FileIdentity::of(path)?.gzip_magic {
         return Ok(vec![Unit::whole(path.to_path_buf(), size)]);
     }
-    let points = split_points(File::open(path)?, size, split_bytes)?;
+    let points = split_points(&File::open(path)?, size, split_bytes)?;
     Ok(points
         .iter()
         .enumerate()
@@ -204,12 +296,18 @@ mod tests {
             lines in prop::collection::vec(prop::collection::vec(prop_oneof![Just(b'x'), Just(b'\r'), Just(b' ')], 0..40), 0..60),
             trailing_newline in any::<bool>(),
             split in 1u64..64,
+            seek in 1usize..9,
+            count in 1usize..9,
+            threads in 1usize..4,
         ) {
             let mut bytes = lines.join(&b'\n');
             if trailing_newline && !bytes.is_empty() {
                 bytes.push(b'\n');
             }
             let points = split_points(&bytes[..], bytes.len() as u64, split).unwrap();
+            prop_assert_eq!(&points, &model(&bytes, split));
+            // small reads and several counting threads: chunk edges inside lines and splits
+            let points = split_points_with(&bytes[..], bytes.len() as u64, split, seek, count, threads).unwrap();
             prop_assert_eq!(&points, &model(&bytes, split));
         }
     }
