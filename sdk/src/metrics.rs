@@ -62,6 +62,9 @@ pub enum Gauge {
     DedupEntries,
     /// The most [`Gauge::DedupEntries`] held at once during the run, by step.
     DedupEntriesPeak,
+    /// Updates a `CountOutcomes` step's arrangement holds now (its counts per retained minute
+    /// and in total, and retractions not yet merged away), by step: what its memory is.
+    OutcomeEntries,
 }
 
 impl Gauge {
@@ -70,6 +73,7 @@ impl Gauge {
         match self {
             Gauge::DedupEntries => "dedup_entries",
             Gauge::DedupEntriesPeak => "dedup_entries_peak",
+            Gauge::OutcomeEntries => "outcome_entries",
         }
     }
 }
