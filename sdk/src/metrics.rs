@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::io::PositionKind;
+
 /// A family of counters, each labelled by a step name or an error type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
@@ -90,6 +92,8 @@ struct MetricsInner {
     counters: Mutex<BTreeMap<(Counter, String), Arc<AtomicU64>>>,
     gauges: Mutex<BTreeMap<(Gauge, String), Arc<AtomicI64>>>,
     outcomes: crate::counts::OutcomeCounts,
+    /// Per source step and worker: what its reader last said of its positions.
+    positions: Mutex<BTreeMap<(String, usize), Vec<crate::io::PartitionPosition>>>,
     in_flight_epochs: AtomicU64,
     held_bytes: AtomicU64,
     peak_held_bytes: AtomicU64,
@@ -127,6 +131,22 @@ impl Metrics {
     /// Adds `n` to a counter (slow path: looks the counter up).
     pub fn add(&self, family: Counter, label: &str, n: u64) {
         self.counter(family, label).fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// What worker `worker`'s reader of source step `step` says of its positions now (it
+    /// replaces what it said before).
+    pub fn set_source_positions(
+        &self,
+        step: &str,
+        worker: usize,
+        positions: Vec<crate::io::PartitionPosition>,
+    ) {
+        let mut map = self
+            .inner
+            .positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.insert((step.to_string(), worker), positions);
     }
 
     pub(crate) fn set_in_flight_epochs(&self, n: u64) {
@@ -174,9 +194,27 @@ impl Metrics {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
                 .collect(),
+            positions: self.positions(),
             in_flight_epochs: self.inner.in_flight_epochs.load(Ordering::Relaxed),
             held_bytes: self.held_bytes(),
         }
+    }
+
+    /// The sources' positions by step, partition and figure, the workers' figures added up.
+    fn positions(&self) -> BTreeMap<(String, String, PositionKind), i64> {
+        let map = self
+            .inner
+            .positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut out: BTreeMap<(String, String, PositionKind), i64> = BTreeMap::new();
+        for ((step, _), positions) in map.iter() {
+            for p in positions {
+                *out.entry((step.clone(), p.partition.clone(), p.kind))
+                    .or_default() += p.value;
+            }
+        }
+        out
     }
 }
 
@@ -187,6 +225,9 @@ pub struct MetricsSnapshot {
     pub counters: BTreeMap<(Counter, String), u64>,
     /// Every gauge by family and label.
     pub gauges: BTreeMap<(Gauge, String), i64>,
+    /// Where unbounded sources stand, by source step, partition and figure (see
+    /// [`SourceReader::positions`](crate::SourceReader::positions)).
+    pub positions: BTreeMap<(String, String, PositionKind), i64>,
     /// Epochs read but not yet durably written, on the worker that last reported.
     pub in_flight_epochs: u64,
     /// Bytes the sinks of this process hold, not yet durable (see [`Metrics::held_bytes`]).

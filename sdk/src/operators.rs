@@ -31,6 +31,8 @@ use crate::{Element, Message, Original};
 const READ_SLICE: Duration = Duration::from_millis(2);
 /// How often a source held back by the in-flight bound checks the shutdown flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
+/// How often a source's reader is asked where it stands (see `SourceReader::positions`).
+const POSITIONS_EVERY: Duration = Duration::from_millis(250);
 
 struct SourceDriver<T: 'static> {
     step: String,
@@ -175,6 +177,8 @@ pub(crate) fn read<'s, S: Source>(
             unaccepted_bytes: 0,
         };
         let mut last_progress = (0u64, 0u64);
+        let mut last_positions: Option<Instant> = None;
+        let worker_index = scope.index();
         let mut buf: Vec<S::Output> = Vec::new();
 
         move |output| {
@@ -211,6 +215,18 @@ pub(crate) fn read<'s, S: Source>(
             shared
                 .metrics
                 .set_in_flight_epochs(book.in_flight.len() as u64);
+
+            if last_positions.is_none_or(|t| t.elapsed() >= POSITIONS_EVERY) {
+                if let Some(reader) = driver.reader.borrow().as_ref() {
+                    let positions = reader.positions();
+                    if !positions.is_empty() || last_positions.is_some() {
+                        shared
+                            .metrics
+                            .set_source_positions(&driver.step, worker_index, positions);
+                    }
+                    last_positions = Some(Instant::now());
+                }
+            }
 
             let Some(c) = cap.as_mut() else { return };
             let mut reader_slot = driver.reader.borrow_mut();

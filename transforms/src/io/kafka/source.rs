@@ -16,8 +16,8 @@ use rdkafka::message::{Headers, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice::{
-    BoxError, CheckContext, Epoch, EpochLedger, ReadState, ReadStatus, Source, SourceContext,
-    SourcePosition, SourceReader, SourceWaker,
+    BoxError, CheckContext, Epoch, EpochLedger, PartitionPosition, PositionKind, ReadState,
+    ReadStatus, Source, SourceContext, SourcePosition, SourceReader, SourceWaker,
 };
 
 use super::{decode_record, KafkaError, KafkaSourceConfig, METADATA_TIMEOUT};
@@ -31,6 +31,10 @@ type Partition = (Arc<str>, i32);
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long the poll thread waits before committing again after a commit failed.
 const COMMIT_RETRY: Duration = Duration::from_secs(1);
+/// How often the poll thread asks the brokers for the owned partitions' high watermarks (the
+/// lag on the metrics endpoint), and how long it waits for an answer.
+const WATERMARKS_EVERY: Duration = Duration::from_secs(2);
+const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Reads Kafka topics as a consumer group; see the [module docs](super).
 ///
@@ -277,6 +281,12 @@ struct Inner {
     confirmed: BTreeMap<Partition, i64>,
     /// Per partition: the offset every sink made durable, when past `confirmed`.
     latest: BTreeMap<Partition, i64>,
+    /// Per partition read in the current assignment: the next offset handed to the pipeline.
+    position: BTreeMap<Partition, i64>,
+    /// Per owned partition not read yet: the group's committed offset, as the brokers said.
+    committed: BTreeMap<Partition, i64>,
+    /// Per owned partition: its high watermark, as the brokers last said.
+    high: BTreeMap<Partition, i64>,
     /// The reader handed out nothing for want of commits: wake it when one is confirmed.
     gated: bool,
     error: Option<KafkaError>,
@@ -318,6 +328,38 @@ impl Inner {
         self.owned.remove(p);
         self.confirmed.remove(p);
         self.latest.remove(p);
+        self.position.remove(p);
+        self.committed.remove(p);
+        self.high.remove(p);
+    }
+
+    /// Per owned partition: the position (the next offset the pipeline reads), the committed
+    /// offset and the lag (the high watermark minus the position), as far as known.
+    fn positions(&self) -> Vec<PartitionPosition> {
+        let mut out = Vec::new();
+        for p in &self.owned {
+            let name = format!("{}/{}", p.0, p.1);
+            let committed = self
+                .confirmed
+                .get(p)
+                .or_else(|| self.committed.get(p))
+                .copied();
+            let position = self.position.get(p).copied().or(committed);
+            if let Some(o) = position {
+                out.push(PartitionPosition::new(&name, PositionKind::Offset, o));
+            }
+            if let Some(c) = committed {
+                out.push(PartitionPosition::new(&name, PositionKind::Committed, c));
+            }
+            if let (Some(o), Some(h)) = (position, self.high.get(p)) {
+                out.push(PartitionPosition::new(
+                    &name,
+                    PositionKind::Lag,
+                    (h - o).max(0),
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -464,10 +506,69 @@ fn assigned<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> BTreeSet<(String,
         .unwrap_or_default()
 }
 
+/// Asks the brokers for the high watermark of every owned partition, and for the committed
+/// offset of those not read yet: what [`Inner::positions`] reports. A failure leaves the
+/// figures as they were (the next look-up tries again).
+fn look_up_watermarks(consumer: &BaseConsumer<PollContext>, shared: &Shared) {
+    let (owned, unread): (Vec<Partition>, Vec<Partition>) = {
+        let inner = shared.lock();
+        let unread = inner
+            .owned
+            .iter()
+            .filter(|p| !inner.confirmed.contains_key(*p) && !inner.committed.contains_key(*p))
+            .cloned()
+            .collect();
+        (inner.owned.iter().cloned().collect(), unread)
+    };
+    let mut high = BTreeMap::new();
+    for p in owned {
+        match consumer.fetch_watermarks(&p.0, p.1, WATERMARKS_TIMEOUT) {
+            Ok((_, h)) => {
+                high.insert(p, h);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot look up a kafka high watermark"),
+        }
+    }
+    let mut committed = BTreeMap::new();
+    if !unread.is_empty() {
+        let mut tpl = TopicPartitionList::new();
+        for p in &unread {
+            tpl.add_partition(&p.0, p.1);
+        }
+        if let Ok(offsets) = consumer.committed_offsets(tpl, WATERMARKS_TIMEOUT) {
+            for p in unread {
+                if let Some(Offset::Offset(o)) =
+                    offsets.find_partition(&p.0, p.1).map(|e| e.offset())
+                {
+                    committed.insert(p, o);
+                }
+            }
+        }
+    }
+    let mut inner = shared.lock();
+    let inner = &mut *inner;
+    // a partition revoked meanwhile is forgotten
+    for (p, h) in high {
+        if inner.owned.contains(&p) {
+            inner.high.insert(p, h);
+        }
+    }
+    for (p, o) in committed {
+        if inner.owned.contains(&p) {
+            inner.committed.insert(p, o);
+        }
+    }
+}
+
 fn poll_loop(consumer: BaseConsumer<PollContext>, shared: Arc<Shared>) {
     let mut topics: BTreeMap<String, Arc<str>> = BTreeMap::new();
     let mut retry_at = Instant::now();
+    let mut watermarks_at = Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
+        if Instant::now() >= watermarks_at {
+            look_up_watermarks(&consumer, &shared);
+            watermarks_at = Instant::now() + WATERMARKS_EVERY;
+        }
         // Synchronously, so the reader knows what is confirmed (see `Inner`). `latest` holds
         // only partitions this member owns: a revoked one is the new owner's to commit.
         let pending = shared.lock().latest.clone();
@@ -608,6 +709,7 @@ impl SourceReader<ReadResult> for KafkaReader {
                     .confirmed
                     .entry(p.partition.clone())
                     .or_insert(p.offset);
+                inner.position.insert(p.partition.clone(), p.offset + 1);
                 self.ledger.record(p.partition, p.offset + 1);
                 bytes += p.bytes;
                 taken += 1;
@@ -643,6 +745,10 @@ impl SourceReader<ReadResult> for KafkaReader {
             }
         }
         Ok(())
+    }
+
+    fn positions(&self) -> Vec<PartitionPosition> {
+        self.shared.lock().positions()
     }
 
     /// Commits what is durable and leaves the group. A consumer failure was already
@@ -691,6 +797,40 @@ mod tests {
         assert!(!inner.confirm(&[(p(0), 150), (p(1), 10)].into()));
         assert_eq!(inner.uncommitted(), 0);
         assert!(inner.latest.is_empty(), "nothing left to commit");
+    }
+
+    #[test]
+    fn positions_say_offset_committed_offset_and_lag_of_owned_partitions() {
+        let mut inner = Inner::default();
+        for n in [0, 1, 2] {
+            inner.owned.insert(p(n));
+        }
+        // partition 0 read up to 150 of 200, committed at 120; partition 1 not read yet,
+        // committed at 7 of 10; partition 2: nothing known yet
+        inner.confirmed.insert(p(0), 120);
+        inner.position.insert(p(0), 150);
+        inner.high.insert(p(0), 200);
+        inner.committed.insert(p(1), 7);
+        inner.high.insert(p(1), 10);
+        let got: Vec<(String, PositionKind, i64)> = inner
+            .positions()
+            .into_iter()
+            .map(|p| (p.partition, p.kind, p.value))
+            .collect();
+        let want = |part: &str, kind, value| (part.to_string(), kind, value);
+        assert_eq!(
+            got,
+            vec![
+                want("t/0", PositionKind::Offset, 150),
+                want("t/0", PositionKind::Committed, 120),
+                want("t/0", PositionKind::Lag, 50),
+                want("t/1", PositionKind::Offset, 7),
+                want("t/1", PositionKind::Committed, 7),
+                want("t/1", PositionKind::Lag, 3),
+            ]
+        );
+        inner.disown(&p(0));
+        assert!(inner.positions().iter().all(|p| p.partition != "t/0"));
     }
 
     #[test]
