@@ -31,10 +31,10 @@ type Partition = (Arc<str>, i32);
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long the poll thread waits before committing again after a commit failed.
 const COMMIT_RETRY: Duration = Duration::from_secs(1);
-/// How often the poll thread asks the brokers for the owned partitions' high watermarks (the
-/// lag on the metrics endpoint), and how long it waits for an answer.
-const WATERMARKS_EVERY: Duration = Duration::from_secs(2);
-const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often librdkafka reports its statistics (`statistics.interval.ms`, unless the options
+/// set it): the partitions' high watermarks (the lag on the metrics endpoint) come from there,
+/// with no request of their own.
+const STATISTICS_INTERVAL_MS: &str = "2000";
 
 /// Reads Kafka topics as a consumer group; see the [module docs](super).
 ///
@@ -190,9 +190,13 @@ impl Source for KafkaSource {
             waker: ctx.waker(),
             config: self.config.clone(),
         });
-        let consumer: BaseConsumer<PollContext> = self
+        let mut client = self
             .config
-            .client_config(ctx.job_name(), ctx.worker_index())
+            .client_config(ctx.job_name(), ctx.worker_index());
+        if !self.config.options.contains_key("statistics.interval.ms") {
+            client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        }
+        let consumer: BaseConsumer<PollContext> = client
             .create_with_context(PollContext {
                 shared: shared.clone(),
             })
@@ -283,9 +287,9 @@ struct Inner {
     latest: BTreeMap<Partition, i64>,
     /// Per partition read in the current assignment: the next offset handed to the pipeline.
     position: BTreeMap<Partition, i64>,
-    /// Per owned partition not read yet: the group's committed offset, as the brokers said.
+    /// Per owned partition not read yet: the group's committed offset, as librdkafka says.
     committed: BTreeMap<Partition, i64>,
-    /// Per owned partition: its high watermark, as the brokers last said.
+    /// Per owned partition: its high watermark, as librdkafka's statistics last said.
     high: BTreeMap<Partition, i64>,
     /// The reader handed out nothing for want of commits: wake it when one is confirmed.
     gated: bool,
@@ -384,7 +388,29 @@ struct PollContext {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for PollContext {}
+impl ClientContext for PollContext {
+    /// librdkafka's statistics: the high watermark of each owned partition (from its fetch
+    /// responses) and the group's committed offset of those not read yet.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut inner = self.shared.lock();
+        let inner = &mut *inner;
+        for (name, topic) in &statistics.topics {
+            for (id, p) in &topic.partitions {
+                // -1 is librdkafka's internal "unassigned" partition
+                let key: Partition = (Arc::from(name.as_str()), *id);
+                if *id < 0 || !inner.owned.contains(&key) {
+                    continue;
+                }
+                if p.hi_offset >= 0 {
+                    inner.high.insert(key.clone(), p.hi_offset);
+                }
+                if p.committed_offset >= 0 && !inner.confirmed.contains_key(&key) {
+                    inner.committed.insert(key, p.committed_offset);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for PollContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -506,69 +532,10 @@ fn assigned<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> BTreeSet<(String,
         .unwrap_or_default()
 }
 
-/// Asks the brokers for the high watermark of every owned partition, and for the committed
-/// offset of those not read yet: what [`Inner::positions`] reports. A failure leaves the
-/// figures as they were (the next look-up tries again).
-fn look_up_watermarks(consumer: &BaseConsumer<PollContext>, shared: &Shared) {
-    let (owned, unread): (Vec<Partition>, Vec<Partition>) = {
-        let inner = shared.lock();
-        let unread = inner
-            .owned
-            .iter()
-            .filter(|p| !inner.confirmed.contains_key(*p) && !inner.committed.contains_key(*p))
-            .cloned()
-            .collect();
-        (inner.owned.iter().cloned().collect(), unread)
-    };
-    let mut high = BTreeMap::new();
-    for p in owned {
-        match consumer.fetch_watermarks(&p.0, p.1, WATERMARKS_TIMEOUT) {
-            Ok((_, h)) => {
-                high.insert(p, h);
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot look up a kafka high watermark"),
-        }
-    }
-    let mut committed = BTreeMap::new();
-    if !unread.is_empty() {
-        let mut tpl = TopicPartitionList::new();
-        for p in &unread {
-            tpl.add_partition(&p.0, p.1);
-        }
-        if let Ok(offsets) = consumer.committed_offsets(tpl, WATERMARKS_TIMEOUT) {
-            for p in unread {
-                if let Some(Offset::Offset(o)) =
-                    offsets.find_partition(&p.0, p.1).map(|e| e.offset())
-                {
-                    committed.insert(p, o);
-                }
-            }
-        }
-    }
-    let mut inner = shared.lock();
-    let inner = &mut *inner;
-    // a partition revoked meanwhile is forgotten
-    for (p, h) in high {
-        if inner.owned.contains(&p) {
-            inner.high.insert(p, h);
-        }
-    }
-    for (p, o) in committed {
-        if inner.owned.contains(&p) {
-            inner.committed.insert(p, o);
-        }
-    }
-}
-
 fn poll_loop(consumer: BaseConsumer<PollContext>, shared: Arc<Shared>) {
     let mut topics: BTreeMap<String, Arc<str>> = BTreeMap::new();
     let mut retry_at = Instant::now();
-    let mut watermarks_at = Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        if Instant::now() >= watermarks_at {
-            look_up_watermarks(&consumer, &shared);
-            watermarks_at = Instant::now() + WATERMARKS_EVERY;
-        }
         // Synchronously, so the reader knows what is confirmed (see `Inner`). `latest` holds
         // only partitions this member owns: a revoked one is the new owner's to commit.
         let pending = shared.lock().latest.clone();
