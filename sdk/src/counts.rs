@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::TraceAgent;
@@ -322,6 +322,8 @@ fn stamp<'s, T: Element>(
     let scope = stream.scope();
     let mut builder = OperatorBuilder::new("CountOutcomes".to_string(), scope);
     let mut input = builder.new_input(stream, Local);
+    // Like `map`: records in, records out, nothing to do when the frontier moves.
+    builder.set_notify_for(0, timely::progress::operate::FrontierInterest::Never);
     let (records_output, records) = builder.new_output::<Vec<T>>();
     let mut records_output =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<T>>>::from(records_output);
@@ -365,6 +367,34 @@ struct Maintain {
     entries: Arc<AtomicI64>,
 }
 
+/// Schedules an operator after a delay with at most one wake-up pending: an operator that is
+/// scheduled on every frontier change and asked for a timer each time would pile them up (each
+/// timer that fires asks for another).
+pub(crate) struct Wakeup {
+    activator: timely::scheduling::Activator,
+    pending: Option<Instant>,
+}
+
+impl Wakeup {
+    pub(crate) fn new(activator: timely::scheduling::Activator) -> Self {
+        Wakeup {
+            activator,
+            pending: None,
+        }
+    }
+
+    /// Schedules the operator in `delay`, unless a wake-up is pending no later than that.
+    pub(crate) fn after(&mut self, delay: Duration) {
+        let now = Instant::now();
+        let at = now + delay;
+        if self.pending.is_some_and(|p| p > now && p <= at) {
+            return;
+        }
+        self.activator.activate_after(delay);
+        self.pending = Some(at);
+    }
+}
+
 /// How often an idle worker looks whether a minute expired.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
@@ -393,7 +423,7 @@ fn maintain<'s>(updates: StreamVec<'s, Epoch, Update>, m: Maintain) -> StreamVec
 
     let mut builder = OperatorBuilder::new("CountOutcomesMaintain".to_string(), scope);
     let info = builder.operator_info();
-    let activator = scope.activator_for(info.address.clone());
+    let mut wakeup = Wakeup::new(scope.activator_for(info.address.clone()));
     // The updates before the loop: only their frontier, which says when the input is done.
     let mut counted_input = builder.new_input(updates, Local);
     let mut changes_input = builder.new_input(changes, Local);
@@ -418,8 +448,6 @@ fn maintain<'s>(updates: StreamVec<'s, Epoch, Update>, m: Maintain) -> StreamVec
         // A count arrived for a minute already past the horizon.
         let mut late = false;
         let mut reported = 0i64;
-        // When the pending timer fires: one at a time, or every activation would add one.
-        let mut timer: Option<std::time::Instant> = None;
         let mut changes: Vec<(Counted, isize)> = Vec::new();
         let mut scratch: Vec<Update> = Vec::new();
         move |frontiers| {
@@ -474,13 +502,9 @@ fn maintain<'s>(updates: StreamVec<'s, Epoch, Update>, m: Maintain) -> StreamVec
                 trace = None;
                 m.entries.fetch_sub(reported, Ordering::Relaxed);
                 reported = 0;
-            } else if size > 0
-                && expire_cap.is_some()
-                && timer.is_none_or(|t| t <= std::time::Instant::now())
-            {
+            } else if size > 0 && expire_cap.is_some() {
                 // An idle stream must expire too: the clock moves without records.
-                activator.activate_after(EXPIRY_TICK);
-                timer = Some(std::time::Instant::now() + EXPIRY_TICK);
+                wakeup.after(EXPIRY_TICK);
             }
         }
     });
@@ -575,7 +599,7 @@ impl OutcomeRows {
             Local,
             "OutcomeRows",
             move |initial, info| {
-                let activator = scope.activator_for(info.address.clone());
+                let mut wakeup = Wakeup::new(scope.activator_for(info.address.clone()));
                 // One worker per process writes the process's counts.
                 let mut cap = store.claim_rows().then_some(initial);
                 let mut sent: HashMap<(i64, OutcomeKey), u64> = HashMap::new();
@@ -597,7 +621,7 @@ impl OutcomeRows {
                         None => cap = None,
                     }
                     if cap.is_some() {
-                        activator.activate_after(every.saturating_sub(last.elapsed()));
+                        wakeup.after(every.saturating_sub(last.elapsed()));
                     }
                 }
             },
