@@ -123,7 +123,9 @@ impl Metrics {
         map.entry((family, label.to_string())).or_default().clone()
     }
 
-    /// The counts of the [`CountOutcomes`](crate::CountOutcomes) steps of this process.
+    /// The counts the [`CountOutcomes`](crate::CountOutcomes) steps maintain for the keys this
+    /// process's workers own (in a cluster, each process holds the whole cluster's counts of
+    /// its own keys).
     pub fn outcomes(&self) -> &crate::counts::OutcomeCounts {
         &self.inner.outcomes
     }

@@ -39,6 +39,11 @@ struct SourceDriver<T: 'static> {
     reader: RefCell<Option<Box<dyn SourceReader<T>>>>,
     acked: Cell<Epoch>,
     closed: Cell<bool>,
+    /// Where the reader's positions go, as this worker's.
+    metrics: crate::Metrics,
+    worker: usize,
+    /// Whether the reader reported positions: then an empty report replaces them.
+    reported: Cell<bool>,
 }
 
 impl<T: 'static> SourceDriver<T> {
@@ -61,6 +66,21 @@ impl<T: 'static> SourceDriver<T> {
         Ok(())
     }
 
+    /// Puts what the reader says of its positions into the metrics.
+    fn report_positions(&self) {
+        if self.closed.get() {
+            return;
+        }
+        if let Some(r) = self.reader.borrow().as_ref() {
+            let positions = r.positions();
+            if !positions.is_empty() || self.reported.get() {
+                self.metrics
+                    .set_source_positions(&self.step, self.worker, positions);
+                self.reported.set(true);
+            }
+        }
+    }
+
     fn close(&self) -> Result<()> {
         if self.closed.replace(true) {
             return Ok(());
@@ -77,6 +97,8 @@ impl<T: 'static> Finisher for SourceDriver<T> {
         if completed {
             self.ack(Epoch::MAX)?;
         }
+        // The last word on where the source stands, after its final acknowledgement.
+        self.report_positions();
         self.close()
     }
 }
@@ -144,6 +166,9 @@ pub(crate) fn read<'s, S: Source>(
         reader: RefCell::new(None),
         acked: Cell::new(0),
         closed: Cell::new(false),
+        metrics: shared.metrics.clone(),
+        worker: scope.index(),
+        reported: Cell::new(false),
     });
     ctx.finishers.borrow_mut().push(driver.clone());
     let metrics = &shared.metrics;
@@ -178,7 +203,6 @@ pub(crate) fn read<'s, S: Source>(
         };
         let mut last_progress = (0u64, 0u64);
         let mut last_positions: Option<Instant> = None;
-        let worker_index = scope.index();
         let mut buf: Vec<S::Output> = Vec::new();
 
         move |output| {
@@ -217,15 +241,8 @@ pub(crate) fn read<'s, S: Source>(
                 .set_in_flight_epochs(book.in_flight.len() as u64);
 
             if last_positions.is_none_or(|t| t.elapsed() >= POSITIONS_EVERY) {
-                if let Some(reader) = driver.reader.borrow().as_ref() {
-                    let positions = reader.positions();
-                    if !positions.is_empty() || last_positions.is_some() {
-                        shared
-                            .metrics
-                            .set_source_positions(&driver.step, worker_index, positions);
-                    }
-                    last_positions = Some(Instant::now());
-                }
+                driver.report_positions();
+                last_positions = Some(Instant::now());
             }
 
             let Some(c) = cap.as_mut() else { return };
