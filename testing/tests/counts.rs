@@ -1,6 +1,7 @@
 //! `CountOutcomes`: the counts a pipeline keeps equal a recount of what its output and
 //! dead-letter sinks received, on 1, 2 and 4 workers, with serialized exchanges and on a
-//! 2-process cluster; minutes older than the retained hour are retracted while the totals stay.
+//! 2-process cluster; minutes older than the retained hour are retracted while the totals stay,
+//! and the counts' arrangement stays within the hour over a long stream.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -359,4 +360,76 @@ fn minutes_older_than_the_retained_hour_are_retracted_while_totals_remain() {
     let s = counts();
     assert_eq!(s.totals, totals(11, 5));
     assert_eq!(s.minutes, BTreeMap::from([minute(121, &[(&ka, 1)])]));
+}
+
+/// 600 minutes of a stream of two keys, 50 records a minute, on a clock that moves with the
+/// stream: the counts' arrangement, as differential reports its size, stays within a few
+/// hours' worth of entries (two keys' 60 minutes and totals, plus retractions not yet merged
+/// away), where a state that never forgot would hold 1,200 minutes' counts; only the last hour
+/// is left at the end, and the totals hold every record.
+#[test]
+fn the_counts_state_stays_within_the_hour_over_a_long_stream() {
+    const MINUTES: i64 = 600;
+    const PER_MINUTE: i64 = 50;
+    let now = Arc::new(AtomicI64::new(0));
+    let input: Vec<Vec<Message>> = (0..MINUTES)
+        .map(|minute| {
+            (0..PER_MINUTE)
+                .map(|i| {
+                    Message::new(minute.to_string())
+                        .with_attribute("uri", format!("/submit/ns/doc{}/1/x", i % 2))
+                })
+                .collect()
+        })
+        .collect();
+    let source = MemorySource::from_epochs(input);
+    let tp = TestPipeline::new();
+    let metrics = tp.pipeline().metrics();
+    let peak = Arc::new(AtomicI64::new(0));
+    let (clock_now, set_now, seen_peak, seen_metrics) =
+        (now.clone(), now.clone(), peak.clone(), metrics.clone());
+    let clock = Clock::from_fn(move || clock_now.load(Ordering::SeqCst));
+    let out = MemorySink::<Message>::new();
+    let o = out.clone();
+    tp.run(move |p| {
+        let (set_now, seen_peak, seen_metrics) =
+            (set_now.clone(), seen_peak.clone(), seen_metrics.clone());
+        p.read("read", source.clone())
+            // the clock is the minute the record says
+            .inspect(move |m: &Message| {
+                let minute: i64 = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
+                set_now.fetch_max((MINUTE + minute) * 60_000, Ordering::SeqCst);
+            })
+            .apply("count", CountOutcomes::new().with_clock(clock.clone()))
+            .inspect(move |_: &Message| {
+                let size = seen_metrics
+                    .snapshot()
+                    .gauges
+                    .get(&(Gauge::OutcomeEntries, "count".to_string()))
+                    .copied()
+                    .unwrap_or(0);
+                seen_peak.fetch_max(size, Ordering::SeqCst);
+            })
+            .write("write", o.clone());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(out.len(), (MINUTES * PER_MINUTE) as usize);
+    let s = metrics.outcomes().snapshot();
+    assert_eq!(
+        s.totals.values().sum::<u64>(),
+        (MINUTES * PER_MINUTE) as u64
+    );
+    assert_eq!(s.totals.len(), 2);
+    let last = MINUTE + MINUTES - 1;
+    assert_eq!(
+        s.minutes.keys().copied().collect::<Vec<_>>(),
+        ((last - OutcomeCounts::RETAINED_MINUTES + 1)..=last).collect::<Vec<_>>(),
+        "the last hour is left"
+    );
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(
+        (120..=600).contains(&peak),
+        "peak arrangement size {peak}: within a few hours' worth of two keys (and the hour is used)"
+    );
 }
