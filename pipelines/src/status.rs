@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::Counter as PromCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge as PromGauge;
 use prometheus_client::registry::Registry;
-use sluice::{Counter, Gauge, Metrics, MetricsSnapshot};
+use sluice::{Counter, Gauge, Metrics, MetricsSnapshot, PositionKind};
 
 /// The status page: HTML, CSS and script in one file.
 const PAGE: &str = include_str!("status.html");
@@ -261,6 +261,9 @@ pub fn prometheus_text(
             Gauge::DedupEntries => {
                 "Updates in a dedup step's arrangement now (its memory), by step"
             }
+            Gauge::OutcomeEntries => {
+                "Updates in a count step's arrangement now (its memory), by step"
+            }
             _ => "The most updates a dedup step's arrangement held at once, by step",
         };
         registry.register(family.name(), help, metric);
@@ -283,6 +286,50 @@ pub fn prometheus_text(
             family,
         );
     }
+    let mut positions: BTreeMap<PositionKind, Family<Labels, PromGauge>> = BTreeMap::new();
+    let acked: Family<Labels, PromCounter> = Family::default();
+    for ((step, partition, kind), value) in &s.positions {
+        let labels = vec![
+            ("step".to_string(), step.clone()),
+            ("partition".to_string(), partition.clone()),
+        ];
+        if *kind == PositionKind::Acked {
+            acked
+                .get_or_create(&labels)
+                .inc_by(u64::try_from(*value).unwrap_or(0));
+        } else {
+            positions
+                .entry(*kind)
+                .or_default()
+                .get_or_create(&labels)
+                .set(*value);
+        }
+    }
+    for (kind, metric) in positions {
+        let help = match kind {
+            PositionKind::Offset => {
+                "The next offset an unbounded source reads, by source step and partition"
+            }
+            PositionKind::Committed => {
+                "The offset an unbounded source's service confirmed committed, by source step and partition"
+            }
+            PositionKind::Lag => {
+                "Records beyond an unbounded source's position (high watermark minus position), by source step and partition"
+            }
+            _ => "Messages delivered to the pipeline and not yet acknowledged, by source step and subscription",
+        };
+        registry.register(format!("source_{}", kind.name()), help, metric);
+    }
+    if s.positions
+        .keys()
+        .any(|(_, _, k)| *k == PositionKind::Acked)
+    {
+        registry.register(
+            "source_acked",
+            "Messages a source acknowledged, by source step and subscription",
+            acked,
+        );
+    }
     let epochs: PromGauge = PromGauge::default();
     epochs.set(s.in_flight_epochs as i64);
     registry.register(
@@ -302,8 +349,9 @@ pub fn prometheus_text(
     Ok(out)
 }
 
-/// Each source step: records and bytes read, and for a bounded source (files) how far it read
-/// of its size and what is left (its lag).
+/// Each source step: records and bytes read; for a bounded source (files) how far it read of
+/// its size and what is left (its lag); for an unbounded one what its reader says of each
+/// partition (Kafka: offset, committed offset and lag; Pub/Sub: outstanding and acked).
 fn sources_json(s: &MetricsSnapshot) -> Vec<serde_json::Value> {
     let read = s.family(Counter::Read);
     let done = s.family(Counter::ProgressDone);
@@ -311,20 +359,41 @@ fn sources_json(s: &MetricsSnapshot) -> Vec<serde_json::Value> {
     let bytes = s.family(Counter::ReadBytes);
     read.iter()
         .map(|(step, n)| {
-            // A bounded source (files) reports how far it read of its size; its lag is what
-            // is left to read. The SDK's metrics carry no position for unbounded ones.
             let (d, t) = (
                 done.get(step).copied().unwrap_or(0),
                 total.get(step).copied().unwrap_or(0),
             );
+            let mut partitions: BTreeMap<&str, serde_json::Map<String, serde_json::Value>> =
+                BTreeMap::new();
+            let (mut lag, mut outstanding) = (None::<i64>, None::<i64>);
+            for ((_, partition, kind), value) in
+                s.positions.iter().filter(|((st, _, _), _)| st == step)
+            {
+                let row = partitions.entry(partition.as_str()).or_default();
+                row.insert("partition".into(), partition.as_str().into());
+                row.insert(kind.name().into(), (*value).into());
+                match kind {
+                    PositionKind::Lag => *lag.get_or_insert(0) += value,
+                    PositionKind::Outstanding => *outstanding.get_or_insert(0) += value,
+                    _ => {}
+                }
+            }
+            let bounded = t > 0;
+            let lag = if bounded {
+                Some(i64::try_from(t.saturating_sub(d)).unwrap_or(i64::MAX))
+            } else {
+                lag
+            };
             serde_json::json!({
                 "step": step,
                 "records": n,
                 "bytes": bytes.get(step).copied().unwrap_or(0),
                 "progress_done": d,
                 "progress_total": t,
-                "bounded": t > 0,
-                "lag": (t > 0).then(|| t.saturating_sub(d)),
+                "bounded": bounded,
+                "lag": lag,
+                "outstanding": outstanding,
+                "partitions": partitions.into_values().collect::<Vec<_>>(),
             })
         })
         .collect()
@@ -408,18 +477,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bounded_source_shows_its_position_and_what_is_left() {
+    fn sources_show_their_positions_and_what_is_left() {
         let m = Metrics::new();
         m.add(Counter::Read, "read", 3);
         m.add(Counter::ProgressDone, "read", 250);
         m.add(Counter::ProgressTotal, "read", 1000);
         m.add(Counter::Read, "stream", 9);
+        m.add(Counter::Read, "topic", 4);
+        m.add(Counter::Read, "sub", 2);
+        let kafka =
+            |partition: &str, kind, value| sluice::PartitionPosition::new(partition, kind, value);
+        m.set_source_positions(
+            "topic",
+            0,
+            vec![
+                kafka("t/0", PositionKind::Offset, 40),
+                kafka("t/0", PositionKind::Committed, 30),
+                kafka("t/0", PositionKind::Lag, 5),
+            ],
+        );
+        m.set_source_positions("topic", 1, vec![kafka("t/1", PositionKind::Lag, 2)]);
+        // a subscription's figures from two workers are added up
+        for worker in [0, 1] {
+            m.set_source_positions(
+                "sub",
+                worker,
+                vec![
+                    kafka("projects/p/subscriptions/s", PositionKind::Outstanding, 3),
+                    kafka("projects/p/subscriptions/s", PositionKind::Acked, 10),
+                ],
+            );
+        }
         let rows = sources_json(&m.snapshot());
-        assert_eq!(rows[0]["step"], "read");
-        assert_eq!(rows[0]["bounded"], true);
-        assert_eq!(rows[0]["lag"], 750);
-        assert_eq!(rows[1]["bounded"], false);
-        assert!(rows[1]["lag"].is_null());
+        let row = |step: &str| rows.iter().find(|r| r["step"] == step).unwrap().clone();
+        assert_eq!(row("read")["bounded"], true);
+        assert_eq!(row("read")["lag"], 750);
+        assert_eq!(row("stream")["bounded"], false);
+        assert!(row("stream")["lag"].is_null());
+        assert_eq!(row("topic")["lag"], 7, "the partitions' lags added up");
+        assert_eq!(
+            row("topic")["partitions"][0],
+            serde_json::json!({"partition": "t/0", "offset": 40, "committed_offset": 30, "lag": 5})
+        );
+        assert_eq!(row("sub")["outstanding"], 6);
+        assert_eq!(row("sub")["partitions"][0]["acked"], 20);
+        let text = prometheus_text(&m.snapshot(), &m.outcomes().snapshot()).unwrap();
+        for line in [
+            "sluice_source_lag{step=\"topic\",partition=\"t/0\"} 5",
+            "sluice_source_offset{step=\"topic\",partition=\"t/0\"} 40",
+            "sluice_source_committed_offset{step=\"topic\",partition=\"t/0\"} 30",
+            "sluice_source_outstanding{step=\"sub\",partition=\"projects/p/subscriptions/s\"} 6",
+            "sluice_source_acked_total{step=\"sub\",partition=\"projects/p/subscriptions/s\"} 20",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -994,3 +994,103 @@ dir = "{errors}"
         "messages not in their topic exactly once (seq, copies): {wrong:?}"
     );
 }
+
+/// `GET path` on the metrics address: the body, or `None` while nothing answers.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    // The server keeps connections alive unless asked not to; never wait on one forever.
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+/// The value of the metric line `name{labels}` in Prometheus text.
+fn metric(text: &str, name_and_labels: &str) -> Option<i64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// An unbounded Kafka job (`stop_at_end = false`) with the metrics address: once it has read
+/// a topic of two partitions, `/metrics` shows each partition's lag at 0 and its committed
+/// offset and position at the partition's end; more messages move them on. `/api/status`, what
+/// the page draws, says the same per partition.
+#[test]
+fn metrics_show_each_kafka_partition_s_offsets_and_lag() {
+    let test = "metrics_show_each_kafka_partition_s_offsets_and_lag";
+    let Some(broker) = Broker::real(test) else {
+        return;
+    };
+    let brokers = broker.brokers();
+    let topic = unique("positions");
+    broker.create_topic(&topic, 2);
+    produce(&brokers, &topic, &messages(0..100));
+    let group = unique("positions");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let cfg = loader_config(tmp.path(), &brokers, &topic, &group, &out, "");
+    let addr = format!("127.0.0.1:{}", sluice_testing::cluster::free_port());
+    let mut child = sluice()
+        .args(["run", "--no-progress"])
+        .arg(&cfg)
+        .args(["--metrics-addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let (addr_ref, topic_ref) = (&addr, &topic);
+    let at = |end: i64| {
+        move || {
+            let (addr, topic) = (addr_ref, topic_ref);
+            let Some(text) = http_get(addr, "/metrics") else {
+                return false;
+            };
+            (0..2).all(|p| {
+                let labels = format!("{{step=\"read\",partition=\"{topic}/{p}\"}}");
+                let of = |name: &str| metric(&text, &format!("sluice_source_{name}{labels}"));
+                of("lag") == Some(0)
+                    && of("committed_offset") == Some(end)
+                    && of("offset") == Some(end)
+            })
+        }
+    };
+    let stderr = || std::fs::read_to_string(tmp.path().join("stderr")).unwrap_or_default();
+    assert!(
+        wait_while_running(&mut child, at(50), "offsets at 50, lag 0"),
+        "the job ended: {}",
+        stderr()
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(&addr, "/api/status").unwrap()).unwrap();
+    let source = &status["sources"][0];
+    assert_eq!(source["step"], "read");
+    assert_eq!(source["lag"], 0);
+    assert_eq!(
+        source["partitions"][1],
+        serde_json::json!({"partition": format!("{topic}/1"), "offset": 50,
+            "committed_offset": 50, "lag": 0})
+    );
+
+    // 20 more, 10 per partition: the job reads and commits them too
+    produce(&brokers, &topic, &messages(100..120));
+    assert!(
+        wait_while_running(&mut child, at(60), "offsets at 60, lag 0"),
+        "the job ended: {}",
+        stderr()
+    );
+    assert_eq!(
+        kafka_support::committed(&brokers, &group, &topic, 2),
+        BTreeMap::from([(0, 60), (1, 60)]),
+        "the broker says what the metrics said"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

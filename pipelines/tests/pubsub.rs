@@ -705,3 +705,111 @@ batch = {{ max_bytes = "100MB", max_records = 1000000, max_age = "1h" }}
     }
     assert!(drain(&e, &sub).is_empty(), "every message was acked");
 }
+
+/// `GET path` on the metrics address: the body, or `None` while nothing answers.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    // The server keeps connections alive unless asked not to; never wait on one forever.
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+/// The value of the metric line `name{labels}` in Prometheus text.
+fn metric(text: &str, name_and_labels: &str) -> Option<i64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A job reading a subscription through the binary with the metrics address: `/metrics`
+/// shows the subscription's messages acked (every one, once they are written) and outstanding
+/// (none left), and `/api/status`, what the page draws, says the same.
+#[test]
+fn metrics_show_a_subscription_s_acked_and_outstanding_messages() {
+    let Some(e) = emulator() else { return };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let id = format!("{}-{nanos}", std::process::id());
+    let topic = format!("projects/sluice-test/topics/positions-{id}");
+    let sub = format!("projects/sluice-test/subscriptions/positions-{id}");
+    let input: Vec<Message> = (0..40)
+        .map(|i| Message::new(format!("{{\"n\":{i}}}")).with_attribute("n", i.to_string()))
+        .collect();
+    publish(&e, &topic, &sub, &input);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("job.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"job = "sink"
+workers = 2
+[source]
+type = "pubsub"
+subscription = "{sub}"
+endpoint = "{grpc}"
+credentials = "anonymous"
+[sink]
+type = "file"
+dir = "{out}"
+path = "out/"
+format = "json"
+compression = "none"
+batch = {{ max_records = 10, max_age = "200ms" }}
+[dead_letter]
+type = "file"
+dir = "{out}"
+path = "errors/"
+"#,
+            grpc = e.grpc,
+            out = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", sluice_testing::cluster::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--no-progress"])
+        .arg(&config)
+        .args(["--metrics-addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let labels = format!("{{step=\"read\",partition=\"{sub}\"}}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let text = http_get(&addr, "/metrics").unwrap_or_default();
+        let acked = metric(&text, &format!("sluice_source_acked_total{labels}"));
+        let outstanding = metric(&text, &format!("sluice_source_outstanding{labels}"));
+        if acked == Some(40) && outstanding == Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "not every message acked: acked {acked:?}, outstanding {outstanding:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(&addr, "/api/status").unwrap()).unwrap();
+    let source = &status["sources"][0];
+    assert_eq!(source["outstanding"], 0);
+    assert_eq!(
+        source["partitions"][0],
+        serde_json::json!({"partition": sub, "outstanding": 0, "acked": 40})
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(records(&dir.path().join("out")).len(), 40);
+    assert!(drain(&e, &sub).is_empty(), "every message was acked");
+}

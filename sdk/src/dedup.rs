@@ -415,7 +415,7 @@ fn decide<'s>(stream: StreamVec<'s, Epoch, Keyed>, s: Settings) -> StreamVec<'s,
 
     let mut builder = OperatorBuilder::new("Deduplicate".to_string(), scope);
     let info = builder.operator_info();
-    let activator = scope.activator_for(info.address.clone());
+    let mut wakeup = crate::counts::Wakeup::new(scope.activator_for(info.address.clone()));
     // Keyless messages are spread round robin.
     let mut next = scope.index() as u64;
     let route = move |k: &Keyed| match k.key {
@@ -561,7 +561,7 @@ fn decide<'s>(stream: StreamVec<'s, Epoch, Keyed>, s: Settings) -> StreamVec<'s,
                 reported = 0;
             } else if s.processing && size > 0 && expire_cap.is_some() {
                 // An idle stream must expire too: the clock moves without records.
-                activator.activate_after(s.tick);
+                wakeup.after(s.tick);
             }
         }
     });

@@ -256,6 +256,67 @@ pub trait SourceReader<T>: 'static {
     fn progress(&self) -> Option<(u64, u64)> {
         None
     }
+
+    /// Where an unbounded input stands now, per partition this reader reads (a Kafka
+    /// partition's offsets and lag, a Pub/Sub subscription's outstanding messages): what the
+    /// metrics endpoint and the status page show. The runner asks a few times a second; the
+    /// answer must be cheap (no request to the service). The default reports nothing.
+    fn positions(&self) -> Vec<PartitionPosition> {
+        Vec::new()
+    }
+}
+
+/// One figure of where a source stands in one partition of its input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionPosition {
+    /// The partition: `topic/3` for Kafka, the subscription for Pub/Sub.
+    pub partition: String,
+    /// What the figure is.
+    pub kind: PositionKind,
+    /// The figure. Figures of one partition from several workers (each worker's share of a
+    /// Pub/Sub subscription) are added up.
+    pub value: i64,
+}
+
+impl PartitionPosition {
+    /// A figure of `partition`.
+    pub fn new(partition: impl Into<String>, kind: PositionKind, value: i64) -> Self {
+        PartitionPosition {
+            partition: partition.into(),
+            kind,
+            value,
+        }
+    }
+}
+
+/// What a [`PartitionPosition`] measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum PositionKind {
+    /// The next offset the pipeline reads (Kafka's consumed position).
+    Offset,
+    /// The offset the service confirmed committed: where a restart resumes.
+    Committed,
+    /// Records in the partition beyond [`PositionKind::Offset`] (Kafka: the high watermark
+    /// minus the position).
+    Lag,
+    /// Messages delivered to the pipeline and not yet acknowledged (Pub/Sub).
+    Outstanding,
+    /// Messages acknowledged since the start (Pub/Sub).
+    Acked,
+}
+
+impl PositionKind {
+    /// The Prometheus-style name of the figure (prefixed `sluice_source_`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PositionKind::Offset => "offset",
+            PositionKind::Committed => "committed_offset",
+            PositionKind::Lag => "lag",
+            PositionKind::Outstanding => "outstanding",
+            PositionKind::Acked => "acked",
+        }
+    }
 }
 
 /// What a [`SourceReader::read`] call found.

@@ -52,8 +52,9 @@ pub use dead_letter::{reduce_message, truncate_utf8, DeadLetter, Failure, MAX_AT
 pub use dedup::{Clock, DedupKey, DedupTime, Deduplicate, OnDuplicate, DUPLICATE_ERROR_TYPE};
 pub use error::{chain, BoxError, Error, Result};
 pub use io::{
-    CheckContext, DurableFuture, Epoch, ReadState, ReadStatus, Rejection, Sink, SinkContext,
-    SinkWriter, Source, SourceContext, SourceReader, SourceWaker, StreamingWriter, WriteFuture,
+    CheckContext, DurableFuture, Epoch, PartitionPosition, PositionKind, ReadState, ReadStatus,
+    Rejection, Sink, SinkContext, SinkWriter, Source, SourceContext, SourceReader, SourceWaker,
+    StreamingWriter, WriteFuture,
 };
 pub use ledger::EpochLedger;
 pub use memory::{MemoryFeeder, MemorySink, MemorySource, UnboundedMemorySource};

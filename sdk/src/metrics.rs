@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::io::PositionKind;
+
 /// A family of counters, each labelled by a step name or an error type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
@@ -62,6 +64,9 @@ pub enum Gauge {
     DedupEntries,
     /// The most [`Gauge::DedupEntries`] held at once during the run, by step.
     DedupEntriesPeak,
+    /// Updates a `CountOutcomes` step's arrangement holds now (its counts per retained minute
+    /// and in total, and retractions not yet merged away), by step: what its memory is.
+    OutcomeEntries,
 }
 
 impl Gauge {
@@ -70,6 +75,7 @@ impl Gauge {
         match self {
             Gauge::DedupEntries => "dedup_entries",
             Gauge::DedupEntriesPeak => "dedup_entries_peak",
+            Gauge::OutcomeEntries => "outcome_entries",
         }
     }
 }
@@ -86,6 +92,8 @@ struct MetricsInner {
     counters: Mutex<BTreeMap<(Counter, String), Arc<AtomicU64>>>,
     gauges: Mutex<BTreeMap<(Gauge, String), Arc<AtomicI64>>>,
     outcomes: crate::counts::OutcomeCounts,
+    /// Per source step and worker: what its reader last said of its positions.
+    positions: Mutex<BTreeMap<(String, usize), Vec<crate::io::PartitionPosition>>>,
     in_flight_epochs: AtomicU64,
     held_bytes: AtomicU64,
     peak_held_bytes: AtomicU64,
@@ -115,7 +123,9 @@ impl Metrics {
         map.entry((family, label.to_string())).or_default().clone()
     }
 
-    /// The counts of the [`CountOutcomes`](crate::CountOutcomes) steps of this process.
+    /// The counts the [`CountOutcomes`](crate::CountOutcomes) steps maintain for the keys this
+    /// process's workers own (in a cluster, each process holds the whole cluster's counts of
+    /// its own keys).
     pub fn outcomes(&self) -> &crate::counts::OutcomeCounts {
         &self.inner.outcomes
     }
@@ -123,6 +133,22 @@ impl Metrics {
     /// Adds `n` to a counter (slow path: looks the counter up).
     pub fn add(&self, family: Counter, label: &str, n: u64) {
         self.counter(family, label).fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// What worker `worker`'s reader of source step `step` says of its positions now (it
+    /// replaces what it said before).
+    pub fn set_source_positions(
+        &self,
+        step: &str,
+        worker: usize,
+        positions: Vec<crate::io::PartitionPosition>,
+    ) {
+        let mut map = self
+            .inner
+            .positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.insert((step.to_string(), worker), positions);
     }
 
     pub(crate) fn set_in_flight_epochs(&self, n: u64) {
@@ -170,9 +196,27 @@ impl Metrics {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
                 .collect(),
+            positions: self.positions(),
             in_flight_epochs: self.inner.in_flight_epochs.load(Ordering::Relaxed),
             held_bytes: self.held_bytes(),
         }
+    }
+
+    /// The sources' positions by step, partition and figure, the workers' figures added up.
+    fn positions(&self) -> BTreeMap<(String, String, PositionKind), i64> {
+        let map = self
+            .inner
+            .positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut out: BTreeMap<(String, String, PositionKind), i64> = BTreeMap::new();
+        for ((step, _), positions) in map.iter() {
+            for p in positions {
+                *out.entry((step.clone(), p.partition.clone(), p.kind))
+                    .or_default() += p.value;
+            }
+        }
+        out
     }
 }
 
@@ -183,6 +227,9 @@ pub struct MetricsSnapshot {
     pub counters: BTreeMap<(Counter, String), u64>,
     /// Every gauge by family and label.
     pub gauges: BTreeMap<(Gauge, String), i64>,
+    /// Where unbounded sources stand, by source step, partition and figure (see
+    /// [`SourceReader::positions`](crate::SourceReader::positions)).
+    pub positions: BTreeMap<(String, String, PositionKind), i64>,
     /// Epochs read but not yet durably written, on the worker that last reported.
     pub in_flight_epochs: u64,
     /// Bytes the sinks of this process hold, not yet durable (see [`Metrics::held_bytes`]).

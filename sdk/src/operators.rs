@@ -31,12 +31,19 @@ use crate::{Element, Message, Original};
 const READ_SLICE: Duration = Duration::from_millis(2);
 /// How often a source held back by the in-flight bound checks the shutdown flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
+/// How often a source's reader is asked where it stands (see `SourceReader::positions`).
+const POSITIONS_EVERY: Duration = Duration::from_millis(250);
 
 struct SourceDriver<T: 'static> {
     step: String,
     reader: RefCell<Option<Box<dyn SourceReader<T>>>>,
     acked: Cell<Epoch>,
     closed: Cell<bool>,
+    /// Where the reader's positions go, as this worker's.
+    metrics: crate::Metrics,
+    worker: usize,
+    /// Whether the reader reported positions: then an empty report replaces them.
+    reported: Cell<bool>,
 }
 
 impl<T: 'static> SourceDriver<T> {
@@ -59,6 +66,21 @@ impl<T: 'static> SourceDriver<T> {
         Ok(())
     }
 
+    /// Puts what the reader says of its positions into the metrics.
+    fn report_positions(&self) {
+        if self.closed.get() {
+            return;
+        }
+        if let Some(r) = self.reader.borrow().as_ref() {
+            let positions = r.positions();
+            if !positions.is_empty() || self.reported.get() {
+                self.metrics
+                    .set_source_positions(&self.step, self.worker, positions);
+                self.reported.set(true);
+            }
+        }
+    }
+
     fn close(&self) -> Result<()> {
         if self.closed.replace(true) {
             return Ok(());
@@ -75,6 +97,8 @@ impl<T: 'static> Finisher for SourceDriver<T> {
         if completed {
             self.ack(Epoch::MAX)?;
         }
+        // The last word on where the source stands, after its final acknowledgement.
+        self.report_positions();
         self.close()
     }
 }
@@ -142,6 +166,9 @@ pub(crate) fn read<'s, S: Source>(
         reader: RefCell::new(None),
         acked: Cell::new(0),
         closed: Cell::new(false),
+        metrics: shared.metrics.clone(),
+        worker: scope.index(),
+        reported: Cell::new(false),
     });
     ctx.finishers.borrow_mut().push(driver.clone());
     let metrics = &shared.metrics;
@@ -175,6 +202,7 @@ pub(crate) fn read<'s, S: Source>(
             unaccepted_bytes: 0,
         };
         let mut last_progress = (0u64, 0u64);
+        let mut last_positions: Option<Instant> = None;
         let mut buf: Vec<S::Output> = Vec::new();
 
         move |output| {
@@ -211,6 +239,11 @@ pub(crate) fn read<'s, S: Source>(
             shared
                 .metrics
                 .set_in_flight_epochs(book.in_flight.len() as u64);
+
+            if last_positions.is_none_or(|t| t.elapsed() >= POSITIONS_EVERY) {
+                driver.report_positions();
+                last_positions = Some(Instant::now());
+            }
 
             let Some(c) = cap.as_mut() else { return };
             let mut reader_slot = driver.reader.borrow_mut();

@@ -160,6 +160,22 @@ impl<'s, T: Element> PCollection<'s, T> {
         self.ctx.step_name(name)
     }
 
+    /// The name of the step being applied here (the `apply` prefixes).
+    pub(crate) fn applied_name(&self) -> String {
+        self.ctx.step_prefix.borrow().join("/")
+    }
+
+    /// Registers a `CountOutcomes` step's stream of applied counts: the pipeline's epochs are
+    /// done only once it passes them, and rows written later follow it.
+    pub(crate) fn add_counted(&self, applied: StreamVec<'s, Epoch, ()>) {
+        self.ctx.counted.borrow_mut().push(applied);
+    }
+
+    /// The `CountOutcomes` steps' streams of applied counts registered so far.
+    pub(crate) fn counted(&self) -> Vec<StreamVec<'s, Epoch, ()>> {
+        self.ctx.counted.borrow().clone()
+    }
+
     /// An empty collection in the same pipeline.
     pub(crate) fn empty_like<U: Element>(&self) -> PCollection<'s, U> {
         PCollection::empty(self.ctx.clone())

@@ -653,6 +653,8 @@ pub(crate) struct BuildCtx<'s> {
     #[allow(clippy::type_complexity)]
     pub(crate) sink_outputs:
         RefCell<Vec<(StreamVec<'s, Epoch, DeadLetter>, StreamVec<'s, Epoch, ()>)>>,
+    /// Per `CountOutcomes` step: its stream of applied counts (see `counts`).
+    pub(crate) counted: RefCell<Vec<StreamVec<'s, Epoch, ()>>>,
     pub(crate) source_activators: Rc<RefCell<Vec<Activator>>>,
     pub(crate) finishers: RefCell<Vec<Rc<dyn Finisher>>>,
     pub(crate) step_prefix: RefCell<Vec<String>>,
@@ -667,6 +669,7 @@ impl<'s> BuildCtx<'s> {
             accept_probe: ProbeHandle::new(),
             obligations: RefCell::new(Vec::new()),
             sink_outputs: RefCell::new(Vec::new()),
+            counted: RefCell::new(Vec::new()),
             source_activators: Rc::new(RefCell::new(Vec::new())),
             finishers: RefCell::new(Vec::new()),
             step_prefix: RefCell::new(Vec::new()),
@@ -815,7 +818,9 @@ impl<'s> PipelineBuilder<'s> {
         // A second probe, after the refusals only, tells which epochs every sink has taken:
         // what the sources' in-flight bound counts (see `StreamingWriter`).
         let activators = self.ctx.source_activators.clone();
-        let (refusals, durable): (Vec<_>, Vec<_>) = outputs.into_iter().unzip();
+        // Counts are part of what makes an epoch done: acknowledged input is counted.
+        let (refusals, mut durable): (Vec<_>, Vec<_>) = outputs.into_iter().unzip();
+        durable.extend(std::mem::take(&mut *self.ctx.counted.borrow_mut()));
         let accepted = self
             .ctx
             .scope

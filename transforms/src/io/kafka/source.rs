@@ -16,8 +16,8 @@ use rdkafka::message::{Headers, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice::{
-    BoxError, CheckContext, Epoch, EpochLedger, ReadState, ReadStatus, Source, SourceContext,
-    SourcePosition, SourceReader, SourceWaker,
+    BoxError, CheckContext, Epoch, EpochLedger, PartitionPosition, PositionKind, ReadState,
+    ReadStatus, Source, SourceContext, SourcePosition, SourceReader, SourceWaker,
 };
 
 use super::{decode_record, KafkaError, KafkaSourceConfig, METADATA_TIMEOUT};
@@ -31,6 +31,10 @@ type Partition = (Arc<str>, i32);
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long the poll thread waits before committing again after a commit failed.
 const COMMIT_RETRY: Duration = Duration::from_secs(1);
+/// How often librdkafka reports its statistics (`statistics.interval.ms`, unless the options
+/// set it): the partitions' high watermarks (the lag on the metrics endpoint) come from there,
+/// with no request of their own.
+const STATISTICS_INTERVAL_MS: &str = "2000";
 
 /// Reads Kafka topics as a consumer group; see the [module docs](super).
 ///
@@ -186,9 +190,13 @@ impl Source for KafkaSource {
             waker: ctx.waker(),
             config: self.config.clone(),
         });
-        let consumer: BaseConsumer<PollContext> = self
+        let mut client = self
             .config
-            .client_config(ctx.job_name(), ctx.worker_index())
+            .client_config(ctx.job_name(), ctx.worker_index());
+        if !self.config.options.contains_key("statistics.interval.ms") {
+            client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        }
+        let consumer: BaseConsumer<PollContext> = client
             .create_with_context(PollContext {
                 shared: shared.clone(),
             })
@@ -277,6 +285,12 @@ struct Inner {
     confirmed: BTreeMap<Partition, i64>,
     /// Per partition: the offset every sink made durable, when past `confirmed`.
     latest: BTreeMap<Partition, i64>,
+    /// Per partition read in the current assignment: the next offset handed to the pipeline.
+    position: BTreeMap<Partition, i64>,
+    /// Per owned partition not read yet: the group's committed offset, as librdkafka says.
+    committed: BTreeMap<Partition, i64>,
+    /// Per owned partition: its high watermark, as librdkafka's statistics last said.
+    high: BTreeMap<Partition, i64>,
     /// The reader handed out nothing for want of commits: wake it when one is confirmed.
     gated: bool,
     error: Option<KafkaError>,
@@ -318,6 +332,38 @@ impl Inner {
         self.owned.remove(p);
         self.confirmed.remove(p);
         self.latest.remove(p);
+        self.position.remove(p);
+        self.committed.remove(p);
+        self.high.remove(p);
+    }
+
+    /// Per owned partition: the position (the next offset the pipeline reads), the committed
+    /// offset and the lag (the high watermark minus the position), as far as known.
+    fn positions(&self) -> Vec<PartitionPosition> {
+        let mut out = Vec::new();
+        for p in &self.owned {
+            let name = format!("{}/{}", p.0, p.1);
+            let committed = self
+                .confirmed
+                .get(p)
+                .or_else(|| self.committed.get(p))
+                .copied();
+            let position = self.position.get(p).copied().or(committed);
+            if let Some(o) = position {
+                out.push(PartitionPosition::new(&name, PositionKind::Offset, o));
+            }
+            if let Some(c) = committed {
+                out.push(PartitionPosition::new(&name, PositionKind::Committed, c));
+            }
+            if let (Some(o), Some(h)) = (position, self.high.get(p)) {
+                out.push(PartitionPosition::new(
+                    &name,
+                    PositionKind::Lag,
+                    (h - o).max(0),
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -342,7 +388,29 @@ struct PollContext {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for PollContext {}
+impl ClientContext for PollContext {
+    /// librdkafka's statistics: the high watermark of each owned partition (from its fetch
+    /// responses) and the group's committed offset of those not read yet.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut inner = self.shared.lock();
+        let inner = &mut *inner;
+        for (name, topic) in &statistics.topics {
+            for (id, p) in &topic.partitions {
+                // -1 is librdkafka's internal "unassigned" partition
+                let key: Partition = (Arc::from(name.as_str()), *id);
+                if *id < 0 || !inner.owned.contains(&key) {
+                    continue;
+                }
+                if p.hi_offset >= 0 {
+                    inner.high.insert(key.clone(), p.hi_offset);
+                }
+                if p.committed_offset >= 0 && !inner.confirmed.contains_key(&key) {
+                    inner.committed.insert(key, p.committed_offset);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for PollContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -608,6 +676,7 @@ impl SourceReader<ReadResult> for KafkaReader {
                     .confirmed
                     .entry(p.partition.clone())
                     .or_insert(p.offset);
+                inner.position.insert(p.partition.clone(), p.offset + 1);
                 self.ledger.record(p.partition, p.offset + 1);
                 bytes += p.bytes;
                 taken += 1;
@@ -643,6 +712,10 @@ impl SourceReader<ReadResult> for KafkaReader {
             }
         }
         Ok(())
+    }
+
+    fn positions(&self) -> Vec<PartitionPosition> {
+        self.shared.lock().positions()
     }
 
     /// Commits what is durable and leaves the group. A consumer failure was already
@@ -691,6 +764,40 @@ mod tests {
         assert!(!inner.confirm(&[(p(0), 150), (p(1), 10)].into()));
         assert_eq!(inner.uncommitted(), 0);
         assert!(inner.latest.is_empty(), "nothing left to commit");
+    }
+
+    #[test]
+    fn positions_say_offset_committed_offset_and_lag_of_owned_partitions() {
+        let mut inner = Inner::default();
+        for n in [0, 1, 2] {
+            inner.owned.insert(p(n));
+        }
+        // partition 0 read up to 150 of 200, committed at 120; partition 1 not read yet,
+        // committed at 7 of 10; partition 2: nothing known yet
+        inner.confirmed.insert(p(0), 120);
+        inner.position.insert(p(0), 150);
+        inner.high.insert(p(0), 200);
+        inner.committed.insert(p(1), 7);
+        inner.high.insert(p(1), 10);
+        let got: Vec<(String, PositionKind, i64)> = inner
+            .positions()
+            .into_iter()
+            .map(|p| (p.partition, p.kind, p.value))
+            .collect();
+        let want = |part: &str, kind, value| (part.to_string(), kind, value);
+        assert_eq!(
+            got,
+            vec![
+                want("t/0", PositionKind::Offset, 150),
+                want("t/0", PositionKind::Committed, 120),
+                want("t/0", PositionKind::Lag, 50),
+                want("t/1", PositionKind::Offset, 7),
+                want("t/1", PositionKind::Committed, 7),
+                want("t/1", PositionKind::Lag, 3),
+            ]
+        );
+        inner.disown(&p(0));
+        assert!(inner.positions().iter().all(|p| p.partition != "t/0"));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use google_cloud_pubsub::client::Subscriber;
 use google_cloud_pubsub::subscriber::handler::Handler;
 use google_cloud_pubsub::subscriber::ShutdownBehavior;
 use sluice::{
-    BoxError, Epoch, EpochLedger, Message, PubSubPosition, ReadState, ReadStatus, Source,
-    SourceContext, SourcePosition, SourceReader,
+    BoxError, Epoch, EpochLedger, Message, PartitionPosition, PositionKind, PubSubPosition,
+    ReadState, ReadStatus, Source, SourceContext, SourcePosition, SourceReader,
 };
 use tokio::sync::mpsc;
 
@@ -131,6 +131,7 @@ impl Source for PubsubSource {
             feed,
             held: HashMap::new(),
             held_bytes: 0,
+            acked: 0,
             ledger: EpochLedger::new(),
             next: 0,
             max_messages: self.max_outstanding_messages,
@@ -479,6 +480,8 @@ struct PubsubReader {
     /// Delivered, not yet acked: reader-local id -> handle, bytes.
     held: HashMap<u64, (AckHandle, usize)>,
     held_bytes: usize,
+    /// Messages acked since the start.
+    acked: u64,
     /// Each delivery is its own partition (its reader-local id), acked with its epoch.
     ledger: EpochLedger<u64, ()>,
     next: u64,
@@ -617,10 +620,24 @@ impl SourceReader<Message> for PubsubReader {
         for (id, ()) in self.ledger.ack(done) {
             if let Some((handle, bytes)) = self.held.remove(&id) {
                 self.held_bytes -= bytes;
+                self.acked += 1;
                 handle.ack(&self.subscription);
             }
         }
         Ok(())
+    }
+
+    /// Messages delivered to this worker and not acked yet, and those acked since the start.
+    fn positions(&self) -> Vec<PartitionPosition> {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        vec![
+            PartitionPosition::new(
+                &*self.subscription,
+                PositionKind::Outstanding,
+                count(self.held.len() as u64),
+            ),
+            PartitionPosition::new(&*self.subscription, PositionKind::Acked, count(self.acked)),
+        ]
     }
 
     /// Nacks every delivered message not acked (redelivered at once), then shuts the stream
