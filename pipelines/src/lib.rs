@@ -16,7 +16,6 @@
 
 #![warn(missing_docs)]
 
-pub mod allocator;
 pub mod check;
 pub mod config;
 pub mod config_test;

@@ -443,7 +443,6 @@ impl From<anyhow::Error> for Exit {
 }
 
 fn main() -> ExitCode {
-    sluice_pipelines::allocator::return_freed_memory_promptly();
     let cli = Cli::parse();
     let options = logging::Options {
         format: cli.log_format,

@@ -111,8 +111,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // the same allocator settings as `sluice`
-    sluice_pipelines::allocator::return_freed_memory_promptly();
     let result = match Cli::parse().command {
         Command::Decode {
             input,
