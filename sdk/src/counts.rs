@@ -242,7 +242,7 @@ impl KeyCap {
 }
 
 /// Counts the records passing by namespace, doctype, version and outcome, per minute and in
-/// total, on differential dataflow (see the [module docs](self)); passes them on unchanged.
+/// total, on differential dataflow (how and why: the comments of `sdk/src/counts.rs`); passes them on unchanged.
 /// The process's counts are [`Metrics::outcomes`](crate::Metrics::outcomes).
 ///
 /// On a collection of messages the outcome is the transform's name (`decoded` by default); on
