@@ -19,7 +19,10 @@
 
 #[path = "../../transforms/tests/kafka_support.rs"]
 mod kafka_support;
+#[path = "support/metrics.rs"]
+mod metrics_endpoint;
 mod support;
+use metrics_endpoint::{http_get, metric};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -993,30 +996,6 @@ dir = "{errors}"
         wrong.is_empty(),
         "messages not in their topic exactly once (seq, copies): {wrong:?}"
     );
-}
-
-/// `GET path` on the metrics address: the body, or `None` while nothing answers.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    // The server keeps connections alive unless asked not to; never wait on one forever.
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-}
-
-/// The value of the metric line `name{labels}` in Prometheus text.
-fn metric(text: &str, name_and_labels: &str) -> Option<i64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// An unbounded Kafka job (`stop_at_end = false`) with the metrics address: once it has read

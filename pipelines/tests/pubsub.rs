@@ -6,7 +6,10 @@
 
 #[path = "../../transforms/tests/decode_support.rs"]
 mod decode_support;
+#[path = "support/metrics.rs"]
+mod metrics_endpoint;
 mod support;
+use metrics_endpoint::{http_get, metric};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -510,22 +513,9 @@ for page in s3.get_paginator('list_objects_v2').paginate(Bucket=sys.argv[2], Pre
 /// `sluice_records_read_total{step="read"}` from the binary's metrics endpoint (0 until it
 /// answers).
 fn records_read(addr: &str) -> u64 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return 0;
-    };
-    // The server keeps connections alive unless asked not to; never wait on one forever.
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-    let _ = write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.lines()
-        .find_map(|l| l.strip_prefix("sluice_records_read_total{step=\"read\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    http_get(addr, "/metrics")
+        .and_then(|text| metric(&text, "sluice_records_read_total{step=\"read\"}"))
+        .map_or(0, |n| n.max(0) as u64)
 }
 
 /// The decoder, Pub/Sub -> S3 (moto) in the shape of `examples/configs/pubsub-to-gcs.toml`
@@ -704,30 +694,6 @@ batch = {{ max_bytes = "100MB", max_records = 1000000, max_age = "1h" }}
         assert_eq!(n, 1, "input {i} ({doc}) found {n} times");
     }
     assert!(drain(&e, &sub).is_empty(), "every message was acked");
-}
-
-/// `GET path` on the metrics address: the body, or `None` while nothing answers.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    // The server keeps connections alive unless asked not to; never wait on one forever.
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-}
-
-/// The value of the metric line `name{labels}` in Prometheus text.
-fn metric(text: &str, name_and_labels: &str) -> Option<i64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A job reading a subscription through the binary with the metrics address: `/metrics`
