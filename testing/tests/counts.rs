@@ -4,7 +4,6 @@
 //! and the counts' arrangement stays within the hour over a long stream.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use sluice::{
     Clock, CountOutcomes, DeadLetter, Deduplicate, Failure, Gauge, Message, OutcomeCounts,
     OutcomeKey, OutcomeSnapshot, Pipeline, PipelineBuilder,
 };
-use sluice_testing::cluster::{free_port, wait_all};
+use sluice_testing::cluster::{run_two_process_cluster, ClusterChild};
 use sluice_testing::{MemorySink, MemorySource, TestPipeline, UnboundedMemorySource};
 
 /// One minute for the whole run: the per-minute counts must then equal the totals.
@@ -147,13 +146,14 @@ const CHILD: &str = "SLUICE_COUNTS_CLUSTER_CHILD";
 /// writes what its sinks received and its process's counts.
 #[test]
 fn cluster_child() {
-    let Ok(spec) = std::env::var(CHILD) else {
+    let Some(ClusterChild {
+        process,
+        addresses,
+        out_file,
+    }) = ClusterChild::from_env(CHILD)
+    else {
         return;
     };
-    let mut parts = spec.split(';');
-    let process: usize = parts.next().unwrap().parse().unwrap();
-    let addresses: Vec<String> = parts.next().unwrap().split(',').map(String::from).collect();
-    let out_file = parts.next().unwrap().to_string();
     // the same input in each process: worker `w` of the cluster reads records `w % peers`
     let source = MemorySource::from(input());
     let out = MemorySink::new();
@@ -199,34 +199,11 @@ fn cluster_child() {
 #[test]
 fn counts_equal_a_recount_of_the_sinks_on_a_two_process_cluster() {
     let dir = std::env::temp_dir().join(format!("sluice-counts-cluster-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let addresses = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..2)
-        .map(|i| {
-            let out = dir.join(format!("process-{i}.txt"));
-            let child = Command::new(&exe)
-                .args([
-                    "--exact",
-                    "cluster_child",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .env(CHILD, format!("{i};{addresses};{}", out.display()))
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("start a cluster process");
-            (child, out)
-        })
-        .collect();
-    let (mut processes, outputs): (Vec<_>, Vec<_>) = children.into_iter().unzip();
-    let statuses = wait_all(&mut processes, Duration::from_secs(120));
+    let outputs = run_two_process_cluster("cluster_child", CHILD, &dir);
     let (mut out, mut dead) = (Vec::new(), Vec::new());
     let mut counted = OutcomeSnapshot::default();
     let mut per_process: Vec<usize> = Vec::new();
-    for (status, file) in statuses.into_iter().zip(outputs) {
-        assert!(status.success(), "cluster process failed: {status}");
+    for file in outputs {
         let mut totals = 0;
         for line in std::fs::read_to_string(&file).unwrap().lines() {
             let (kind, json) = line.split_once(' ').unwrap();

@@ -3,7 +3,6 @@
 //! stream's state shrinking on processing time.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use proptest::prelude::*;
 use sluice::{
     Clock, Counter, DeadLetter, DedupTime, Deduplicate, Gauge, Message, Pipeline, PipelineBuilder,
 };
-use sluice_testing::cluster::{free_port, wait_all};
+use sluice_testing::cluster::{run_two_process_cluster, ClusterChild};
 use sluice_testing::{MemorySink, MemorySource, TestPipeline, UnboundedMemorySource};
 
 const WINDOW_MS: i64 = 1_000;
@@ -200,13 +199,14 @@ const CHILD: &str = "SLUICE_DEDUP_CLUSTER_CHILD";
 /// Runs as one process of the cluster when the parent test starts this binary with `CHILD` set.
 #[test]
 fn cluster_child() {
-    let Ok(spec) = std::env::var(CHILD) else {
+    let Some(ClusterChild {
+        process,
+        addresses,
+        out_file,
+    }) = ClusterChild::from_env(CHILD)
+    else {
         return;
     };
-    let mut parts = spec.split(';');
-    let process: usize = parts.next().unwrap().parse().unwrap();
-    let addresses: Vec<String> = parts.next().unwrap().split(',').map(String::from).collect();
-    let out_file = parts.next().unwrap().to_string();
     let source = MemorySource::from_epochs(cluster_input());
     let out = MemorySink::new();
     let dead = MemorySink::new();
@@ -233,32 +233,9 @@ fn cluster_child() {
 #[test]
 fn same_output_and_duplicates_as_the_model_on_a_two_process_cluster() {
     let dir = std::env::temp_dir().join(format!("sluice-dedup-oracle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let addresses = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..2)
-        .map(|i| {
-            let out = dir.join(format!("process-{i}.txt"));
-            let child = Command::new(&exe)
-                .args([
-                    "--exact",
-                    "cluster_child",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .env(CHILD, format!("{i};{addresses};{}", out.display()))
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("start a cluster process");
-            (child, out)
-        })
-        .collect();
-    let (mut processes, outputs): (Vec<_>, Vec<_>) = children.into_iter().unzip();
-    let statuses = wait_all(&mut processes, Duration::from_secs(120));
+    let outputs = run_two_process_cluster("cluster_child", CHILD, &dir);
     let (mut got_out, mut got_dead) = (Vec::new(), Vec::new());
-    for (status, out) in statuses.into_iter().zip(outputs) {
-        assert!(status.success(), "cluster process failed: {status}");
+    for out in outputs {
         for line in std::fs::read_to_string(&out).unwrap().lines() {
             let (kind, json) = line.split_once(' ').unwrap();
             let m = Message::from_json_line(json.as_bytes()).unwrap();

@@ -2,10 +2,8 @@
 //! serialized exchanges, and on a 2-process timely cluster over loopback, gives the same multiset
 //! of outputs and dead letters as a plain-iterator model of the same logic.
 
-use std::process::Command;
-
 use sluice::{DeadLetter, Failure, Pipeline, PipelineBuilder};
-use sluice_testing::cluster::{free_port, wait_all};
+use sluice_testing::cluster::{run_two_process_cluster, ClusterChild};
 use sluice_testing::{assert_that, MemorySink, MemorySource, TestPipeline};
 
 fn input() -> Vec<u64> {
@@ -132,13 +130,14 @@ const CHILD: &str = "SLUICE_ORACLE_CLUSTER_CHILD";
 /// Runs as one process of the cluster when the parent test starts this binary with `CHILD` set.
 #[test]
 fn cluster_child() {
-    let Ok(spec) = std::env::var(CHILD) else {
+    let Some(ClusterChild {
+        process,
+        addresses,
+        out_file,
+    }) = ClusterChild::from_env(CHILD)
+    else {
         return;
     };
-    let mut parts = spec.split(';');
-    let process: usize = parts.next().unwrap().parse().unwrap();
-    let addresses: Vec<String> = parts.next().unwrap().split(',').map(String::from).collect();
-    let out_file = parts.next().unwrap().to_string();
     let source = MemorySource::from(input());
     let out = MemorySink::new();
     let dead = MemorySink::new();
@@ -166,33 +165,10 @@ fn cluster_child() {
 #[test]
 fn same_result_on_a_two_process_cluster_over_loopback() {
     let dir = std::env::temp_dir().join(format!("sluice-oracle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let addresses = format!("127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..2)
-        .map(|i| {
-            let out = dir.join(format!("process-{i}.txt"));
-            let child = Command::new(&exe)
-                .args([
-                    "--exact",
-                    "cluster_child",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .env(CHILD, format!("{i};{addresses};{}", out.display()))
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("start a cluster process");
-            (child, out)
-        })
-        .collect();
-    let (mut processes, outputs): (Vec<_>, Vec<_>) = children.into_iter().unzip();
-    let statuses = wait_all(&mut processes, std::time::Duration::from_secs(120));
+    let outputs = run_two_process_cluster("cluster_child", CHILD, &dir);
     let mut got_out = Vec::new();
     let mut got_dead = Vec::new();
-    for (status, out) in statuses.into_iter().zip(outputs) {
-        assert!(status.success(), "cluster process failed: {status}");
+    for out in outputs {
         for line in std::fs::read_to_string(&out).unwrap().lines() {
             match line.split_once(' ') {
                 Some(("out", y)) => got_out.push(y.parse::<u64>().unwrap()),
