@@ -506,10 +506,10 @@ where
     }
 }
 
-/// How long a failing worker keeps stepping so the abort reaches the other processes.
 /// Threads of the io runtime's blocking pool (see [`Pipeline::run`]).
 const BLOCKING_THREADS: usize = 8;
 
+/// How long a failing worker keeps stepping so the abort reaches the other processes.
 const ABORT_BROADCAST_GRACE: Duration = Duration::from_millis(500);
 
 /// Process-wide state of one run, shared by its workers and IO tasks.
