@@ -360,12 +360,61 @@ pub enum ReadState {
 pub struct SourceContext {
     pub(crate) worker_index: usize,
     pub(crate) peers: usize,
+    pub(crate) process_index: usize,
+    pub(crate) local_workers: usize,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) waker: SourceWaker,
     pub(crate) job_name: String,
+    pub(crate) step: String,
+    pub(crate) process_state: ProcessState,
 }
 
+/// State the readers of one run's source step share within a process, by step and type.
+pub(crate) type ProcessState = std::sync::Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<
+            (String, std::any::TypeId),
+            std::sync::Arc<dyn std::any::Any + Send + Sync>,
+        >,
+    >,
+>;
+
 impl SourceContext {
+    /// Contexts for the `workers` workers of one process, for opening readers outside a
+    /// pipeline (tools, tests): they share [`SourceContext::process_shared`] state as the
+    /// workers of one run do, and their wakers do nothing.
+    ///
+    /// ```
+    /// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let workers = sluice::SourceContext::standalone_workers(runtime.handle().clone(), "tool", 2);
+    /// assert_eq!(workers[1].worker_index(), 1);
+    /// assert_eq!(workers[0].process_workers(), 0..2);
+    /// let a = workers[0].process_shared(|| 7u32);
+    /// assert!(std::sync::Arc::ptr_eq(&a, &workers[1].process_shared(|| 8u32)));
+    /// ```
+    pub fn standalone_workers(
+        runtime: tokio::runtime::Handle,
+        job_name: impl Into<String>,
+        workers: usize,
+    ) -> Vec<SourceContext> {
+        let job_name = job_name.into();
+        let process_state = ProcessState::default();
+        let workers = workers.max(1);
+        (0..workers)
+            .map(|worker_index| SourceContext {
+                worker_index,
+                peers: workers,
+                process_index: 0,
+                local_workers: workers,
+                runtime: runtime.clone(),
+                waker: SourceWaker(std::sync::Arc::new(|| {})),
+                job_name: job_name.clone(),
+                step: "read".to_string(),
+                process_state: process_state.clone(),
+            })
+            .collect()
+    }
+
     /// This worker's global index, in `0..peers()`.
     pub fn worker_index(&self) -> usize {
         self.worker_index
@@ -373,6 +422,35 @@ impl SourceContext {
     /// The number of workers in the whole pipeline (all processes).
     pub fn peers(&self) -> usize {
         self.peers
+    }
+    /// The global indexes of this process's workers (all of `0..peers()` in one process):
+    /// timely numbers a cluster's workers process by process.
+    pub fn process_workers(&self) -> std::ops::Range<usize> {
+        let first = self.process_index * self.local_workers;
+        first..first + self.local_workers
+    }
+    /// A value shared by the readers this source step opens in this process during this run:
+    /// the first caller builds it with `init`, the others get the same one. A source uses it
+    /// to hand out work among the workers of a process (the file source's splits), where a
+    /// fixed assignment would leave a worker idle while another still has a backlog. A later
+    /// run, or another step reading the same source, gets a value of its own.
+    pub fn process_shared<T: Send + Sync + 'static>(
+        &self,
+        init: impl FnOnce() -> T,
+    ) -> std::sync::Arc<T> {
+        let mut state = self
+            .process_state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (self.step.clone(), std::any::TypeId::of::<T>());
+        if let Some(value) = state.get(&key) {
+            if let Ok(value) = value.clone().downcast::<T>() {
+                return value;
+            }
+        }
+        let value = std::sync::Arc::new(init());
+        state.insert(key, value.clone());
+        value
     }
     /// The runner's tokio runtime, for async clients.
     pub fn runtime(&self) -> &tokio::runtime::Handle {

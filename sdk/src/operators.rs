@@ -179,6 +179,7 @@ pub(crate) fn read<'s, S: Source>(
     let bounds = shared.epoch;
     let limits = shared.in_flight;
 
+    let step_name = step.to_string();
     source::<_, CapacityContainerBuilder<Vec<S::Output>>, _, _>(scope, step, move |cap, info| {
         let activator = scope.activator_for(info.address.clone());
         activators.borrow_mut().push(activator.clone());
@@ -191,6 +192,10 @@ pub(crate) fn read<'s, S: Source>(
                 let _ = sync.activate();
             })),
             job_name: shared.job_name.clone(),
+            step: step_name.clone(),
+            process_index: shared.process_index,
+            local_workers: shared.local_workers,
+            process_state: shared.source_state.clone(),
         };
         let mut cap: Option<Capability<Epoch>> = Some(cap);
         let mut book = EpochBook {

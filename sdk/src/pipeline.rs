@@ -297,6 +297,7 @@ impl Pipeline {
             in_flight: self.in_flight,
             dead_letter_payload_limit: self.dead_letter_payload_limit,
             local_workers: self.local_workers(),
+            source_state: Default::default(),
             metrics: self.metrics.clone(),
             runtime: runtime.handle().clone(),
             abort: AtomicBool::new(false),
@@ -523,6 +524,8 @@ pub(crate) struct Shared {
     pub(crate) dead_letter_payload_limit: usize,
     /// Worker threads of this process.
     pub(crate) local_workers: usize,
+    /// What the readers of a source step share within this process (`SourceContext::process_shared`).
+    pub(crate) source_state: crate::io::ProcessState,
     pub(crate) metrics: Metrics,
     pub(crate) runtime: tokio::runtime::Handle,
     abort: AtomicBool,

@@ -529,3 +529,69 @@ fn a_large_plain_file_is_shared_by_the_workers_in_splits_and_a_gzipped_one_is_no
     lines.dedup();
     assert_eq!(lines.len(), 500);
 }
+
+/// Reads with `reader` until it is exhausted; the line numbers it gave.
+fn drain(reader: &mut dyn sluice::SourceReader<Result<Message, DeadLetter>>) -> Vec<u64> {
+    let mut lines = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        let status = reader.read(&mut out, 100).unwrap();
+        for record in out {
+            let m = record.expect("a valid line");
+            match m.position {
+                Some(sluice::SourcePosition::Line { line, .. }) => lines.push(line),
+                other => panic!("a line position, not {other:?}"),
+            }
+        }
+        if status.state == sluice::ReadState::Exhausted {
+            return lines;
+        }
+    }
+}
+
+#[test]
+fn a_worker_that_is_ahead_takes_the_splits_the_others_have_not_started() {
+    use sluice::Source;
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..400).map(|i| format!("{}\n", envelope(i))).collect();
+    std::fs::write(dir.path().join("a.ndjson"), &text).unwrap();
+    let source = FileSource::glob(pattern(dir.path(), "*.ndjson"), InputFormat::Json)
+        .split_bytes(text.len() as u64 / 8);
+    assert!(source.unit_count().unwrap() >= 8);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let workers = sluice::SourceContext::standalone_workers(runtime.handle().clone(), "t", 2);
+    let mut slow = source.open(&workers[1]).unwrap();
+    let mut fast = source.open(&workers[0]).unwrap();
+    // the slow worker reads one batch of its first split, then the fast one reads everything
+    // nobody has started: with a fixed share it would have stopped at half the file
+    let mut out = Vec::new();
+    slow.read(&mut out, 10).unwrap();
+    assert_eq!(out.len(), 10);
+    let mut lines: Vec<u64> = out
+        .into_iter()
+        .map(|r| match r.unwrap().position {
+            Some(sluice::SourcePosition::Line { line, .. }) => line,
+            other => panic!("a line position, not {other:?}"),
+        })
+        .collect();
+    let fast_lines = drain(fast.as_mut());
+    let slow_rest = drain(slow.as_mut());
+    assert!(
+        fast_lines.len() > 300,
+        "the fast worker read {} of 400 lines",
+        fast_lines.len()
+    );
+    // the slow worker only finished the split it had started
+    assert!(slow_rest.len() + lines.len() < 100, "{}", slow_rest.len());
+    lines.extend(fast_lines);
+    lines.extend(slow_rest);
+    lines.sort_unstable();
+    assert_eq!(lines, (1..=400).collect::<Vec<u64>>(), "every line once");
+    // the process's total is reported once, and the done bytes add up to it
+    let (fast_done, fast_total) = fast.progress().unwrap();
+    let (slow_done, slow_total) = slow.progress().unwrap();
+    assert_eq!(fast_total + slow_total, text.len() as u64);
+    assert_eq!(fast_done + slow_done, text.len() as u64);
+}

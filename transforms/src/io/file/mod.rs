@@ -35,11 +35,11 @@ mod config;
 mod reader;
 mod split;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sluice::{
@@ -187,8 +187,10 @@ type Units = Arc<Vec<Unit>>;
 /// - A plain (not gzipped) `json` or `text` file larger than the split size
 ///   ([`DEFAULT_SPLIT_BYTES`], see [`FileSource::split_bytes`]) is cut into splits at line
 ///   starts, so that the workers share a big file as they share many small ones; its records
-///   keep the positions (`input_line`) they have when the file is read whole. Unit `i` of the
-///   listing (a whole file, or a split) is read by worker `i % peers`.
+///   keep the positions (`input_line`) they have when the file is read whole.
+/// - Unit `i` of the listing (a whole file, or a split) is read in the process of worker
+///   `i % peers`; within a process, each worker takes the next unit nobody has taken when it
+///   finishes one, so a worker that is ahead does not idle while another still reads.
 /// - Files whose name ends in `.gz` or whose content starts with the gzip magic are gunzipped.
 /// - Each `read` returns at most 512 records or about 1 MB, and reads lines incrementally
 ///   (a line is kept up to [`FileSource::max_line_bytes`]), so memory stays bounded.
@@ -202,8 +204,8 @@ type Units = Arc<Vec<Unit>>;
 /// - A file that is shorter at its end than when it was listed (it shrank while being read)
 ///   stops the run with [`FileError::Shrunk`] naming it, never a silent short read; other
 ///   read errors (a disk error) stop the run too.
-/// - `progress()` is (bytes read, total bytes) of this worker's files and splits, compressed
-///   sizes for gzipped files; acknowledged input is tracked in [`FileSource::checkpoints`].
+/// - `progress()` is (bytes read, total bytes): the bytes of the units this worker read, and
+///   the total of its process's units on its first reader; compressed sizes for gzipped files; acknowledged input is tracked in [`FileSource::checkpoints`].
 /// - With [`FileSource::with_state_dir`] what is acknowledged is also persisted, and a run
 ///   resumes after it: a restart after a crash re-reads at most the epochs that were in
 ///   flight, never the whole input. Without it a run reads every file from the start.
@@ -458,8 +460,8 @@ impl FileSource {
     }
 
     /// A digest of the input listing (the sorted paths with their sizes), 16 hex digits: the
-    /// processes of a cluster must see the same listing, since file `i` is read by worker
-    /// `i % peers` of the whole cluster; compare digests to be sure they do.
+    /// processes of a cluster must see the same listing, since file `i` is read in the process
+    /// of worker `i % peers` of the whole cluster; compare digests to be sure they do.
     ///
     /// ```
     /// use sluice_transforms::io::file::FileSource;
@@ -619,13 +621,34 @@ impl Source for FileSource {
     fn open(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<ReadResult>>, BoxError> {
         let units = self.units()?;
         let peers = ctx.peers().max(1);
-        let files: Vec<Unit> = units
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % peers == ctx.worker_index())
-            .map(|(_, u)| u.clone())
-            .collect();
-        let total = files.iter().map(Unit::len).sum();
+        let workers = ctx.process_workers();
+        let queue = ctx.process_shared(|| {
+            let mine: Vec<Unit> = units
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| workers.contains(&(i % peers)))
+                .map(|(_, u)| u.clone())
+                .collect();
+            let mut read_to_end = self
+                .read_to_end
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for unit in &mine {
+                read_to_end.insert((unit.path.clone(), unit.start), false);
+            }
+            UnitQueue {
+                units: mine,
+                next: AtomicUsize::new(0),
+                total_reported: AtomicBool::new(false),
+            }
+        });
+        // the process's total is reported once, by its first reader: the runner adds up
+        // what every worker reports
+        let total = if queue.total_reported.swap(true, Ordering::Relaxed) {
+            0
+        } else {
+            queue.units.iter().map(Unit::len).sum()
+        };
         let store = match &self.state_dir {
             Some(dir) => Some(CheckpointStore::open(dir)?),
             None => {
@@ -638,29 +661,19 @@ impl Source for FileSource {
                 None
             }
         };
-        let opened = vec![None; files.len()];
-        {
-            let mut read_to_end = self
-                .read_to_end
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for unit in &files {
-                read_to_end.insert((unit.path.clone(), unit.start), false);
-            }
-        }
         Ok(Box::new(FileReader {
             read_to_end: self.read_to_end.clone(),
-            files,
+            queue,
+            exhausted: false,
             format: self.format,
             max_line_bytes: self.max_line_bytes,
-            next: 0,
             current: None,
             done_bytes: 0,
             total,
             ledger: EpochLedger::new(),
             checkpoints: self.checkpoints.clone(),
             store,
-            opened,
+            opened: HashMap::new(),
         }))
     }
 }
@@ -672,12 +685,32 @@ struct OpenFile {
     read_bytes: Arc<AtomicU64>,
 }
 
-/// One worker's reader: its files and splits one after the other.
+/// The files and splits the workers of one process read (unit `i` of the listing belongs to
+/// the process of worker `i % peers`), handed out in listing order to whichever of its workers
+/// asks next: a worker that is ahead takes the next split instead of idling at the end while
+/// another still has a fixed share left.
+struct UnitQueue {
+    units: Vec<Unit>,
+    next: AtomicUsize,
+    /// Whether a reader has reported the units' total size as its progress total.
+    total_reported: AtomicBool,
+}
+
+impl UnitQueue {
+    /// The index of the next unit nobody has taken, if any is left.
+    fn take(&self) -> Option<usize> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (i < self.units.len()).then_some(i)
+    }
+}
+
+/// One worker's reader: the units it takes from its process's queue, one after the other.
 struct FileReader {
-    files: Vec<Unit>,
+    queue: Arc<UnitQueue>,
+    /// The queue had nothing left when this reader last asked.
+    exhausted: bool,
     format: InputFormat,
     max_line_bytes: usize,
-    next: usize,
     current: Option<OpenFile>,
     /// Compressed bytes of the files finished.
     done_bytes: u64,
@@ -687,24 +720,31 @@ struct FileReader {
     checkpoints: FileCheckpoints,
     /// Where acknowledged positions persist, with a state directory.
     store: Option<CheckpointStore>,
-    /// Per unit, once opened: its checkpoint key and identity (with a state directory).
-    opened: Vec<Option<(PathBuf, FileIdentity)>>,
+    /// Per unit this reader opened: its checkpoint key and identity (with a state directory).
+    opened: HashMap<usize, (PathBuf, FileIdentity)>,
     read_to_end: ReadToEnd,
 }
 
 impl FileReader {
+    fn unit(&self, index: usize) -> &Unit {
+        &self.queue.units[index]
+    }
+
     fn finished(&self, index: usize) {
-        let unit = &self.files[index];
+        let unit = self.unit(index);
         self.read_to_end
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert((unit.path.clone(), unit.start), true);
     }
 
-    fn open_next(&mut self) -> Result<(), FileError> {
-        let index = self.next;
-        self.next += 1;
-        let unit = self.files[index].clone();
+    /// Opens the next unit of the queue; false when none is left.
+    fn open_next(&mut self) -> Result<bool, FileError> {
+        let Some(index) = self.queue.take() else {
+            self.exhausted = true;
+            return Ok(false);
+        };
+        let unit = self.unit(index).clone();
         let path = unit.path.clone();
         let open_error = |source| FileError::Open {
             path: path.clone(),
@@ -726,7 +766,7 @@ impl FileReader {
                 resume = c;
             }
             plain = !gzip_name && !identity.gzip_magic;
-            self.opened[index] = Some((key, identity));
+            self.opened.insert(index, (key, identity));
             if resume != fresh {
                 self.publish(vec![(index, resume)]);
             }
@@ -734,7 +774,7 @@ impl FileReader {
                 tracing::debug!(input = %path.display(), start = unit.start, "input file (or split) already acknowledged whole: skipped");
                 self.done_bytes += unit.len();
                 self.finished(index);
-                return Ok(());
+                return Ok(true);
             }
         }
         let mut file = File::open(&path).map_err(open_error)?;
@@ -786,7 +826,7 @@ impl FileReader {
             records,
             read_bytes,
         });
-        Ok(())
+        Ok(true)
     }
 
     fn record_reader(
@@ -802,7 +842,7 @@ impl FileReader {
     fn publish(&self, reached: Vec<(usize, FileCheckpoint)>) {
         let mut all = self.checkpoints.lock();
         for (i, c) in reached {
-            let unit = &self.files[i];
+            let unit = self.unit(i);
             all.insert(unit.name(&unit.path), c);
         }
     }
@@ -813,7 +853,7 @@ impl FileReader {
             return Ok(());
         };
         for (i, c) in reached {
-            if let Some((key, identity)) = &self.opened[*i] {
+            if let Some((key, identity)) = self.opened.get(i) {
                 store.save(key, identity, c)?;
             }
         }
@@ -831,11 +871,8 @@ impl SourceReader<ReadResult> for FileReader {
         let mut records = 0;
         let mut bytes = 0;
         while records < max_records && bytes < BYTES_PER_READ {
-            if self.current.is_none() {
-                if self.next >= self.files.len() {
-                    return Ok(ReadStatus::new(bytes, ReadState::Exhausted));
-                }
-                self.open_next()?;
+            if self.current.is_none() && !self.open_next()? {
+                return Ok(ReadStatus::new(bytes, ReadState::Exhausted));
             }
             let Some(file) = self.current.as_mut() else {
                 continue;
@@ -849,7 +886,7 @@ impl SourceReader<ReadResult> for FileReader {
                 Ok(b) => b,
                 Err(source) if is_broken_content(&source) => {
                     let index = file.index;
-                    let path = &self.files[index].path;
+                    let path = &self.queue.units[index].path;
                     let (lines, offset) = (file.records.lines(), file.records.offset());
                     let name: Arc<str> = path.display().to_string().into();
                     let (position, at) = match self.format {
@@ -886,7 +923,7 @@ impl SourceReader<ReadResult> for FileReader {
                             complete: true,
                         },
                     );
-                    self.done_bytes += self.files[index].len();
+                    self.done_bytes += self.unit(index).len();
                     self.current = None;
                     self.finished(index);
                     continue;
@@ -897,7 +934,7 @@ impl SourceReader<ReadResult> for FileReader {
                         _ => format!("line {}", file.records.lines()),
                     };
                     return Err(FileError::Read {
-                        path: self.files[file.index].path.clone(),
+                        path: self.queue.units[file.index].path.clone(),
                         position,
                         source,
                     }
@@ -905,7 +942,7 @@ impl SourceReader<ReadResult> for FileReader {
                 }
             };
             if batch.end {
-                let unit = &self.files[file.index];
+                let unit = &self.queue.units[file.index];
                 let read = file.read_bytes.load(Ordering::Relaxed);
                 if read < unit.end {
                     return Err(FileError::Shrunk {
@@ -927,13 +964,13 @@ impl SourceReader<ReadResult> for FileReader {
                 },
             );
             if batch.end {
-                self.done_bytes += self.files[file.index].len();
+                self.done_bytes += self.queue.units[file.index].len();
                 let index = file.index;
                 self.current = None;
                 self.finished(index);
             }
         }
-        let state = if self.current.is_none() && self.next >= self.files.len() {
+        let state = if self.current.is_none() && self.exhausted {
             ReadState::Exhausted
         } else {
             ReadState::More
@@ -958,7 +995,7 @@ impl SourceReader<ReadResult> for FileReader {
 
     fn progress(&self) -> Option<(u64, u64)> {
         let current = self.current.as_ref().map_or(0, |f| {
-            let unit = &self.files[f.index];
+            let unit = self.unit(f.index);
             f.read_bytes
                 .load(Ordering::Relaxed)
                 .clamp(unit.start, unit.end)
