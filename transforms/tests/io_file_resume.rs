@@ -328,3 +328,60 @@ fn a_file_read_in_splits_resumes_each_split_after_its_acknowledged_lines() {
     let third = run(split(&state), Poisoned::default()).unwrap();
     assert!(third.output.is_empty(), "{:?}", third.output);
 }
+
+/// A sink that, on the epoch holding record 30, replaces the state directory with a file, so
+/// that saving the positions acknowledged after it fails.
+#[derive(Clone)]
+struct BreaksState(MemorySink<Message>, PathBuf);
+
+impl Sink for BreaksState {
+    type Input = Message;
+    fn kind(&self) -> &str {
+        "breaks-state"
+    }
+    fn open(&self, _ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Message>>, BoxError> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl SinkWriter<Message> for BreaksState {
+    fn write(&mut self, epoch: Epoch, records: Vec<Message>) -> WriteFuture<Message> {
+        if records.iter().any(|m| m.payload.as_ref() == b"record 30") {
+            std::fs::remove_dir_all(&self.1).unwrap();
+            std::fs::write(&self.1, "not a directory").unwrap();
+        }
+        self.0.write(epoch, records)
+    }
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_saved_mid_run_fails_the_run_naming_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("a.txt");
+    write_lines(&input, &(1..=100).map(payload).collect::<Vec<_>>());
+    let state = dir.path().join("state");
+    let src = source(&input, InputFormat::Text, &state);
+    let sink = BreaksState(MemorySink::new(), state.clone());
+    let s = sink.clone();
+    let result = Pipeline::new("resume-test")
+        .workers(1)
+        .stack_traces(false)
+        .epoch_bounds(EpochBounds {
+            max_records: EPOCH,
+            ..EpochBounds::default()
+        })
+        .run(move |p| {
+            let mut dead_letters = p.dead_letters();
+            p.read_with_failures("read", src.clone())
+                .failures_to(&mut dead_letters)
+                .write("write", s.clone());
+            dead_letters.write("dead_letters", MemorySink::new());
+            Ok(())
+        });
+    let Err(e) = result else {
+        panic!("a run whose checkpoints cannot be saved must fail")
+    };
+    let message = sluice::chain(&e);
+    assert!(message.contains("file source state"), "{message}");
+    assert!(message.contains(&state.display().to_string()), "{message}");
+}
