@@ -223,19 +223,22 @@ def parse_uri(attrs):
 def gunzip_bounded(data, limit):
     """Every gzip member of `data`, inflating at most limit + 1 bytes; None when over."""
     cap = limit + 1
-    out = bytearray()
+    parts = []
+    size = 0
     rest = data
     while True:
         d = zlib.decompressobj(wbits=31)
-        out += d.decompress(rest, cap - len(out))
-        if len(out) >= cap:
+        part = d.decompress(rest, cap - size)
+        parts.append(part)
+        size += len(part)
+        if size >= cap:
             return None
         if not d.eof:
             raise zlib.error("truncated gzip stream")
         rest = d.unused_data
         # a further member only when it looks like one, as the Rust reader decides
         if len(rest) < 10 or not rest.startswith(b"\x1f\x8b\x08"):
-            return bytes(out)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def decompress(attrs, payload, limit):
@@ -583,10 +586,12 @@ def normalize_attributes(attrs):
 
 def add_metadata(attrs, doc):
     """The document with `metadata` and the top-level fields first (metadata.rs's layout)."""
-    metadata = {}
-    for name, prefix in PREFIXED:
-        metadata[name] = {k[len(prefix):]: v for k, v in sorted(attrs.items())
-                          if k.startswith(prefix)}
+    metadata = {name: {} for name, _ in PREFIXED}
+    for k, v in sorted(attrs.items()):
+        for name, prefix in PREFIXED:
+            if k.startswith(prefix):
+                metadata[name][k[len(prefix):]] = v
+                break
     metadata["header"] = {k: attrs[k] for k in HEADER_ATTRIBUTES if k in attrs}
     if attrs.get("document_namespace") == "telemetry":
         metadata["uri"] = {k: attrs[k] for k in URI_ATTRIBUTES if k in attrs}
