@@ -144,10 +144,10 @@ run_measured() {
     local start end rss cpu=- sampler="" tree=0 procs=1
     start=$(date +%s%N)
     if [[ -x /usr/bin/time ]]; then
-        echo "0 1" >"$log.tree"
         /usr/bin/time -v -o "$log.time" "$@" >"$log" 2>&1 &
         local timed=$!
         if [[ "${TREE_RSS:-}" == 1 ]]; then
+            echo "0 1" >"$log.tree"
             sample_tree "$timed" "$log.tree" &
             sampler=$!
         fi
@@ -156,8 +156,10 @@ run_measured() {
             die "failed: $*"
         }
         end=$(date +%s%N)
-        [[ -n "$sampler" ]] && wait "$sampler"
-        read -r tree procs <"$log.tree"
+        if [[ -n "$sampler" ]]; then
+            wait "$sampler"
+            read -r tree procs <"$log.tree"
+        fi
         rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log.time")
         cpu=$(awk -F': ' '/User time/ {u = $2} /System time/ {s = $2} END {printf "%.2f", u + s}' \
             "$log.time")
