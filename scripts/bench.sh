@@ -19,9 +19,9 @@
 #      `sluice run examples/configs/decoder-local.toml` (file -> file) with 1..N workers, and with
 #      the Python kinds the same job in Python (scripts/bench_python/: decoder.py's steps with
 #      jsonschema-rs validators) as a Bytewax 0.21 dataflow with N processes of one worker
-#      (`python -m bytewax.testing ... -pN -w1`) and as a Beam pipeline on the DirectRunner's
-#      FnApiRunner with direct_num_workers=N, multi_processing; each under `/usr/bin/time -v`
-#      (peak RSS from /proc/<pid>/status VmHWM when it is missing);
+#      (`python -m bytewax.testing ... -pN -w1`; `bytewax.run ... -w1` for one) and as a Beam
+#      pipeline on the DirectRunner's FnApiRunner with direct_num_workers=N, multi_processing;
+#      each under `/usr/bin/time -v` (peak RSS from /proc/<pid>/status VmHWM when it is missing);
 #   4. checks equal work on the first round: every configuration's outputs (decoded records and dead
 #      letters, gunzipped, as a multiset of lines per partition folder, `stack_trace` removed) must
 #      equal those of the first configuration (the baseline with 1 thread; `sluice-baseline
@@ -195,10 +195,13 @@ run_config() {
         sluice) run_measured "$out.log" "$SLUICE" run "$CONFIG" --no-progress --workers "$n" \
             --set "source.path=$input" --set "sink.dir=$out" --set "dead_letter.dir=$out" \
             --set "data_dir=$out.state" ;;
-        # N processes of one worker each
-        bytewax) TREE_RSS=1 run_measured "$out.log" env PYTHONPATH="$PYDIR" "$pyenv/bin/python" \
-            -m bytewax.testing "bytewax_job:build_flow('$input', '$out', '$PWD/schemas/json')" \
-            -p "$n" -w 1 ;;
+        # N processes of one worker each (bytewax.testing spawns them; one runs on its own)
+        bytewax)
+            local entry=(-m bytewax.run)
+            ((n > 1)) && entry=(-m bytewax.testing -p "$n")
+            TREE_RSS=1 run_measured "$out.log" env PYTHONPATH="$PYDIR" "$pyenv/bin/python" \
+                "${entry[@]}" "bytewax_job:build_flow('$input', '$out', '$PWD/schemas/json')" -w 1
+            ;;
         beam) TREE_RSS=1 run_measured "$out.log" "$pyenv/bin/python" "$PYDIR/beam_job.py" \
             --input "$input" --out "$out" --schemas schemas/json --workers "$n" ;;
         *) die "unknown kind \`$kind\` (baseline, sluice, bytewax, beam)" ;;

@@ -9,7 +9,8 @@ input (each worker reads its own byte range of the file, cut at line starts, as
 ndjson files, one per partition folder, `bytewax-<worker>.ndjson.gz`). Dead letters go to the
 same sink, under errors/<error_type>/. No recovery: the source keeps no resume state.
 
-`-p N` starts N processes of one worker each (the issue's "2 processes"); `-p1` is one.
+`-p N` starts N processes of one worker each (the issue's "2 processes"); for one process,
+bench.sh runs `python -m bytewax.run "bytewax_job:build_flow(...)" -w1` (no launcher process).
 """
 
 import os
