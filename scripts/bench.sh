@@ -301,3 +301,28 @@ done
 if ((${#configs[@]} > 1)); then
     echo "equal work checked: every configuration's decoded records and dead letters equal the reference's (${configs[0]})"
 fi
+# The same ratios paired by round: runs of one round are minutes apart, so a change in the
+# host's speed (this machine's varies by tens of percent) weighs less than in ratios of medians
+# taken over the whole series.
+paired() { # paired A B: "A time / B time" per round, then the median
+    local a b ratios
+    a=$(column_of "${results[$1]}" 1) b=$(column_of "${results[$2]}" 1)
+    ratios=$(paste -d' ' <(tr ' ' '\n' <<<"$a" | grep .) <(tr ' ' '\n' <<<"$b" | grep .) |
+        awk '{printf "%.2f ", $1 / $2}')
+    printf '%s(median %s)' "$ratios" "$(stats "$ratios" | awk '{printf "%.2f", $1}')"
+}
+if ((RUNS > 1)); then
+    echo "paired by round (ratio of each round's runs, rounds 1..$RUNS):"
+    for n in $WORKERS; do
+        for k in baseline bytewax beam; do
+            [[ -n ${results[sluice:$n]:-} && -n ${results[$k:$n]:-} ]] || continue
+            echo "  $k $n time / sluice $n time: $(paired "$k:$n" "sluice:$n")"
+        done
+    done
+    lo=${WORKERS%% *} hi=${WORKERS##* }
+    for k in sluice baseline; do
+        if [[ $lo != "$hi" && -n ${results[$k:$lo]:-} && -n ${results[$k:$hi]:-} ]]; then
+            echo "  $k $lo time / $k $hi time (scaling): $(paired "$k:$lo" "$k:$hi")"
+        fi
+    done
+fi
