@@ -262,10 +262,17 @@ impl<R: BufRead> RecordReader<R> {
             } else {
                 self.line.len()
             };
-            let raw = Bytes::copy_from_slice(&self.line[..kept]);
-            if too_long {
+            let raw = if too_long {
+                let head = Bytes::copy_from_slice(&self.line[..kept]);
                 self.line = Vec::new();
-            }
+                head
+            } else if self.line.capacity() > LARGE_LINE_BYTES {
+                // a large line is handed over, not copied: a copy would double its memory while
+                // the record lives, and the next lines need no buffer of its size
+                Bytes::from(std::mem::take(&mut self.line))
+            } else {
+                Bytes::copy_from_slice(&self.line)
+            };
             let record = if too_long {
                 Err(FormatError::LineTooLong {
                     length,
@@ -465,10 +472,14 @@ fn holds_truncated_frame(input: &[u8], end: usize) -> bool {
     })
 }
 
-/// The dead letter of a record that does not decode.
 /// What the dead letter of a line longer than the limit keeps of it: its first 64 KiB.
 pub const LONG_LINE_HEAD_BYTES: usize = 64 << 10;
 
+/// A line buffer grown past this is handed to its record instead of copied (and the next line
+/// starts a new buffer); smaller lines are copied out of the one reused buffer.
+const LARGE_LINE_BYTES: usize = 1 << 20;
+
+/// The dead letter of a record that does not decode.
 pub(crate) fn dead_letter(raw: Bytes, position: SourcePosition, error: &FormatError) -> DeadLetter {
     DeadLetter::new(
         Message::new(raw).with_position(position),
@@ -627,6 +638,27 @@ ok
         );
         assert_eq!(out[1].as_ref().unwrap().payload, "ok");
         assert!(r.line.capacity() < max, "{}", r.line.capacity());
+    }
+
+    #[test]
+    fn large_lines_handed_to_their_records_leave_the_next_lines_whole() {
+        let big = |c: u8| vec![c; 2 * LARGE_LINE_BYTES];
+        let input = [
+            big(b'a'),
+            b"\nshort\n".to_vec(),
+            big(b'b'),
+            b"\nlast".to_vec(),
+        ]
+        .concat();
+        let out = read_all(&input, InputFormat::Text, 4 * LARGE_LINE_BYTES);
+        let payloads: Vec<Vec<u8>> = out
+            .into_iter()
+            .map(|r| r.unwrap().payload.to_vec())
+            .collect();
+        assert_eq!(
+            payloads,
+            [big(b'a'), b"short".to_vec(), big(b'b'), b"last".to_vec()]
+        );
     }
 
     #[test]
