@@ -53,8 +53,21 @@ struct Run {
 }
 
 fn run(source: FileSource, sink: Poisoned) -> sluice::Result<Run> {
+    let dead = run_into(source, sink.clone())?;
+    Ok(Run {
+        output: sink.0.records(),
+        dead: dead.records(),
+    })
+}
+
+/// Runs `source` into `sink` with one epoch of `EPOCH` records in flight at a time; the dead
+/// letters.
+fn run_into<S>(source: FileSource, sink: S) -> sluice::Result<MemorySink<sluice::DeadLetter>>
+where
+    S: Sink<Input = Message> + Clone + Send + Sync + 'static,
+{
     let dead = MemorySink::new();
-    let (o, d) = (sink.clone(), dead.clone());
+    let (o, d) = (sink, dead.clone());
     Pipeline::new("resume-test")
         .workers(1)
         .stack_traces(false)
@@ -74,10 +87,7 @@ fn run(source: FileSource, sink: Poisoned) -> sluice::Result<Run> {
             dead_letters.write("dead_letters", d.clone());
             Ok(())
         })?;
-    Ok(Run {
-        output: sink.0.records(),
-        dead: dead.records(),
-    })
+    Ok(dead)
 }
 
 fn payloads(messages: &[Message]) -> Vec<String> {
@@ -361,23 +371,7 @@ fn a_checkpoint_that_cannot_be_saved_mid_run_fails_the_run_naming_the_state() {
     write_lines(&input, &(1..=100).map(payload).collect::<Vec<_>>());
     let state = dir.path().join("state");
     let src = source(&input, InputFormat::Text, &state);
-    let sink = BreaksState(MemorySink::new(), state.clone());
-    let s = sink.clone();
-    let result = Pipeline::new("resume-test")
-        .workers(1)
-        .stack_traces(false)
-        .epoch_bounds(EpochBounds {
-            max_records: EPOCH,
-            ..EpochBounds::default()
-        })
-        .run(move |p| {
-            let mut dead_letters = p.dead_letters();
-            p.read_with_failures("read", src.clone())
-                .failures_to(&mut dead_letters)
-                .write("write", s.clone());
-            dead_letters.write("dead_letters", MemorySink::new());
-            Ok(())
-        });
+    let result = run_into(src, BreaksState(MemorySink::new(), state.clone()));
     let Err(e) = result else {
         panic!("a run whose checkpoints cannot be saved must fail")
     };
