@@ -32,7 +32,9 @@
 #      time (user + system, children included: on a shared machine a process with more threads
 #      gets more of it), and the speed ratio to the baseline with the same thread count (baseline
 #      time / Sluice time: > 1 means Sluice is faster); then, per worker count N with Python
-#      kinds, "sluice N vs bytewax N: X.XXx" (Python time / Sluice time).
+#      kinds, "sluice N vs bytewax N: X.XXx" (Python time / Sluice time); with RUNS > 1, the
+#      same ratios and the 1 -> N scaling paired by round (each round's runs against each
+#      other, then their median).
 #      Peak RSS of the Rust kinds is the process's own peak; of the Python kinds (several
 #      processes) the peak of the RSS summed over the whole process tree, sampled every 0.2 s
 #      (and at least the largest process's peak); each round line also gives that largest one.
