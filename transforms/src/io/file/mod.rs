@@ -205,7 +205,8 @@ type Units = Arc<Vec<Unit>>;
 ///   stops the run with [`FileError::Shrunk`] naming it, never a silent short read; other
 ///   read errors (a disk error) stop the run too.
 /// - `progress()` is (bytes read, total bytes): the bytes of the units this worker read, and
-///   the total of its process's units on its first reader; compressed sizes for gzipped files; acknowledged input is tracked in [`FileSource::checkpoints`].
+///   the total of its process's units on its first reader; compressed sizes for gzipped
+///   files. Acknowledged input is tracked in [`FileSource::checkpoints`].
 /// - With [`FileSource::with_state_dir`] what is acknowledged is also persisted, and a run
 ///   resumes after it: a restart after a crash re-reads at most the epochs that were in
 ///   flight, never the whole input. Without it a run reads every file from the start.
