@@ -675,12 +675,6 @@ impl Source for FileSource {
             total,
             ledger: EpochLedger::new(),
             checkpoints: self.checkpoints.clone(),
-            persister: store.as_ref().map(|store| Persister {
-                store: store.clone(),
-                runtime: ctx.runtime().clone(),
-                checkpoints: self.checkpoints.clone(),
-                state: Arc::default(),
-            }),
             store,
             opened: HashMap::new(),
         }))
@@ -729,8 +723,6 @@ struct FileReader {
     checkpoints: FileCheckpoints,
     /// Where acknowledged positions persist, with a state directory.
     store: Option<CheckpointStore>,
-    /// Saves acknowledged positions to `store`, off the worker thread.
-    persister: Option<Persister>,
     /// Per unit this reader opened: its checkpoint key and identity (with a state directory).
     opened: HashMap<usize, (PathBuf, FileIdentity)>,
     read_to_end: ReadToEnd,
@@ -857,94 +849,18 @@ impl FileReader {
             all.insert(unit.name(&unit.path), c);
         }
     }
-}
 
-/// Saves acknowledged positions to the state directory off the worker thread: each save is two
-/// fsyncs (the file and its directory), and a worker waiting on them idles while its core
-/// could decode. Saves run one after the other on the io runtime's blocking pool, the latest
-/// position of a unit replacing an earlier one not yet saved; [`FileCheckpoints`] shows a
-/// position once it is saved. So a saved checkpoint may lag an acknowledgement by a save,
-/// never run ahead of it, and `close` waits for the last one.
-struct Persister {
-    store: CheckpointStore,
-    runtime: tokio::runtime::Handle,
-    checkpoints: FileCheckpoints,
-    state: Arc<(Mutex<Persisting>, std::sync::Condvar)>,
-}
-
-#[derive(Default)]
-struct Persisting {
-    /// Positions to save, by checkpoint key: (the unit's name in `FileCheckpoints`, identity,
-    /// position).
-    pending: BTreeMap<PathBuf, (PathBuf, FileIdentity, FileCheckpoint)>,
-    /// A save loop is running on the blocking pool.
-    running: bool,
-    /// A save failed: reported by the next `submit` or `finish`, and nothing more is saved.
-    failed: Option<FileError>,
-}
-
-impl Persister {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Persisting> {
-        self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Queues positions to save; the error of an earlier save, if one failed.
-    fn submit(
-        &self,
-        saves: impl IntoIterator<Item = (PathBuf, (PathBuf, FileIdentity, FileCheckpoint))>,
-    ) -> Result<(), FileError> {
-        let mut state = self.lock();
-        if let Some(e) = state.failed.take() {
-            return Err(e);
-        }
-        state.pending.extend(saves);
-        if state.running || state.pending.is_empty() {
+    /// Persists acknowledged positions (with a state directory).
+    fn persist(&self, reached: &[(usize, FileCheckpoint)]) -> Result<(), FileError> {
+        let Some(store) = &self.store else {
             return Ok(());
+        };
+        for (i, c) in reached {
+            if let Some((key, identity)) = self.opened.get(i) {
+                store.save(key, identity, c)?;
+            }
         }
-        state.running = true;
-        drop(state);
-        let (store, checkpoints, shared) = (
-            self.store.clone(),
-            self.checkpoints.clone(),
-            self.state.clone(),
-        );
-        self.runtime.spawn_blocking(move || loop {
-            let (lock, done) = &*shared;
-            let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
-            let batch = std::mem::take(&mut state.pending);
-            if batch.is_empty() || state.failed.is_some() {
-                state.running = false;
-                done.notify_all();
-                return;
-            }
-            drop(state);
-            for (key, (name, identity, checkpoint)) in batch {
-                if let Err(e) = store.save(&key, &identity, &checkpoint) {
-                    let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
-                    state.failed = Some(e);
-                    state.pending.clear();
-                    break;
-                }
-                checkpoints.lock().insert(name, checkpoint);
-            }
-        });
         Ok(())
-    }
-
-    /// Waits for the queued saves; the error of one that failed.
-    fn finish(&self) -> Result<(), FileError> {
-        let mut state = self.lock();
-        while state.running {
-            state = self
-                .state
-                .1
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        match state.failed.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
     }
 }
 
@@ -1072,35 +988,12 @@ impl SourceReader<ReadResult> for FileReader {
     fn ack(&mut self, done: Epoch) -> Result<(), BoxError> {
         // `Epoch::MAX` includes blank lines read after the last epoch
         let reached = self.ledger.ack(done);
-        let Some(persister) = &self.persister else {
-            self.publish(reached);
+        if reached.is_empty() {
             return Ok(());
-        };
-        let mut unsaved = Vec::new();
-        let saves: Vec<_> = reached
-            .into_iter()
-            .filter_map(|(i, c)| match self.opened.get(&i) {
-                Some((key, identity)) => {
-                    let unit = self.unit(i);
-                    Some((key.clone(), (unit.name(&unit.path), *identity, c)))
-                }
-                None => {
-                    unsaved.push((i, c));
-                    None
-                }
-            })
-            .collect();
-        self.publish(unsaved);
-        persister.submit(saves)?;
-        Ok(())
-    }
-
-    /// Waits until the acknowledged positions are saved.
-    fn close(&mut self) -> Result<(), BoxError> {
-        match &self.persister {
-            Some(p) => p.finish().map_err(Into::into),
-            None => Ok(()),
         }
+        self.persist(&reached)?;
+        self.publish(reached);
+        Ok(())
     }
 
     fn progress(&self) -> Option<(u64, u64)> {
