@@ -262,17 +262,11 @@ impl<R: BufRead> RecordReader<R> {
             } else {
                 self.line.len()
             };
-            let raw = if too_long {
-                let head = Bytes::copy_from_slice(&self.line[..kept]);
+            let raw = Bytes::copy_from_slice(&self.line[..kept]);
+            if too_long || self.line.capacity() > LARGE_LINE_BYTES {
+                // the next lines need no buffer of this size
                 self.line = Vec::new();
-                head
-            } else if self.line.capacity() > LARGE_LINE_BYTES {
-                // a large line is handed over, not copied: a copy would double its memory while
-                // the record lives, and the next lines need no buffer of its size
-                Bytes::from(std::mem::take(&mut self.line))
-            } else {
-                Bytes::copy_from_slice(&self.line)
-            };
+            }
             let record = if too_long {
                 Err(FormatError::LineTooLong {
                     length,
@@ -475,8 +469,8 @@ fn holds_truncated_frame(input: &[u8], end: usize) -> bool {
 /// What the dead letter of a line longer than the limit keeps of it: its first 64 KiB.
 pub const LONG_LINE_HEAD_BYTES: usize = 64 << 10;
 
-/// A line buffer grown past this is handed to its record instead of copied (and the next line
-/// starts a new buffer); smaller lines are copied out of the one reused buffer.
+/// A line buffer grown past this is freed once its line is copied out (the next line starts a
+/// new one), so a single large line does not keep its buffer for the rest of the file.
 const LARGE_LINE_BYTES: usize = 1 << 20;
 
 /// The dead letter of a record that does not decode.
@@ -641,7 +635,7 @@ ok
     }
 
     #[test]
-    fn large_lines_handed_to_their_records_leave_the_next_lines_whole() {
+    fn large_lines_leave_the_next_lines_whole() {
         let big = |c: u8| vec![c; 2 * LARGE_LINE_BYTES];
         let input = [
             big(b'a'),
