@@ -264,9 +264,9 @@ impl FileSource {
     /// its start, with a warning. A checkpoint that cannot be parsed stops the run with an
     /// error naming it (delete it to re-read that input). Each checkpoint is one small file,
     /// replaced atomically (temporary file, fsync, rename) whenever the acknowledged position
-    /// of its input advances. Saves run on the io runtime's blocking pool, not on the worker
-    /// (a saved position may lag its acknowledgement, never run ahead of it); a save that
-    /// fails stops the run, and the end of a run waits for the last save.
+    /// of its input advances. The save happens in the acknowledgement, on the worker, before
+    /// the source reads on: a checkpoint saved later would let a crash re-read more than the
+    /// epochs that were in flight. A save that fails stops the run.
     ///
     /// ```
     /// use sluice::{MemorySink, Pipeline};
