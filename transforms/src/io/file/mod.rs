@@ -667,7 +667,6 @@ impl Source for FileSource {
         Ok(Box::new(FileReader {
             read_to_end: self.read_to_end.clone(),
             queue,
-            exhausted: false,
             format: self.format,
             max_line_bytes: self.max_line_bytes,
             current: None,
@@ -705,13 +704,16 @@ impl UnitQueue {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         (i < self.units.len()).then_some(i)
     }
+
+    /// Every unit is taken.
+    fn is_empty(&self) -> bool {
+        self.next.load(Ordering::Relaxed) >= self.units.len()
+    }
 }
 
 /// One worker's reader: the units it takes from its process's queue, one after the other.
 struct FileReader {
     queue: Arc<UnitQueue>,
-    /// The queue had nothing left when this reader last asked.
-    exhausted: bool,
     format: InputFormat,
     max_line_bytes: usize,
     current: Option<OpenFile>,
@@ -744,7 +746,6 @@ impl FileReader {
     /// Opens the next unit of the queue; false when none is left.
     fn open_next(&mut self) -> Result<bool, FileError> {
         let Some(index) = self.queue.take() else {
-            self.exhausted = true;
             return Ok(false);
         };
         let unit = self.unit(index).clone();
@@ -973,7 +974,7 @@ impl SourceReader<ReadResult> for FileReader {
                 self.finished(index);
             }
         }
-        let state = if self.current.is_none() && self.exhausted {
+        let state = if self.current.is_none() && self.queue.is_empty() {
             ReadState::Exhausted
         } else {
             ReadState::More
